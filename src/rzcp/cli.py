@@ -1,0 +1,121 @@
+"""The `rzcp` command. Every failure is one line on stderr and a non-zero exit; `--help` everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from pydantic import ValidationError
+
+from rzcp.settings import Settings, load_settings
+
+CONFIG_ENV = "RZCP_CONFIG_FILE"
+
+
+class _Context:
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+
+    def settings(self) -> Settings:
+        try:
+            return load_settings(self.config)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            raise click.ClickException(f"invalid configuration ({where}): {first.get('msg')}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A KEY=value settings file.",
+)
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """RZCP, the regional FHIR gateway."""
+    ctx.obj = _Context(config)
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config.resolve())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.pass_obj
+def serve(obj: _Context, host: str, port: int, workers: int) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    settings = obj.settings()
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        click.echo(
+            "note: several workers on SQLite share one file; PostgreSQL is the production database", err=True
+        )
+    uvicorn.run(
+        "rzcp.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+def db_upgrade(obj: _Context, revision: str) -> None:
+    """Apply the Alembic migrations to the configured database."""
+    from rzcp.store.db import Database
+    from rzcp.store.migrate import current_revision, upgrade
+
+    settings = obj.settings()
+
+    async def run() -> str | None:
+        database = Database(settings.database_url)
+        try:
+            await upgrade(database, revision)
+            return await current_revision(database)
+        finally:
+            await database.dispose()
+
+    current = _run(run())
+    click.echo(f"database at revision {current}")
+
+
+@main.command()
+@click.pass_obj
+def openapi(obj: _Context) -> None:
+    """Print the OpenAPI document (openapi/openapi.json is this output)."""
+    from rzcp.app import create_app
+
+    document = create_app(obj.settings()).openapi()
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # one line, not a traceback: the operator needs the cause, not our stack
+        raise click.ClickException(
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

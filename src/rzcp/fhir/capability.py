@@ -1,0 +1,81 @@
+"""The CapabilityStatement, built from what this process really serves: its resource types, the
+interactions the router implements, and the search parameters the index supports for each type."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import rzcp
+from rzcp.runtime import Runtime
+
+_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+_RESULT_PARAMS = ("_count", "_sort", "_summary", "_elements", "_include", "_revinclude", "_total")
+
+
+def capability_statement(runtime: Runtime, base: str) -> dict[str, Any]:
+    return _build(runtime.registry, tuple(sorted(runtime.served_types)), base)
+
+
+@lru_cache(maxsize=8)
+def _build(registry: Any, types: tuple[str, ...], base: str) -> dict[str, Any]:
+    resources = []
+    for res_type in types:
+        params = registry.params_for(res_type)
+        supported = [p for p in params.values() if p.supported]
+        references = sorted(p.code for p in supported if p.type == "reference")
+        resources.append(
+            {
+                "type": res_type,
+                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": False,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": False,
+                "conditionalDelete": "not-supported",
+                "searchInclude": [f"{res_type}:{code}" for code in references],
+                "searchRevInclude": sorted(
+                    {
+                        f"{other}:{p.code}"
+                        for other in types
+                        for p in registry.params_for(other).values()
+                        if p.supported and p.type == "reference" and res_type in p.targets
+                    }
+                ),
+                "searchParam": [
+                    {"name": p.code, "type": p.type, **({"definition": p.url} if p.url else {})}
+                    for p in sorted(supported, key=lambda p: p.code)
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "RZCP",
+        "kind": "instance",
+        "software": {"name": "RZCP gateway", "version": rzcp.__version__},
+        "implementation": {"description": "RZCP regional FHIR gateway", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": [],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Search: strict handling with `Prefer: handling=strict`; lenient otherwise. "
+                "Result parameters: " + ", ".join(_RESULT_PARAMS) + ".",
+                "resource": resources,
+            }
+        ],
+    }

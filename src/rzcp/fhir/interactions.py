@@ -1,0 +1,159 @@
+"""The FHIR interactions that take more than one store call: search with paging, conditional create,
+history. Plain Python over a connection; the router turns HTTP into these calls and their results into
+responses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.errors import BadRequest, PreconditionFailed
+from rzcp.fhir import bundles, paging
+from rzcp.fhir.search.parser import parse_search
+from rzcp.fhir.search.values import parse_date_range
+from rzcp.runtime import Runtime
+from rzcp.store.resources import ResourceStore, Version
+from rzcp.store.search_sql import execute_search
+
+#: Result parameters that reshape each entry; handled by the Bundle writer, not the query.
+_RESHAPING = ("_elements", "_summary")
+
+
+async def search(
+    conn: AsyncConnection,
+    runtime: Runtime,
+    res_type: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    base: str,
+    strict: bool,
+) -> bytes:
+    """A searchset Bundle for one page of `res_type?pairs`; `_page` in pairs picks the page."""
+    path = f"/{res_type}"
+    bound = paging.binding(path, pairs)
+    token = dict(pairs).get(paging.PAGE_PARAM)
+    offset = runtime.sealer.open(token, bound) if token else 0
+    settings = runtime.settings
+    query = parse_search(
+        res_type,
+        paging.search_params(pairs),
+        runtime.registry,
+        strict=strict,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
+    result = await execute_search(conn, query, offset=offset)
+    next_url = None
+    if result.has_more:
+        next_url = paging.page_url(base, path, pairs, runtime.sealer.seal(offset + query.count, bound))
+    params = dict(pairs)
+    summary = params.get("_summary")
+    return bundles.searchset(
+        base=base,
+        matches=[(r.res_type, r.res_id, r.content) for r in result.matches],
+        included=[(r.res_type, r.res_id, r.content) for r in result.included],
+        total=result.total,
+        self_url=paging.page_url(base, path, pairs, token),
+        next_url=next_url,
+        warnings=list(query.warnings),
+        elements=params.get("_elements"),
+        summary=summary if summary in ("true", "text", "data") else None,
+    )
+
+
+async def find_existing(
+    conn: AsyncConnection, runtime: Runtime, res_type: str, if_none_exist: str
+) -> Version | None:
+    """The one resource that an If-None-Exist query matches; None when none; 412 when several do."""
+    pairs = parse_qsl(if_none_exist.lstrip("?"), keep_blank_values=True)
+    if not pairs:
+        raise BadRequest("If-None-Exist needs search parameters, such as identifier=system|value")
+    query = parse_search(res_type, pairs, runtime.registry, strict=True, default_count=2, max_count=2)
+    result = await execute_search(conn, query, offset=0)
+    if len(result.matches) > 1:
+        raise PreconditionFailed(
+            f"If-None-Exist matches {len(result.matches)} or more resources; be more specific"
+        )
+    if not result.matches:
+        return None
+    match = result.matches[0]
+    return await ResourceStore(conn, runtime.registry).read(match.res_type, match.res_id)
+
+
+def _history_moment(pairs: Sequence[tuple[str, str]], name: str) -> datetime | None:
+    value = dict(pairs).get(name)
+    if value is None:
+        return None
+    try:
+        low, _high = parse_date_range(value)
+    except ValueError:
+        raise BadRequest(f"{name}={value!r} is not a FHIR instant", expression=(name,)) from None
+    return low
+
+
+async def history(
+    conn: AsyncConnection,
+    runtime: Runtime,
+    res_type: str,
+    res_id: str | None,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    base: str,
+) -> bytes:
+    path = f"/{res_type}" + (f"/{res_id}" if res_id else "") + "/_history"
+    known = {"_count", "_since", "_at", paging.PAGE_PARAM, "_format", "_pretty"}
+    unknown = sorted({k for k, _ in pairs} - known)
+    if unknown:
+        raise BadRequest(
+            f"history does not support the parameter(s) {', '.join(unknown)}", code="not-supported"
+        )
+    bound = paging.binding(path, pairs)
+    token = dict(pairs).get(paging.PAGE_PARAM)
+    offset = runtime.sealer.open(token, bound) if token else 0
+    count = _count(dict(pairs).get("_count"), runtime)
+    versions, has_more = await ResourceStore(conn, runtime.registry).history(
+        res_type,
+        res_id,
+        since=_history_moment(pairs, "_since"),
+        at_or_before=_history_moment(pairs, "_at"),
+        count=count,
+        offset=offset,
+    )
+    next_url = None
+    if has_more:
+        next_url = paging.page_url(base, path, pairs, runtime.sealer.seal(offset + count, bound))
+    return bundles.history(
+        base=base,
+        versions=versions,
+        total=None,
+        self_url=paging.page_url(base, path, pairs, token),
+        next_url=next_url,
+    )
+
+
+def _count(raw: str | None, runtime: Runtime) -> int:
+    settings = runtime.settings
+    if raw is None:
+        return settings.default_page_size
+    if not raw.isdigit():
+        raise BadRequest(f"_count={raw!r} is not a whole number", expression=("_count",))
+    return max(1, min(int(raw), settings.max_page_size))
+
+
+def check_body_id(resource: dict[str, Any], path_id: str | None) -> None:
+    """FHIR's rules for ids in bodies: none on create, the path's on update."""
+    body_id = resource.get("id")
+    if path_id is None:
+        return
+    if body_id is None:
+        raise BadRequest("the resource in an update must carry its id", code="required", expression=("id",))
+    if body_id != path_id:
+        raise BadRequest(
+            f"the body's id {body_id!r} does not match the URL's {path_id!r}",
+            code="invalid",
+            expression=("id",),
+        )

@@ -1,0 +1,111 @@
+"""OperationOutcome: how every error leaves the gateway.
+
+One handler per kind of failure, all ending in `outcome_response`. A 500 carries only a correlation id
+that an operator can find in the server log; never the exception's text, which may hold internals or
+patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rzcp.errors import Issue, RzcpError
+
+log = logging.getLogger("rzcp.errors")
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+_STATUS_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    412: "conflict",
+    413: "too-costly",
+    415: "not-supported",
+    422: "processing",
+    429: "throttled",
+}
+
+
+def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
+    rendered = []
+    for issue in issues:
+        entry: dict[str, Any] = {
+            "severity": issue.severity,
+            "code": issue.code,
+            "diagnostics": issue.diagnostics,
+        }
+        if issue.expression:
+            entry["expression"] = list(issue.expression)
+        rendered.append(entry)
+    return {"resourceType": "OperationOutcome", "issue": rendered}
+
+
+def outcome_response(status: int, issues: Iterable[Issue], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(operation_outcome(issues)), status_code=status, media_type=FHIR_JSON, headers=headers
+    )
+
+
+async def _rzcp_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RzcpError)
+    return outcome_response(exc.status, exc.issues(), exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "exception" if exc.status_code >= 500 else "invalid")
+    message = {404: "No such endpoint", 405: "Method not allowed here"}.get(exc.status_code, str(exc.detail))
+    return outcome_response(exc.status_code, [Issue("error", code, message)], dict(exc.headers or {}))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        Issue(
+            "error", "invalid", f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        )
+        for err in exc.errors()[:20]
+    ]
+    return outcome_response(400, issues or [Issue("error", "invalid", "Invalid request")])
+
+
+async def _integrity_error(_request: Request, _exc: Exception) -> Response:
+    return outcome_response(
+        409, [Issue("error", "conflict", "The write conflicts with a concurrent one; retry")]
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    incident = uuid.uuid4().hex
+    if isinstance(exc, OperationalError):
+        log.error("database unavailable (incident %s) on %s %s", incident, request.method, request.url.path)
+        return outcome_response(
+            503,
+            [Issue("error", "transient", f"The database is unavailable; retry later (incident {incident})")],
+        )
+    log.exception("unhandled error (incident %s) on %s %s", incident, request.method, request.url.path)
+    return outcome_response(500, [Issue("error", "exception", f"Internal error (incident {incident})")])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RzcpError, _rzcp_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,35 @@
+"""Liveness and readiness for the orchestrator: alive means the process answers; ready means the
+database answers and its schema is at the migrations' head."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import text
+
+from rzcp.store.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return Response(orjson.dumps({"status": "ok"}), media_type="application/json")
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    db = request.app.state.runtime.db
+    checks: dict[str, str] = {}
+    try:
+        async with db.read() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        current, head = await current_revision(db), head_revision()
+        checks["migrations"] = "ok" if current == head else f"at {current or 'none'}, head is {head}"
+    except Exception:  # any failure to reach the database means "not ready"
+        checks["database"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values()) and "migrations" in checks
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")

@@ -1,0 +1,75 @@
+"""Request ids and Prometheus metrics, as one pure-ASGI middleware so it costs microseconds.
+
+The request id is taken from `X-Request-ID` when the caller sends a sane one (so a member can follow its
+own request through the region) and made up otherwise; it comes back in the response headers and is what
+the audit trail records as the correlation id. Metrics carry the route template, never the concrete path,
+so no resource id or patient identifier ends up in a label.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._\-]{8,64}")
+
+REQUESTS = Counter("rzcp_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram(
+    "rzcp_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _SANE_ID.fullmatch(text) else None
+    return None
+
+
+def request_id(request: Request) -> str:
+    state: Any = request.scope.get("state", {})
+    return state.get("request_id", "")
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
