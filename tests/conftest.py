@@ -26,9 +26,8 @@ from rzcp.settings import Settings
 from rzcp.store.migrate import upgrade
 from rzcp.store.tables import metadata
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED_DATA.exists():  # a checkout elsewhere: fall back to the copy beside the repository's parent
-    SHARED_DATA = Path(os.environ.get("RZCP_SHARED_DATA", "../shared/data")).resolve()
+#: Real-world FHIR data (nl-core examples, Synthea patients, R4 examples), shipped in the repository.
+SHARED_DATA = Path(__file__).resolve().parents[1] / "data"
 
 PG_SERVER = os.environ.get("RZCP_TEST_POSTGRES_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 

@@ -1,0 +1,99 @@
+"""The `rzcp` command as an operator uses it: a real process, a real database, a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+RZCP = str(Path(sys.executable).with_name("rzcp"))
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command
+        [RZCP, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["serve"], ["db"], ["db", "upgrade"], ["openapi"]):
+        result = run(*args, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Usage:" in result.stdout
+
+
+def test_db_upgrade_on_both_databases(database_url: str, tmp_path: Path) -> None:
+    result = run("db", "upgrade", env={"RZCP_DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "database at revision" in result.stdout
+    again = run("db", "upgrade", env={"RZCP_DATABASE_URL": database_url})
+    assert again.returncode == 0, again.stderr
+
+
+def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    result = run("db", "upgrade", env={"RZCP_ENVIRONMENT": "production", "RZCP_DATABASE_URL": "sqlite+aiosqlite:///x.db"})
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "RZCP_SECRET_KEY" in result.stderr or "PostgreSQL" in result.stderr
+
+
+def test_unreachable_database_is_one_line_and_non_zero() -> None:
+    result = run("db", "upgrade", env={"RZCP_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none"})
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "rzcp.env"
+    config.write_text(f"RZCP_DATABASE_URL=sqlite+aiosqlite:///{tmp_path / 'from-file.db'}\n")
+    result = run("--config", str(config), "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-file.db").exists()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"}
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [RZCP, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"rzcp serve exited: {process.stdout.read().decode() if process.stdout else ''}")
+            time.sleep(0.2)
+        else:
+            pytest.fail("rzcp serve did not become ready within 30 s")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
+    metadata = httpx.get(f"{served}/fhir/metadata", timeout=10)
+    assert metadata.status_code == 200
+    assert metadata.json()["fhirVersion"] == "4.0.1"
+    assert httpx.get(f"{served}/healthz", timeout=5).json() == {"status": "ok"}
