@@ -16,8 +16,10 @@ import pytest
 RZCP = str(Path(sys.executable).with_name("rzcp"))
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own command
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [RZCP, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
 
@@ -44,7 +46,11 @@ def test_db_upgrade_on_both_databases(database_url: str, tmp_path: Path) -> None
 
 
 def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
-    result = run("db", "upgrade", env={"RZCP_ENVIRONMENT": "production", "RZCP_DATABASE_URL": "sqlite+aiosqlite:///x.db"})
+    result = run(
+        "db",
+        "upgrade",
+        env={"RZCP_ENVIRONMENT": "production", "RZCP_DATABASE_URL": "sqlite+aiosqlite:///x.db"},
+    )
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1
     assert "RZCP_SECRET_KEY" in result.stderr or "PostgreSQL" in result.stderr
@@ -69,7 +75,7 @@ def test_config_file(tmp_path: Path) -> None:
 def served(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"}
-    process = subprocess.Popen(  # noqa: S603 - our own command
+    process = subprocess.Popen(
         [RZCP, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
