@@ -20,11 +20,18 @@ def _resource_text(content: str, elements: str | None, summary: str | None) -> s
     return orjson.dumps(shape(orjson.loads(content), elements=elements, summary=summary)).decode()
 
 
-def _links(self_url: str, next_url: str | None) -> list[dict[str, str]]:
-    links = [{"relation": "self", "url": self_url}]
+def _assemble(kind: str, total: int | None, self_url: str, next_url: str | None, entries: list[str]) -> bytes:
+    """The Bundle's JSON with its entries (already JSON text) spliced in."""
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": "self", "url": self_url}]
     if next_url:
-        links.append({"relation": "next", "url": next_url})
-    return links
+        head["link"].append({"relation": "next", "url": next_url})
+    text = orjson.dumps(head).decode()
+    if entries:
+        text = text[:-1] + ',"entry":[' + ",".join(entries) + "]}"
+    return text.encode()
 
 
 def searchset(
@@ -40,10 +47,6 @@ def searchset(
     summary: str | None = None,
 ) -> bytes:
     """A searchset Bundle; `matches`/`included` are (type, id, stored JSON) triples."""
-    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if total is not None:
-        head["total"] = total
-    head["link"] = _links(self_url, next_url)
     entries: list[str] = []
     for mode, rows in (("match", matches), ("include", included)):
         tail = orjson.dumps({"search": {"mode": mode}}).decode()[1:]
@@ -55,10 +58,7 @@ def searchset(
     if warnings:
         outcome = {"resource": operation_outcome(warnings), "search": {"mode": "outcome"}}
         entries.append(orjson.dumps(outcome).decode())
-    text = orjson.dumps(head).decode()
-    if entries:
-        text = text[:-1] + ',"entry":[' + ",".join(entries) + "]}"
-    return text.encode()
+    return _assemble("searchset", total, self_url, next_url, entries)
 
 
 _HISTORY_STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
@@ -68,10 +68,6 @@ _HISTORY_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
 def history(
     *, base: str, versions: Iterable[Version], total: int | None, self_url: str, next_url: str | None
 ) -> bytes:
-    head: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
-    if total is not None:
-        head["total"] = total
-    head["link"] = _links(self_url, next_url)
     entries: list[str] = []
     for v in versions:
         url = v.res_type if v.method == "create" else f"{v.res_type}/{v.res_id}"
@@ -88,7 +84,4 @@ def history(
         if not v.deleted:
             text = text[:-1] + ',"resource":' + v.content + "}"
         entries.append(text)
-    text = orjson.dumps(head).decode()
-    if entries:
-        text = text[:-1] + ',"entry":[' + ",".join(entries) + "]}"
-    return text.encode()
+    return _assemble("history", total, self_url, next_url, entries)
