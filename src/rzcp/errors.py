@@ -5,7 +5,8 @@ OperationOutcome with the status and FHIR issue code they carry. Anything else i
     RzcpError                      500 exception   (base; never raised itself)
     ├── BadRequest                 400 invalid
     │   ├── InvalidSearch          400 not-supported / invalid  (unknown parameter in strict mode, bad value)
-    │   └── InvalidResource        422 processing / structure  (fails FHIR validation or business rules)
+    │   ├── InvalidResource        422 processing / structure  (fails FHIR validation or business rules)
+    │   └── OAuthError             400 (or 401)  an RFC 6749 error, answered as OAuth JSON
     ├── Unauthorized               401 login
     ├── Forbidden                  403 forbidden
     ├── NotFound                   404 not-found
@@ -72,6 +73,16 @@ class InvalidSearch(BadRequest):
 class InvalidResource(BadRequest):
     status = 422
     code = "processing"
+
+
+class OAuthError(BadRequest):
+    """An error of the OAuth endpoints: `error` is the RFC 6749 code (invalid_client, invalid_grant,
+    invalid_scope, invalid_request, unsupported_grant_type, ...), answered as JSON with no-store."""
+
+    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.status = status
 
 
 class Unauthorized(RzcpError):

@@ -1,0 +1,194 @@
+"""`rzcp members ...` and `rzcp clients ...`: the registry from the command line (see the contract).
+Each command is one transaction; a failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.auth import registry
+from rzcp.auth.principal import ROLES
+from rzcp.errors import RzcpError
+from rzcp.settings import Settings
+from rzcp.store.db import Database
+
+T = TypeVar("T")
+
+
+def _in_transaction(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool) -> T:
+    from rzcp.store.migrate import upgrade
+
+    async def run() -> T:
+        database = Database(settings.database_url)
+        try:
+            migrate = settings.auto_migrate if settings.auto_migrate is not None else database.is_sqlite
+            if migrate:
+                await upgrade(database)
+            async with database.write() if write else database.read() as conn:
+                return await work(conn)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(run())
+    except RzcpError as exc:
+        raise click.ClickException(exc.message) from None
+    except Exception as exc:  # one line, not a traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.find_root().obj.settings()
+
+
+@click.group()
+def members() -> None:
+    """Member organisations of the region."""
+
+
+@members.command("add")
+@click.option("--ura", required=True, help="The organisation's URA number (8 digits).")
+@click.option("--name", required=True)
+@click.option("--type", "category", required=True, help="Organisation category code.")
+@click.option("--endpoint", required=True, help="The member's FHIR base URL.")
+@click.option("--adapter", default="fhir-rest", show_default=True)
+@click.pass_context
+def members_add(ctx: click.Context, ura: str, name: str, category: str, endpoint: str, adapter: str) -> None:
+    """Register a member organisation."""
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await registry.add_member(
+            conn, ura=ura, name=name, category=category, endpoint=endpoint, adapter=adapter
+        )
+
+    member = _in_transaction(_settings(ctx), work, write=True)
+    click.echo(f"member {member.ura} ({member.name}) registered")
+
+
+@members.command("list")
+@click.pass_context
+def members_list(ctx: click.Context) -> None:
+    """List the members: URA, status, category, name, endpoint."""
+    for m in _in_transaction(_settings(ctx), registry.list_members, write=False):
+        click.echo(f"{m.ura}\t{m.status}\t{m.category}\t{m.name}\t{m.endpoint}")
+
+
+@members.command("suspend")
+@click.argument("ura")
+@click.pass_context
+def members_suspend(ctx: click.Context, ura: str) -> None:
+    """Suspend a member: its clients' tokens stop working at their next request."""
+
+    async def work(conn: AsyncConnection) -> None:
+        await registry.suspend_member(conn, ura)
+
+    _in_transaction(_settings(ctx), work, write=True)
+    click.echo(f"member {ura} suspended")
+
+
+@click.group()
+def clients() -> None:
+    """Member systems' OAuth clients (SMART Backend Services)."""
+
+
+@clients.command("add")
+@click.option("--client-id", required=True)
+@click.option("--member", "member_ura", required=True, help="URA of the member that owns the system.")
+@click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--jwks-url", help="Where the client publishes its keys (host must be allow-listed).")
+@click.option("--scope", required=True, help='Space-separated system scopes, e.g. "system/Patient.rs".')
+@click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+@click.pass_context
+def clients_add(
+    ctx: click.Context,
+    client_id: str,
+    member_ura: str,
+    jwks_file: Path | None,
+    jwks_url: str | None,
+    scope: str,
+    role: str,
+) -> None:
+    """Register a client with its public keys (--jwks FILE or --jwks-url URL)."""
+    if (jwks_file is None) == (jwks_url is None):
+        raise click.UsageError("give exactly one of --jwks FILE and --jwks-url URL")
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = orjson.loads(jwks_file.read_bytes())
+        except orjson.JSONDecodeError:
+            raise click.ClickException(f"{jwks_file} is not JSON") from None
+    settings = _settings(ctx)
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await registry.add_client(
+            conn,
+            client_id=client_id,
+            member_ura=member_ura,
+            scope=scope,
+            role=role,
+            jwks=jwks,
+            jwks_url=jwks_url,
+            allowed_hosts=settings.jwks_allowed_hosts,
+        )
+
+    client = _in_transaction(settings, work, write=True)
+    click.echo(f"client {client.client_id} registered for member {client.member_ura}: {client.scope}")
+
+
+@clients.command("list")
+@click.pass_context
+def clients_list(ctx: click.Context) -> None:
+    """List the clients: id, state, member, role, scopes."""
+    for c in _in_transaction(_settings(ctx), registry.list_clients, write=False):
+        state = "revoked" if c.revoked else ("member-suspended" if c.member_status != "active" else "active")
+        click.echo(f"{c.client_id}\t{state}\t{c.member_ura}\t{c.role}\t{c.scope}")
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+@click.pass_context
+def clients_revoke(ctx: click.Context, client_id: str) -> None:
+    """Revoke a client: its tokens stop working at their next request."""
+
+    async def work(conn: AsyncConnection) -> None:
+        await registry.revoke_client(conn, client_id)
+
+    _in_transaction(_settings(ctx), work, write=True)
+    click.echo(f"client {client_id} revoked")
+
+
+@click.group()
+def keys() -> None:
+    """The gateway's own token-signing keys."""
+
+
+@keys.command("rotate")
+@click.pass_context
+def keys_rotate(ctx: click.Context) -> None:
+    """Start signing with a new key; the old one stays published until its tokens have expired."""
+    from rzcp.auth.keys import KeyRing
+
+    settings = _settings(ctx)
+
+    async def work(_conn: AsyncConnection) -> str:
+        ring = KeyRing(Database(settings.database_url), settings.secret_key, settings.access_token_seconds)
+        try:
+            return await ring.rotate()
+        finally:
+            await ring.db.dispose()
+
+    kid = _in_transaction(settings, work, write=False)
+    click.echo(f"now signing with key {kid}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(members)
+    main.add_command(clients)
+    main.add_command(keys)

@@ -1,0 +1,62 @@
+"""The request context headers of the contract, checked: `X-Purpose-Of-Use` (a v3 PurposeOfUse code the
+region allows; TREAT when absent), `X-Acting-Practitioner` (`system|value`; required for patient data) and
+`X-Break-Glass-Reason` (required with ETREAT, which is refused unless break-the-glass is enabled)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+
+from rzcp.auth.principal import Identifier, Principal, RequestContext
+from rzcp.errors import BadRequest, Forbidden
+
+#: The v3 PurposeOfUse codes (http://terminology.hl7.org/CodeSystem/v3-ActReason) a region may allow.
+PURPOSE_OF_USE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+KNOWN_PURPOSES = frozenset(
+    {
+        "TREAT", "ETREAT", "COC", "CLINTRCH", "PATRQT", "FAMRQT", "PWATRNY", "SUPNWK", "HPAYMT", "HOPERAT",
+        "HRESCH", "PUBHLTH", "HSYSADMIN", "HMARKT", "HQUALIMP", "TRAIN", "HLEGAL", "HDIRECT", "ETREATDS",
+    }
+)  # fmt: skip
+MAX_REASON = 1000
+
+
+def parse_context(
+    headers: Mapping[str, str], *, allowed: Set[str], break_glass_enabled: bool, default: str = "TREAT"
+) -> RequestContext:
+    """The context the headers give, refusing malformed values and purposes the region does not allow."""
+    purpose = (headers.get("x-purpose-of-use") or default).strip()
+    if purpose not in KNOWN_PURPOSES:
+        raise BadRequest(f"X-Purpose-Of-Use {purpose!r} is not a v3 PurposeOfUse code", code="value")
+    reason = (headers.get("x-break-glass-reason") or "").strip() or None
+    if purpose == "ETREAT":
+        if not break_glass_enabled:
+            raise Forbidden("break-the-glass (ETREAT) is not enabled in this region")
+        if reason is None:
+            raise BadRequest("X-Purpose-Of-Use ETREAT needs an X-Break-Glass-Reason", code="required")
+        if len(reason) > MAX_REASON:
+            raise BadRequest(f"X-Break-Glass-Reason is longer than {MAX_REASON} characters", code="value")
+    elif purpose not in allowed and purpose != default:
+        raise Forbidden(f"the purpose of use {purpose} is not allowed in this region")
+    elif reason is not None:
+        raise BadRequest("X-Break-Glass-Reason goes only with X-Purpose-Of-Use ETREAT", code="invalid")
+    practitioner = None
+    raw = headers.get("x-acting-practitioner")
+    if raw is not None:
+        practitioner = parse_identifier(raw, "X-Acting-Practitioner")
+    return RequestContext(purpose, practitioner, reason)
+
+
+def parse_identifier(raw: str, name: str) -> Identifier:
+    system, sep, value = raw.strip().partition("|")
+    if not sep or not system or not value or len(raw) > 512 or "|" in value:
+        raise BadRequest(f"{name} must be system|value, such as the UZI number of the person", code="value")
+    return Identifier(system, value)
+
+
+def require_practitioner(principal: Principal) -> None:
+    """Member systems touching patient data must say on whose behalf they act."""
+    if principal.is_system and principal.context.acting_practitioner is None:
+        raise BadRequest(
+            "X-Acting-Practitioner (system|value) is required for requests that touch patient data",
+            code="required",
+        )

@@ -1,0 +1,71 @@
+"""The request's caller, as FastAPI dependencies: `CurrentPrincipal` turns the bearer token and the
+context headers into a Principal (401 with WWW-Authenticate when the token is missing or not valid)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from rzcp.auth.context import parse_context
+from rzcp.auth.principal import UNAUTHENTICATED_BENCH, Principal
+from rzcp.auth.service import AuthRuntime, Endpoints
+from rzcp.auth.tokens import InvalidToken
+
+
+async def get_auth(request: Request) -> AuthRuntime:
+    return _auth(request)
+
+
+def _auth(request: Request) -> AuthRuntime:
+    return request.app.state.runtime.auth
+
+
+AuthDep = Annotated[AuthRuntime, Depends(get_auth)]
+
+
+async def endpoints_dep(request: Request) -> Endpoints:
+    return endpoints(request)
+
+
+def endpoints(request: Request) -> Endpoints:
+    configured = request.app.state.runtime.settings.public_base_url
+    base = configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + "/fhir"
+    return Endpoints(base)
+
+
+EndpointsDep = Annotated[Endpoints, Depends(endpoints_dep)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("no bearer token")
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    auth = _auth(request)
+    settings = auth.settings
+    if not settings.auth_enabled:
+        principal = UNAUTHENTICATED_BENCH
+    else:
+        urls = endpoints(request)
+        claims = await auth.tokens.verify(bearer_token(request), issuer=urls.issuer, audience=urls.fhir_base)
+        try:
+            principal = Principal.from_claims(claims)
+        except (KeyError, ValueError):
+            raise InvalidToken("the token does not name its holder") from None
+    context = parse_context(
+        request.headers,
+        allowed=frozenset(settings.purposes_of_use),
+        break_glass_enabled=settings.break_glass_enabled,
+        default="PATRQT" if principal.is_patient else "TREAT",
+    )
+    principal = principal.with_context(context)
+    request.state.principal = principal  # for the audit record of this request
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

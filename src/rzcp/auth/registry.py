@@ -1,0 +1,225 @@
+"""Members and their clients: register, list, suspend, revoke; and the per-request "is this caller still
+allowed" check. Plain functions over a connection; the caller owns the transaction.
+
+A suspended member's and a revoked client's tokens stop working at the next request in every process,
+because `ensure_live` reads the database (one primary-key lookup on the request's own transaction).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.auth.keys import utcnow
+from rzcp.auth.principal import ROLES, Principal
+from rzcp.auth.scopes import ScopeError, ScopeSet
+from rzcp.auth.tables import clients, members
+from rzcp.auth.tokens import InvalidToken
+from rzcp.errors import BadRequest, Conflict, NotFound
+
+_URA = re.compile(r"\d{8}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+_CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
+CLIENT_ALGS = ("RS384", "ES384")
+
+
+@dataclass(frozen=True)
+class Member:
+    ura: str
+    name: str
+    category: str
+    endpoint: str
+    adapter: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    member_ura: str
+    scope: str
+    role: str
+    jwks: dict[str, Any] | None
+    jwks_url: str | None
+    revoked: bool
+    member_status: str
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked and self.member_status == "active"
+
+
+def _url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"{what} {value!r} is not an http(s) URL")
+    return value
+
+
+async def add_member(
+    conn: AsyncConnection, *, ura: str, name: str, category: str, endpoint: str, adapter: str = "fhir-rest"
+) -> Member:
+    if not _URA.fullmatch(ura):
+        raise BadRequest(f"URA {ura!r} must be 8 digits")
+    if not name.strip():
+        raise BadRequest("the member needs a name")
+    if not _CATEGORY.fullmatch(category):
+        raise BadRequest(f"organisation category {category!r} is not a code")
+    _url(endpoint, "endpoint")
+    if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
+        raise Conflict(f"member {ura} is already registered")
+    now = utcnow()
+    row = {
+        "ura": ura,
+        "name": name.strip(),
+        "category": category,
+        "endpoint": endpoint,
+        "adapter": adapter,
+        "status": "active",
+        "created_at": now,
+        "changed_at": now,
+    }
+    await conn.execute(members.insert().values(**row))
+    return Member(ura, row["name"], category, endpoint, adapter, "active")
+
+
+async def list_members(conn: AsyncConnection) -> list[Member]:
+    rows = await conn.execute(select(members).order_by(members.c.ura))
+    return [Member(r.ura, r.name, r.category, r.endpoint, r.adapter, r.status) for r in rows]
+
+
+async def suspend_member(conn: AsyncConnection, ura: str) -> None:
+    result = await conn.execute(
+        update(members).where(members.c.ura == ura).values(status="suspended", changed_at=utcnow())
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no member with URA {ura}")
+
+
+def check_jwks(document: Any) -> dict[str, Any]:
+    """A JWKS of public RSA or EC signing keys, each with a kid; private keys are refused."""
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise BadRequest('the JWKS must be a JSON object with a non-empty "keys" list')
+    for key in keys:
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC"):
+            raise BadRequest("each key in the JWKS must be an RSA or EC key")
+        if "d" in key:
+            raise BadRequest("the JWKS holds a private key: register the public keys only")
+        if key.get("alg") not in (None, *CLIENT_ALGS):
+            raise BadRequest(f"key algorithm {key.get('alg')!r} is not one of {', '.join(CLIENT_ALGS)}")
+        if not isinstance(key.get("kid"), str) or not key["kid"]:
+            raise BadRequest("each key in the JWKS needs a kid")
+    return {"keys": keys}
+
+
+async def add_client(
+    conn: AsyncConnection,
+    *,
+    client_id: str,
+    member_ura: str,
+    scope: str,
+    role: str = "member",
+    jwks: dict[str, Any] | None = None,
+    jwks_url: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> Client:
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise BadRequest(f"client id {client_id!r} may hold letters, digits and . _ : - only")
+    if role not in ROLES:
+        raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if (jwks is None) == (jwks_url is None):
+        raise BadRequest("give the client's public keys as a JWKS file or a jwks URL, one of the two")
+    if jwks is not None:
+        jwks = check_jwks(jwks)
+    if jwks_url is not None:
+        host = urlsplit(_url(jwks_url, "jwks URL")).hostname
+        if allowed_hosts is not None and host not in allowed_hosts:
+            raise BadRequest(f"jwks host {host} is not in RZCP_JWKS_ALLOWED_HOSTS")
+    try:
+        scopes = ScopeSet.parse(scope)
+    except ScopeError as exc:
+        raise BadRequest(str(exc)) from None
+    if not scopes.resource or scopes.contexts() != {"system"}:
+        raise BadRequest("a client's scopes must be system/... scopes")
+    member = await conn.execute(select(members.c.status).where(members.c.ura == member_ura))
+    if member.first() is None:
+        raise NotFound(f"no member with URA {member_ura}")
+    if await conn.scalar(select(clients.c.client_id).where(clients.c.client_id == client_id)) is not None:
+        raise Conflict(f"client {client_id} is already registered")
+    await conn.execute(
+        clients.insert().values(
+            client_id=client_id,
+            member_ura=member_ura,
+            jwks=orjson.dumps(jwks).decode() if jwks is not None else None,
+            jwks_url=jwks_url,
+            scope=str(scopes),
+            role=role,
+            revoked=False,
+            created_at=utcnow(),
+        )
+    )
+    return Client(client_id, member_ura, str(scopes), role, jwks, jwks_url, False, "active")
+
+
+_CLIENT_COLUMNS = (
+    clients.c.client_id,
+    clients.c.member_ura,
+    clients.c.scope,
+    clients.c.role,
+    clients.c.jwks,
+    clients.c.jwks_url,
+    clients.c.revoked,
+    members.c.status,
+)
+
+
+def _client(row: Any) -> Client:
+    jwks = orjson.loads(row.jwks) if row.jwks else None
+    return Client(
+        row.client_id, row.member_ura, row.scope, row.role, jwks, row.jwks_url, row.revoked, row.status
+    )
+
+
+async def get_client(conn: AsyncConnection, client_id: str) -> Client | None:
+    query = select(*_CLIENT_COLUMNS).join(members).where(clients.c.client_id == client_id)
+    row = (await conn.execute(query)).first()
+    return _client(row) if row is not None else None
+
+
+async def list_clients(conn: AsyncConnection) -> list[Client]:
+    rows = await conn.execute(select(*_CLIENT_COLUMNS).join(members).order_by(clients.c.client_id))
+    return [_client(r) for r in rows]
+
+
+async def revoke_client(conn: AsyncConnection, client_id: str, *, at: datetime | None = None) -> None:
+    result = await conn.execute(
+        update(clients)
+        .where(clients.c.client_id == client_id)
+        .values(revoked=True, revoked_at=at or utcnow())
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no client with id {client_id}")
+
+
+_LIVE = (
+    select(clients.c.client_id)
+    .join(members)
+    .where(clients.c.revoked.is_(False), members.c.status == "active")
+)
+
+
+async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
+    """Refuse a system token whose client was revoked or whose member was suspended since it was issued."""
+    if principal.kind != "system" or principal.client_id is None or principal.subject == "auth-disabled":
+        return
+    found = await conn.scalar(_LIVE.where(clients.c.client_id == principal.client_id))
+    if found is None:
+        raise InvalidToken("the client or its member is no longer active")

@@ -1,0 +1,205 @@
+"""Bearer tokens at the FHIR API: what gets a 401 (with WWW-Authenticate), what a 403, and that a
+revocation or suspension holds from the very next request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+
+from rzcp.auth import registry
+from tests.conftest import BASE, FHIR, PRACTITIONER, fetch_token, gateway_client, new_key, register_system
+
+CONTEXT = {"X-Purpose-Of-Use": "TREAT", "X-Acting-Practitioner": PRACTITIONER}
+PATIENT = {"resourceType": "Patient", "name": [{"family": "Access"}]}
+
+
+def assert_outcome(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["code"] == code
+
+
+def assert_401(response: httpx.Response, error: str = "invalid_token") -> None:
+    assert_outcome(response, 401, "login")
+    assert response.headers["www-authenticate"].startswith('Bearer realm="rzcp"')
+    assert f'error="{error}"' in response.headers["www-authenticate"]
+
+
+async def token_for(app: Any, scope: str, role: str = "member", registered: str | None = None) -> str:
+    system = await register_system(app, scope=registered or scope, role=role)
+    async with gateway_client(app) as http:
+        return await fetch_token(http, system, scope)
+
+
+async def get(app: Any, path: str, token: str | None, **headers: str) -> httpx.Response:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with gateway_client(app, **CONTEXT, **auth, **headers) as http:
+        return await http.get(path)
+
+
+async def test_no_token(app: Any) -> None:
+    assert_401(await get(app, "/fhir/Patient", None), "invalid_request")
+    assert_401(await get(app, "/fhir/Patient", None, Authorization="Basic dXNlcjpwdw=="), "invalid_request")
+
+
+async def test_garbage_token(app: Any) -> None:
+    for garbage in ("garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "x" * 9000):
+        assert_401(await get(app, "/fhir/Patient", garbage))
+
+
+async def test_expired_token(app: Any) -> None:
+    runtime = app.state.runtime
+    claims = {"kind": "system", "sub": "x", "client_id": "x", "role": "admin", "scope": "system/*.cruds"}
+    token, _ = await runtime.auth.tokens.issue(
+        claims, issuer=f"{BASE}/auth", audience=f"{BASE}/fhir", now=int(time.time()) - 3600
+    )
+    response = await get(app, "/fhir/Patient", token)
+    assert_401(response)
+    assert "expired" in response.headers["www-authenticate"]
+
+
+async def test_token_signed_by_another_key(app: Any) -> None:
+    runtime = app.state.runtime
+    real = await runtime.auth.keys.signing_key()
+    other = new_key()
+    now = int(time.time())
+    claims = {
+        "kind": "system", "sub": "x", "client_id": "x", "role": "admin", "scope": "system/*.cruds",
+        "iss": f"{BASE}/auth", "aud": f"{BASE}/fhir", "iat": now, "exp": now + 60, "jti": "j",
+    }  # fmt: skip
+    forged_same_kid = jwt.encode({"alg": "RS384", "kid": real.kid}, claims, other, algorithms=["RS384"])
+    assert_401(await get(app, "/fhir/Patient", forged_same_kid))
+    forged_own_kid = jwt.encode({"alg": "RS384", "kid": other.kid}, claims, other, algorithms=["RS384"])
+    assert_401(await get(app, "/fhir/Patient", forged_own_kid))
+
+
+async def test_token_for_another_audience(app: Any) -> None:
+    runtime = app.state.runtime
+    claims = {"kind": "system", "sub": "x", "client_id": "x", "role": "admin", "scope": "system/*.cruds"}
+    token, _ = await runtime.auth.tokens.issue(
+        claims, issuer=f"{BASE}/auth", audience="https://other-region.example/fhir"
+    )
+    assert_401(await get(app, "/fhir/Patient", token))
+    # A real token of this gateway, presented at another host name, is not for that audience either.
+    good = await token_for(app, "system/Patient.rs")
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {good}") as http:
+        http.base_url = httpx.URL("http://elsewhere.test")
+        assert_401(await http.get("/fhir/Patient"))
+
+
+async def test_token_used_after_its_client_was_revoked(app: Any) -> None:
+    system = await register_system(app, scope="system/Patient.rs")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, system, "system/Patient.rs")
+    assert (await get(app, "/fhir/Patient", token)).status_code == 200
+    async with app.state.runtime.db.write() as conn:
+        await registry.revoke_client(conn, system.client_id)
+    assert_401(await get(app, "/fhir/Patient", token))
+
+
+async def test_token_used_after_its_member_was_suspended(app: Any) -> None:
+    system = await register_system(app, scope="system/Patient.cruds")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, system, "system/Patient.cruds")
+    async with app.state.runtime.db.write() as conn:
+        await registry.suspend_member(conn, system.member_ura)
+    assert_401(await get(app, "/fhir/Patient", token))
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {token}") as http:
+        assert_401(await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR}))
+
+
+async def test_scope_for_another_resource_type(app: Any) -> None:
+    token = await token_for(app, "system/Observation.rs")
+    assert (await get(app, "/fhir/Observation", token)).status_code == 200
+    assert_outcome(await get(app, "/fhir/Patient", token), 403, "forbidden")
+    assert_outcome(await get(app, "/fhir/Patient/any-id", token), 403, "forbidden")
+
+
+async def test_write_with_a_read_scope(app: Any) -> None:
+    token = await token_for(app, "system/Patient.read")
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {token}") as http:
+        created = await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR})
+        assert_outcome(created, 403, "forbidden")
+        assert_outcome(await http.put("/fhir/Patient/x", json={**PATIENT, "id": "x"}), 403, "forbidden")
+        assert_outcome(await http.delete("/fhir/Patient/x"), 403, "forbidden")
+        assert (await http.get("/fhir/Patient")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("scope", "allowed", "denied"),
+    [
+        ("system/Patient.rs", ["GET /fhir/Patient", "GET /fhir/Patient/_history"], ["POST /fhir/Patient"]),
+        ("system/Patient.r", [], ["GET /fhir/Patient", "GET /fhir/Patient/_history"]),
+        ("system/*.s", ["GET /fhir/Observation", "GET /fhir/Organization"], ["DELETE /fhir/Organization/x"]),
+    ],
+)
+async def test_v2_permission_letters(app: Any, scope: str, allowed: list[str], denied: list[str]) -> None:
+    token = await token_for(app, scope)
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {token}") as http:
+        for call in allowed:
+            method, path = call.split()
+            assert (await http.request(method, path)).status_code == 200, call
+        for call in denied:
+            method, path = call.split()
+            assert_outcome(await http.request(method, path), 403, "forbidden")
+
+
+async def test_request_context_headers(app: Any) -> None:
+    token = await token_for(app, "system/Patient.rs")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with gateway_client(app, **auth) as http:
+        missing = await http.get("/fhir/Patient", headers={"X-Purpose-Of-Use": "TREAT"})
+        assert_outcome(missing, 400, "required")
+        assert "X-Acting-Practitioner" in missing.json()["issue"][0]["diagnostics"]
+        malformed = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": "no-bar"})
+        assert_outcome(malformed, 400, "value")
+        ok = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": PRACTITIONER})
+        assert ok.status_code == 200  # TREAT by default
+        unknown = await http.get(
+            "/fhir/Patient", headers={"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "SHOPPING"}
+        )
+        assert_outcome(unknown, 400, "value")
+        not_allowed = await http.get(
+            "/fhir/Patient", headers={"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "HMARKT"}
+        )
+        assert_outcome(not_allowed, 403, "forbidden")
+        glass = await http.get(
+            "/fhir/Patient",
+            headers={
+                "X-Acting-Practitioner": PRACTITIONER,
+                "X-Purpose-Of-Use": "ETREAT",
+                "X-Break-Glass-Reason": "unconscious at the emergency department",
+            },
+        )
+        assert_outcome(glass, 403, "forbidden")  # break-the-glass is off unless the region enables it
+
+
+async def test_auditor_role_reads_the_audit_trail_only(app: Any) -> None:
+    token = await token_for(app, "system/*.rs", role="auditor")
+    assert (await get(app, "/fhir/AuditEvent", token)).status_code == 200
+    assert_outcome(await get(app, "/fhir/Patient", token), 403, "forbidden")
+    member = await token_for(app, "system/*.rs", role="member")
+    assert_outcome(await get(app, "/fhir/AuditEvent", member), 403, "forbidden")
+
+
+async def test_metadata_and_discovery_need_no_token(app: Any, anonymous: httpx.AsyncClient) -> None:
+    assert (await anonymous.get("/fhir/metadata")).status_code == 200
+    config = (await anonymous.get("/fhir/.well-known/smart-configuration")).json()
+    assert config["token_endpoint"] == f"{BASE}/auth/token"
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert config["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert "client-confidential-asymmetric" in config["capabilities"]
+    jwks = (await anonymous.get("/auth/jwks")).json()
+    assert all("d" not in key for key in jwks["keys"])
+    statement = (await anonymous.get("/fhir/metadata")).json()
+    security = statement["rest"][0]["security"]
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris["token"] == f"{BASE}/auth/token"
+    assert uris["authorize"] == f"{BASE}/auth/authorize"
