@@ -1,0 +1,66 @@
+"""What a Consent write must pass besides the store, and what it must note: the region's policy check and
+the change counter that tells every process to recompile the patient's consents.
+
+Who may write: the patient (their own consents only: `Consent.patient` is forced to them), or an
+administrator recording a consent on the patient's documented request, which the Consent names in
+`source[x]` (the signed form, the letter). Member systems never read or write consents (auth.access).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.auth.principal import Principal
+from rzcp.auth.registry import list_members
+from rzcp.consent.cache import note_consent_change
+from rzcp.consent.policy import Policy
+from rzcp.consent.service import check_and_prepare_consent
+from rzcp.errors import InvalidResource
+
+
+class ConsentHook:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    async def prepare(
+        self, conn: AsyncConnection, principal: Principal, resource: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The Consent to store, checked; raises InvalidResource naming the problem."""
+        if principal.is_patient and principal.patient_id:
+            patient_ref = f"Patient/{principal.patient_id}"
+        else:
+            patient_ref = _patient_of(resource)
+            if patient_ref is None:
+                raise InvalidResource(
+                    "Consent.patient must reference the patient (Patient/<id>)",
+                    expression=("Consent.patient",),
+                )
+            if not (resource.get("sourceAttachment") or resource.get("sourceReference")):
+                raise InvalidResource(
+                    "an administrator records a consent on the patient's documented request: "
+                    "give it in Consent.sourceAttachment or Consent.sourceReference",
+                    expression=("Consent.source[x]",),
+                )
+        known = {member.ura for member in await list_members(conn)}
+        return check_and_prepare_consent(
+            resource, patient_ref=patient_ref, policy=self.policy, known_members=known
+        )
+
+    async def written(self, conn: AsyncConnection, content: str, res_id: str) -> None:
+        """After a create or update, in the same transaction: the patient's consents changed."""
+        patient_ref = _patient_of(orjson.loads(content))
+        if patient_ref is not None:
+            await note_consent_change(conn, patient_ref, res_id)
+
+    async def deleted(self, conn: AsyncConnection, previous_content: str, res_id: str) -> None:
+        await self.written(conn, previous_content, res_id)
+
+
+def _patient_of(resource: dict[str, Any]) -> str | None:
+    reference = (resource.get("patient") or {}).get("reference")
+    if isinstance(reference, str) and reference.startswith("Patient/") and len(reference) > len("Patient/"):
+        return reference
+    return None

@@ -1,0 +1,100 @@
+"""`POST /fhir/Consent/$evaluate`: the consent engine as a dry run. The patient app asks "what would my GP
+see?"; an administrator checks a complaint. Nothing is shared by it: it answers with the decision, its
+basis, the deciding consents and the reason, as a Parameters resource."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from rzcp.audit.http import note as audit_note
+from rzcp.auth.access import authorize_interaction
+from rzcp.auth.deps import CurrentPrincipal
+from rzcp.auth.registry import list_members
+from rzcp.consent.model import Request as ConsentRequest
+from rzcp.consent.service import evaluate, to_parameters
+from rzcp.errors import BadRequest, Forbidden
+from rzcp.fhir.deps import RuntimeDep
+from rzcp.fhir.search.values import parse_date_range
+from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
+
+router = APIRouter(prefix="/fhir", tags=["Consent"])
+
+_VALUE_KEYS = ("valueString", "valueCode", "valueDateTime", "valueInstant", "valueUri", "valueId")
+
+
+def _values(parameters: dict[str, Any]) -> dict[str, list[str]]:
+    if parameters.get("resourceType") != "Parameters" or not isinstance(parameters.get("parameter"), list):
+        raise BadRequest("$evaluate takes a Parameters resource", code="structure")
+    found: dict[str, list[str]] = {}
+    for parameter in parameters["parameter"]:
+        if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
+            raise BadRequest("each parameter needs a name", code="structure")
+        value = next((parameter[k] for k in _VALUE_KEYS if isinstance(parameter.get(k), str)), None)
+        reference = parameter.get("valueReference")
+        if value is None and isinstance(reference, dict) and isinstance(reference.get("reference"), str):
+            value = reference["reference"]
+        if value is None:
+            raise BadRequest(
+                f"parameter {parameter['name']!r} needs a string, code or reference value", code="value"
+            )
+        found.setdefault(parameter["name"], []).append(value)
+    return found
+
+
+def _one(values: dict[str, list[str]], name: str, *, required: bool = True) -> str | None:
+    given = values.get(name, [])
+    if len(given) > 1:
+        raise BadRequest(f"parameter {name!r} is given more than once", code="value")
+    if not given and required:
+        raise BadRequest(f"parameter {name!r} is required", code="required")
+    return given[0] if given else None
+
+
+@router.post("/Consent/$evaluate", responses={200: {"content": {"application/fhir+json": {}}}})
+async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """Parameters in: patient, requester (URA) and/or requesterCategory, source (URA) and/or
+    sourceCategory, purpose (default TREAT), resourceType, code and label (repeatable `system|code`
+    tokens), moment (default now). A patient's token evaluates their own consents only."""
+    check_accept(request)
+    authorize_interaction(principal, "Consent", "read", runtime.registry)
+    values = _values(await read_json_body(request, runtime.settings.max_body_bytes))
+    if principal.is_patient:
+        patient = f"Patient/{principal.patient_id}"
+        asked = _one(values, "patient", required=False)
+        if asked is not None and asked != patient:
+            raise Forbidden("a patient evaluates their own consents only")
+    else:
+        patient = _one(values, "patient") or ""
+        if not patient.startswith("Patient/"):
+            raise BadRequest("patient must be a reference Patient/<id>", code="value")
+    audit_note(request).patient = patient
+    async with runtime.db.query() as conn:
+        categories = {m.ura: m.category for m in await list_members(conn)}
+        requester = _one(values, "requester", required=False)
+        source = _one(values, "source", required=False)
+        moment_text = _one(values, "moment", required=False)
+        try:
+            moment = (
+                parse_date_range(moment_text)[0] if moment_text else datetime.now(UTC).replace(tzinfo=None)
+            )
+        except ValueError:
+            raise BadRequest("moment is not a FHIR dateTime", code="value") from None
+        question = ConsentRequest(
+            requester_ura=requester or "",
+            requester_category=_one(values, "requesterCategory", required=False)
+            or categories.get(requester or ""),
+            source_ura=source,
+            source_category=_one(values, "sourceCategory", required=False) or categories.get(source or ""),
+            purpose=_one(values, "purpose", required=False) or "TREAT",
+            moment=moment,
+            resource_type=_one(values, "resourceType") or "",
+            codes=frozenset(values["code"]) if "code" in values else None,
+            labels=frozenset(values.get("label", ())),
+        )
+        decision = await evaluate(conn, runtime.consents, runtime.policy, patient, question)
+    return Response(orjson.dumps(to_parameters(decision)), media_type=FHIR_JSON)
