@@ -1,0 +1,138 @@
+"""`rzcp audit ...`: verify the trail, export it, archive what is past retention, make a signing key.
+
+Every failure is one line on stderr and a non-zero exit; `verify` exits 1 naming the first bad record."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rzcp.settings import Settings
+from rzcp.store.db import Database
+
+T = TypeVar("T")
+
+
+def _settings(obj: Any) -> Settings:
+    return obj.settings() if obj is not None else Settings()
+
+
+def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        database = Database(settings.database_url)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(run())
+    except click.ClickException:
+        raise
+    except Exception as exc:  # one line for the operator, not a traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+
+
+def _moment(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date or date-time", param_hint=name) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail: verify, export, archive."""
+
+
+@audit.command()
+@click.option(
+    "--archive",
+    "archive_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify an archive file written by `rzcp audit archive` instead of the database.",
+)
+@click.pass_obj
+def verify(obj: Any, archive_file: Path | None) -> None:
+    """Walk the hash chain and its signed checkpoints; exit 1 naming the first bad record."""
+    from rzcp.audit import signer_from_settings
+    from rzcp.audit.verify import verify_archive, verify_chain
+
+    settings = _settings(obj)
+    if archive_file is not None:
+        result = verify_archive(archive_file)
+    else:
+        signer = signer_from_settings(settings)
+        result = _with_db(settings, lambda db: verify_chain(db, signer))
+    if not result.ok:
+        click.echo(result.line(), err=True)
+        sys.exit(1)
+    click.echo(result.line())
+
+
+@audit.command()
+@click.option("--since", help="Only records recorded at or after this ISO date or date-time (UTC if naive).")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
+@click.pass_obj
+def export(obj: Any, since: str | None, fmt: str) -> None:
+    """Write the audit records to stdout: NDJSON (one AuditEvent a line) or CSV (the searched columns)."""
+    from rzcp.audit.archive import export_records
+
+    moment = _moment(since, "--since") if since else None
+    out = sys.stdout.buffer
+
+    async def work(db: Database) -> None:
+        async for part in export_records(db, since=moment, fmt=fmt):
+            out.write(part)
+        out.flush()
+
+    _with_db(_settings(obj), work)
+
+
+@audit.command()
+@click.option("--before", required=True, help="Archive records recorded before this date (ISO, UTC).")
+@click.option("--to", "to", required=True, type=click.Path(dir_okay=False, path_type=Path), help="New file.")
+@click.pass_obj
+def archive(obj: Any, before: str, to: Path) -> None:
+    """Move records older than the retention period to an NDJSON file, keeping the chain verifiable.
+
+    Runs as the database role that owns the tables (the application's role may not delete)."""
+    from rzcp.audit import signer_from_settings
+    from rzcp.audit.archive import archive_before
+
+    settings = _settings(obj)
+    moment = _moment(before, "--before")
+    signer = signer_from_settings(settings)
+    result = _with_db(
+        settings,
+        lambda db: archive_before(
+            db, signer, before=moment, to=to, retention_days=settings.audit_retention_days
+        ),
+    )
+    if not result.records:
+        click.echo("nothing to archive")
+        return
+    click.echo(
+        f"archived {result.records} records (seq {result.from_seq}..{result.to_seq}) to {result.path} "
+        f"sha256 {result.sha256}"
+    )
+
+
+@audit.command()
+def keygen() -> None:
+    """Print a new Ed25519 checkpoint key: the secret for RZCP_AUDIT_SIGNING_KEY and its public key."""
+    from rzcp.audit.chain import ChainSigner
+
+    seed, public = ChainSigner.generate()
+    click.echo(f"RZCP_AUDIT_SIGNING_KEY={seed}")
+    click.echo(f"# public key (for RZCP_AUDIT_VERIFY_KEYS after a rotation, and outside verifiers): {public}")

@@ -1,0 +1,217 @@
+"""Every request that touches patient data or the registry leaves one AuditEvent, written before the
+response leaves the gateway: no audit record, no response.
+
+`AuditMiddleware` wraps the FHIR API and the token endpoint. It holds the response the app produced,
+records the AuditEvent (who from the Principal, what from the route and the `AuditNote` the endpoint
+filled in, how it ended from the status), and only then sends the response on. When the record cannot be
+written the caller gets a 503 OperationOutcome instead of the data. Requests refused before anyone was
+authenticated (401) are recorded too, with no one as the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rzcp.audit.events import Decision, Returned, facts_from_principal
+from rzcp.audit.writer import AuditUnavailable
+
+log = logging.getLogger("rzcp.audit")
+
+#: Paths that are about neither patient data nor the registry: discovery documents.
+_NOT_AUDITED = ("/fhir/metadata", "/fhir/.well-known/")
+_AUDITED = ("/fhir", "/auth/token")
+
+_PATIENT_PARAMS = ("patient", "subject", "beneficiary")
+
+
+@dataclass
+class AuditNote:
+    """What the endpoint knows that the route does not tell: whom it was about, what went out, why."""
+
+    patient: str | None = None
+    returned: list[Returned] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    operation: str | None = None
+    outcome_desc: str | None = None
+    member_name: str | None = None
+
+    def about(self, resource: dict[str, Any]) -> None:
+        """Take the patient from a resource read or written (the Patient itself, or its patient/subject)."""
+        if self.patient is None:
+            self.patient = patient_of(resource)
+
+    def sent(self, resource_type: str, count: int, source: str | None = None) -> None:
+        if count:
+            self.returned.append(Returned(resource_type, count, source))
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+        return f"Patient/{resource['id']}"
+    for element in _PATIENT_PARAMS:
+        value = resource.get(element)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            return reference
+    return None
+
+
+def note(scope_or_request: Any) -> AuditNote:
+    """The request's AuditNote (a fresh one outside an audited request, so endpoints never need to care)."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    state = scope.setdefault("state", {})
+    found = state.get("audit_note")
+    if found is None:
+        found = state["audit_note"] = AuditNote()
+    return found
+
+
+def _audited(path: str) -> bool:
+    return path.startswith(_AUDITED) and not path.startswith(_NOT_AUDITED)
+
+
+_INTERACTION = {
+    ("GET", "/fhir/{type}"): "search-type",
+    ("POST", "/fhir/{type}/_search"): "search-type",
+    ("POST", "/fhir/{type}"): "create",
+    ("GET", "/fhir/{type}/{id}"): "read",
+    ("PUT", "/fhir/{type}/{id}"): "update",
+    ("DELETE", "/fhir/{type}/{id}"): "delete",
+    ("GET", "/fhir/{type}/{id}/_history/{vid}"): "vread",
+    ("GET", "/fhir/{type}/{id}/_history"): "history-instance",
+    ("GET", "/fhir/{type}/_history"): "history-type",
+    ("GET", "/fhir/AuditEvent"): "search-type",
+}
+
+
+def _interaction(method: str, route: str | None, path: str) -> tuple[str, str | None]:
+    """(restful interaction, operation name) of the request."""
+    if route is not None and (method, route) in _INTERACTION:
+        return _INTERACTION[(method, route)], None
+    if "$" in path:
+        return "operation", path.rsplit("$", 1)[1].split("/")[0]
+    if path.startswith("/auth/token"):
+        return "operation", "token"
+    return {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(
+        method, "operation"
+    ), None
+
+
+def _patient_from_request(scope: Scope, params: dict[str, str]) -> str | None:
+    path_params = scope.get("path_params", {})
+    if path_params.get("type") == "Patient" and path_params.get("id"):
+        return f"Patient/{path_params['id']}"
+    for name in _PATIENT_PARAMS:
+        value = params.get(name)
+        if value:
+            return value if "/" in value else f"Patient/{value}"
+    return None
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _audited(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        status = 500
+        try:
+            await self.app(scope, receive, hold)
+            status = next((m["status"] for m in held if m["type"] == "http.response.start"), 500)
+        finally:
+            # An exception still gets its record (status 500) before the error handler answers.
+            recorded = await self._record(scope, status)
+        if not recorded:
+            await _send_unavailable(send)
+            return
+        for message in held:
+            await send(message)
+
+    async def _record(self, scope: Scope, status: int) -> bool:
+        runtime = scope["app"].state.runtime
+        state = scope.get("state", {})
+        principal = state.get("principal")
+        audit_note = note(scope)
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        route = getattr(scope.get("route"), "path", None)
+        interaction, operation = _interaction(scope["method"], route, scope["path"])
+        path_params = scope.get("path_params", {})
+        res_type = path_params.get("type") or _type_from_path(scope["path"])
+        target = f"{res_type}/{path_params['id']}" if res_type and path_params.get("id") else None
+        client = scope.get("client")
+        facts = facts_from_principal(
+            principal,
+            interaction=interaction,
+            status=status,
+            correlation_id=state.get("request_id", ""),
+            resource_type=res_type,
+            target=target,
+            query=scope.get("query_string", b"").decode("latin-1") or None,
+            operation=audit_note.operation or operation,
+            address=client[0] if client else None,
+            returned=tuple(audit_note.returned),
+            decisions=tuple(audit_note.decisions),
+            outcome_desc=audit_note.outcome_desc,
+            member_name=audit_note.member_name,
+            **_patient_fact(principal, audit_note.patient or _patient_from_request(scope, params)),
+        )
+        try:
+            await runtime.audit.record(facts)
+        except AuditUnavailable:
+            log.error(
+                "audit record could not be written; the response was withheld (request %s)",
+                facts.correlation_id,
+            )
+            return False
+        return True
+
+
+def _patient_fact(principal: Any, patient: str | None) -> dict[str, str]:
+    """A patient token's own patient is set by facts_from_principal; anything else is passed explicitly."""
+    if patient is None or (principal is not None and getattr(principal, "is_patient", False)):
+        return {}
+    return {"patient": patient}
+
+
+def _type_from_path(path: str) -> str | None:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "fhir" and parts[1][:1].isupper():
+        return parts[1]
+    return None
+
+
+async def _send_unavailable(send: Send) -> None:
+    body = orjson.dumps(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "transient",
+                    "diagnostics": "The audit trail cannot be written; no data is sent without a record. "
+                    "Retry later.",
+                }
+            ],
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"retry-after", b"5")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

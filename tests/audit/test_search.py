@@ -1,0 +1,109 @@
+"""The auditors' search and the patient's own access log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rzcp.audit import Decision, Practitioner, Returned, patient_access_log, search_events
+from rzcp.audit.writer import AuditWriter
+from rzcp.store.db import Database
+
+from .conftest import UZI, make_facts
+
+T = datetime(2026, 3, 4, 13, 5, tzinfo=UTC)
+
+
+async def _seed(writer: AuditWriter) -> None:
+    nurse = Practitioner(UZI, "900099999", name="J. Jansen", role="verpleegkundige")
+    facts = [
+        make_facts(recorded=T.replace(day=1)),
+        make_facts(recorded=T.replace(day=2), patient="Patient/p2"),
+        make_facts(
+            recorded=T.replace(day=3),
+            practitioner=nurse,
+            member_ura="00005555",
+            member_name="Ziekenhuis Oost",
+            purpose="ETREAT",
+            emergency_reason="bewusteloos",
+            decisions=(Decision(True, "00002222", rule="emergency"),),
+        ),
+        make_facts(
+            recorded=T.replace(day=4),
+            returned=(),
+            decisions=(Decision(False, "00002222", consents=(("c9", "1"),)),),
+            query="patient=p1",
+        ),
+        make_facts(recorded=T.replace(day=5), status=503, returned=(), outcome_desc="source unavailable"),
+        # the patient reads their own log: in the trail, not in the patient's list
+        make_facts(
+            recorded=T.replace(day=6),
+            kind="patient",
+            practitioner=None,
+            client_id="rzcp-patient-app",
+            member_ura=None,
+            purpose="PATRQT",
+            resource_type="AuditEvent",
+            returned=(Returned("AuditEvent", 4),),
+            decisions=(),
+        ),
+    ]
+    for item in facts:
+        await writer.record(item)
+
+
+async def test_search_by_each_criterion(audit_db: Database, writer: AuditWriter) -> None:
+    await _seed(writer)
+    everything = await search_events(audit_db, count=100)
+    assert everything.total == 6
+    assert [e["recorded"][8:10] for e in everything.events] == ["06", "05", "04", "03", "02", "01"]
+    by_patient = await search_events(audit_db, patient="p1")
+    assert by_patient.total == 5
+    assert (await search_events(audit_db, patient="Patient/p2")).total == 1
+    assert (await search_events(audit_db, agent=f"{UZI}|900099999")).total == 1
+    assert (await search_events(audit_db, member="00005555")).total == 1
+    assert (await search_events(audit_db, client="rzcp-patient-app")).total == 1
+    window = await search_events(audit_db, since=T.replace(day=2), until=T.replace(day=4))
+    assert window.total == 2
+    assert (await search_events(audit_db, since=datetime(2026, 3, 5))).total == 2  # naive = UTC
+    assert (await search_events(audit_db, purpose="ETREAT")).total == 1
+    assert (await search_events(audit_db, emergency=True)).total == 1
+    assert (await search_events(audit_db, emergency=False)).total == 5
+    assert (await search_events(audit_db, outcome="8")).total == 1
+    assert (await search_events(audit_db, patient="p1", outcome="0", emergency=False)).total == 3
+    first = everything.events[-1]
+    corr = next(e for e in first["entity"] if e.get("type", {}).get("code") == "XrequestId")
+    assert (await search_events(audit_db, correlation_id=corr["what"]["identifier"]["value"])).total == 1
+    # paging
+    page = await search_events(audit_db, patient="p1", offset=2, count=2)
+    assert page.total == 5 and len(page.events) == 2
+    assert [e["recorded"][8:10] for e in page.events] == ["04", "03"]
+    assert (await search_events(audit_db, patient="p1", offset=10)).events == []
+
+
+async def test_patient_access_log(audit_db: Database, writer: AuditWriter) -> None:
+    await _seed(writer)
+    total, entries = await patient_access_log(audit_db, "p1", lang="nl")
+    assert total == 4  # not p2's, not the patient's own reading of the log
+    newest, denied, emergency, oldest = entries[0], entries[1], entries[2], entries[3]
+    assert oldest.who == "dr. A. de Vries" and oldest.role == "huisarts"
+    assert oldest.organisation == "Huisartsenpraktijk De Linde"
+    assert oldest.when.hour == 14  # 13:05 UTC is 14:05 in Amsterdam in March
+    assert oldest.text == (
+        "1 maart 2026 om 14:05: dr. A. de Vries (huisarts) van Huisartsenpraktijk De Linde "
+        "bekeek metingen en uitslagen (4), voor uw behandeling."
+    )
+    assert emergency.emergency and emergency.emergency_reason == "bewusteloos"
+    assert "J. Jansen (verpleegkundige) van Ziekenhuis Oost" in emergency.text
+    assert "noodsituatie (opgegeven reden: bewusteloos)" in emergency.text
+    assert not denied.shared and "er is niets gedeeld" in denied.text
+    assert "Uw toestemming stond dat niet toe." in denied.text
+    assert not newest.shared  # a failed request shares nothing
+    _, english = await patient_access_log(audit_db, "Patient/p1", lang="en")
+    assert english[3].text == (
+        "1 March 2026 at 14:05: dr. A. de Vries (huisarts) at Huisartsenpraktijk De Linde "
+        "viewed measurements and test results (4), for your treatment."
+    )
+    assert "This was an emergency access (reason given: bewusteloos)." in english[2].text
+    other_total, other = await patient_access_log(audit_db, "p2")
+    assert other_total == 1 and len(other) == 1
+    assert (await patient_access_log(audit_db, "p3")) == (0, [])
