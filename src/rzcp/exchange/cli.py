@@ -1,0 +1,114 @@
+"""The exchange's commands: `rzcp members add` and `members suspend` through the member directory (so the
+registry row, its endpoint details and the Organization/Endpoint resources change together), and
+`rzcp demo`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.auth import cli as auth_cli
+from rzcp.exchange.adapters import AuthKind, MemberAuth
+from rzcp.exchange.directory import Directory
+from rzcp.exchange.secrets import member_secret_box
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.settings import Settings
+
+
+def _directory(settings: Settings) -> Directory:
+    return Directory(member_secret_box(settings.secret_key), settings.member_timeout)
+
+
+@click.command("add")
+@click.option("--ura", required=True, help="The organisation's URA number (8 digits).")
+@click.option("--name", required=True)
+@click.option("--type", "category", required=True, help="Organisation category code.")
+@click.option("--endpoint", required=True, help="The member's FHIR base URL.")
+@click.option("--adapter", default="fhir-rest", show_default=True)
+@click.option("--agb", help="The organisation's AGB code (8 digits).")
+@click.option("--timeout", "call_timeout", type=float, help="Seconds the gateway waits for the member.")
+@click.option(
+    "--auth-token-env",
+    help="Name of an environment variable holding a static bearer token the member's server requires.",
+)
+@click.pass_context
+def members_add(
+    ctx: click.Context,
+    ura: str,
+    name: str,
+    category: str,
+    endpoint: str,
+    adapter: str,
+    agb: str | None,
+    call_timeout: float | None,
+    auth_token_env: str | None,
+) -> None:
+    """Register a member organisation: its registry row, its endpoint, its Organization and Endpoint."""
+    auth = MemberAuth()
+    if auth_token_env:
+        token = os.environ.get(auth_token_env)
+        if not token:
+            raise click.ClickException(f"environment variable {auth_token_env} is not set")
+        auth = MemberAuth(AuthKind.BEARER, token=token)
+    settings = auth_cli._settings(ctx)
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await _directory(settings).add_member(
+            conn,
+            SearchRegistry.default(),
+            ura=ura,
+            name=name,
+            category=category,
+            endpoint=endpoint,
+            adapter=adapter,
+            agb=agb,
+            call_timeout=call_timeout,
+            auth=auth,
+        )
+
+    member = auth_cli._in_transaction(settings, work, write=True)
+    click.echo(f"member {member.ura} ({member.name}) registered, endpoint {member.base_url}")
+
+
+@click.command("suspend")
+@click.argument("ura")
+@click.pass_context
+def members_suspend(ctx: click.Context, ura: str) -> None:
+    """Suspend a member: its clients' tokens stop working at their next request, its Endpoint too."""
+    settings = auth_cli._settings(ctx)
+
+    async def work(conn: AsyncConnection) -> None:
+        await _directory(settings).suspend_member(conn, SearchRegistry.default(), ura)
+
+    auth_cli._in_transaction(settings, work, write=True)
+    click.echo(f"member {ura} suspended")
+
+
+@click.command("demo")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(1, 65530), help="The gateway's port."
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo keeps its databases and keys (default: a new temporary folder).",
+)
+def demo(port: int, folder: Path | None) -> None:
+    """Run a small region: the gateway and four simulated members, with patients, consents and clients."""
+    from rzcp.exchange.demo import run_demo
+
+    try:
+        run_demo(port, folder)
+    except (RuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def register(main: click.Group) -> None:
+    auth_cli.members.add_command(members_add, "add")
+    auth_cli.members.add_command(members_suspend, "suspend")
+    main.add_command(demo)

@@ -1,0 +1,391 @@
+"""`rzcp demo`: a small care region on this machine, on SQLite.
+
+It loads four simulated members (a GP practice, a hospital, a pharmacy, a GGZ clinic) with the Synthea and
+nl-core patients in ./data (each member under its own ids, every person with the same test BSN), registers
+them and one OAuth client each in the gateway (the clients' private keys go to the demo folder, never the
+repository), announces their patients, writes a few consents, starts every member's FHIR server and the
+gateway as child processes on loopback ports, and prints what to try. Ctrl-C stops every process it started.
+
+The consents of the Synthea patient "Ms. 85": GP practices and hospitals may see everything, pharmacies
+medication only; nothing from the GGZ clinic to anyone (so a pull shows GP and hospital data, none of the
+GGZ clinic's, and the GP's psychiatric diagnosis, labelled PSY, is withheld: no consent names that label).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from rzcp.auth import registry
+from rzcp.consent.cache import note_consent_change
+from rzcp.consent.cases import consent_from_compact
+from rzcp.consent.policy import load_policy
+from rzcp.exchange.directory import Directory
+from rzcp.exchange.locator import Locator
+from rzcp.exchange.secrets import BsnProtector, member_secret_box
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.membersim.loader import load_member_data
+from rzcp.settings import Settings
+from rzcp.store.db import Database
+from rzcp.store.migrate import upgrade
+from rzcp.store.resources import ResourceStore
+
+DATA = Path(__file__).resolve().parents[3] / "data"
+SYNTHEA = [
+    DATA / "synthea" / "uscore_bundle_patient_85.json",
+    DATA / "synthea" / "uscore_bundle_patient_355.json",
+]
+NL_CORE = [
+    DATA / "nl-core" / "nl-core-Patient-01.json",
+    DATA / "nl-core" / "nl-core-AllergyIntolerance-01.json",
+]
+SCOPE = "system/*.cruds"
+PRACTITIONER = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|900012345"
+PSY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
+
+
+@dataclass
+class DemoMember:
+    key: str
+    name: str
+    ura: str
+    category: str
+    prefix: str
+    types: list[str]
+    files: list[Path]
+    port: int = 0
+    patients: dict[str, str] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+
+MEMBERS = [
+    DemoMember(
+        "gp",
+        "Huisartsenpraktijk De Linde",
+        "00000101",
+        "huisartsen",
+        "gp-",
+        ["Condition", "MedicationRequest", "AllergyIntolerance", "Immunization"],
+        [*SYNTHEA, *NL_CORE],
+    ),
+    DemoMember(
+        "hospital",
+        "Ziekenhuis Rijnstad",
+        "00000201",
+        "ziekenhuizen-labs",
+        "zh-",
+        ["Observation", "DiagnosticReport", "Procedure", "Encounter"],
+        SYNTHEA,
+    ),
+    DemoMember(
+        "pharmacy", "Apotheek Centraal", "00000301", "apotheken", "apo-", ["MedicationRequest"], SYNTHEA
+    ),
+    DemoMember("ggz", "GGZ De Oever", "00000401", "ggz", "ggz-", ["Condition", "CarePlan"], SYNTHEA[:1]),
+]
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def prepare(folder: Path, port: int) -> dict[str, Any]:
+    """Load the members, register them, announce their patients, write the consents. Returns what the
+    printout needs."""
+    for offset, member in enumerate(MEMBERS, start=1):
+        member.port = port + offset
+        url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
+        report = await load_member_data(url, member.files, id_prefix=member.prefix, types=member.types)
+        member.patients = report.patients
+        _log(f"  {member.name}: {report.created} resources, {len(report.patients)} patients")
+    gp = MEMBERS[0]
+    database = Database(f"sqlite+aiosqlite:///{folder / 'gateway.db'}")
+    settings = Settings(database_url=database.url)
+    search = SearchRegistry.default()
+    directory = Directory(member_secret_box(settings.secret_key), settings.member_timeout)
+    locator = Locator(BsnProtector(settings.bsn_secret))
+    policy = load_policy()
+    keys_dir = folder / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    clients: dict[str, tuple[str, Any]] = {}
+    regional: dict[str, str] = {}
+    try:
+        await upgrade(database)
+        async with database.write() as conn:
+            for member in MEMBERS:
+                await directory.add_member(
+                    conn,
+                    search,
+                    ura=member.ura,
+                    name=member.name,
+                    category=member.category,
+                    endpoint=member.base,
+                )
+                key = RSAKey.generate_key(2048, parameters={"kid": f"{member.key}-1"}, private=True)
+                client_id = f"demo-{member.key}"
+                await registry.add_client(
+                    conn,
+                    client_id=client_id,
+                    member_ura=member.ura,
+                    scope=SCOPE,
+                    role="member",
+                    jwks={"keys": [key.as_dict(private=False)]},
+                )
+                path = keys_dir / f"{client_id}.jwk.json"
+                path.write_bytes(orjson.dumps(key.as_dict(private=True)))
+                path.chmod(0o600)
+                clients[member.key] = (client_id, key)
+                for local, bsn in (member.patients or {}).items():
+                    regional[bsn] = await locator.announce(conn, search, member.ura, bsn, local)
+            # Ms. 85 (Synthea): the patient every member but one holds
+            ms85_bsn = next(bsn for bsn in (MEMBERS[3].patients or {}).values())
+            patient = regional[ms85_bsn]
+            gp_local = next(local for local, bsn in (gp.patients or {}).items() if bsn == ms85_bsn)
+            psy = {
+                "resourceType": "Condition",
+                "id": "gp-psy-1",
+                "meta": {"security": [PSY]},
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "active",
+                        }
+                    ]
+                },
+                "code": {
+                    "coding": [
+                        {
+                            "system": "http://snomed.info/sct",
+                            "code": "35489007",
+                            "display": "Depressive disorder",
+                        }
+                    ]
+                },
+                "subject": {"reference": f"Patient/{gp_local}"},
+            }
+            for compact in (
+                {"permit": {"to": ["huisartsen", "ziekenhuizen-labs"]}},
+                {"permit": {"to": "apotheken", "data": ["medicatie"]}},
+                {"deny": {"from": "ggz"}},
+            ):
+                consent_id = f"demo-{uuid.uuid4().hex[:8]}"
+                consent = consent_from_compact(
+                    {"id": consent_id, **compact}, policy, patient=f"Patient/{patient}"
+                )
+                consent.pop("meta", None)
+                await ResourceStore(conn, search).create(consent, res_id=consent_id)
+                await note_consent_change(conn, f"Patient/{patient}", consent_id)
+    finally:
+        await database.dispose()
+    gp_db = Database(f"sqlite+aiosqlite:///{folder / 'member-gp.db'}")
+    try:
+        async with gp_db.write() as conn:
+            store = ResourceStore(conn, search)
+            with contextlib.suppress(Exception):
+                await store.create(psy, res_id=psy["id"])
+    finally:
+        await gp_db.dispose()
+    return {"patient": patient, "bsn": ms85_bsn, "clients": clients, "database": database.url}
+
+
+def _children(folder: Path, port: int, database_url: str) -> list[subprocess.Popen[bytes]]:
+    python = [sys.executable, "-m", "rzcp.cli"]
+    processes = []
+    for member in MEMBERS:
+        url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
+        command = [*python, "member-sim", "--name", member.name, "--ura", member.ura]
+        command += ["--port", str(member.port), "--database", url]
+        processes.append(subprocess.Popen(command, env={**os.environ}))  # noqa: S603 - our own command
+    env = {
+        **os.environ,
+        "RZCP_DATABASE_URL": database_url,
+        "RZCP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir",
+        "RZCP_ACCESS_TOKEN_SECONDS": "3600",
+    }
+    gateway = [*python, "serve", "--port", str(port)]
+    processes.append(subprocess.Popen(gateway, env=env))  # noqa: S603 - our own command
+    return processes
+
+
+def _wait_up(urls: list[str], processes: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a demo process stopped while starting; see the lines above")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+def _token(port: int, client_id: str, key: Any) -> str:
+    token_url = f"http://127.0.0.1:{port}/auth/token"
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 240, "jti": uuid.uuid4().hex}
+    assertion = jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
+    form = {
+        "grant_type": "client_credentials",
+        "scope": SCOPE,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    response = httpx.post(token_url, data=form, timeout=10)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def _message(folder: Path, bsn: str) -> Path:
+    hospital = MEMBERS[1]
+    bundle = {
+        "resourceType": "Bundle",
+        "id": "demo-discharge-1",
+        "type": "message",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MessageHeader",
+                    "eventCoding": {
+                        "system": "http://rzcp.nl/fhir/CodeSystem/events",
+                        "code": "discharge-letter",
+                    },
+                    "destination": [
+                        {
+                            "endpoint": hospital.base,
+                            "receiver": {
+                                "identifier": {
+                                    "system": "http://fhir.nl/fhir/NamingSystem/ura",
+                                    "value": hospital.ura,
+                                }
+                            },
+                        }
+                    ],
+                    "source": {"endpoint": MEMBERS[0].base},
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": bsn}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "DocumentReference",
+                    "status": "current",
+                    "type": {
+                        "coding": [
+                            {"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}
+                        ]
+                    },
+                    "content": [{"attachment": {"contentType": "text/plain", "data": "T250c2xhZ2JyaWVm"}}],
+                }
+            },
+        ],
+    }
+    path = folder / "message.json"
+    path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def run_demo(port: int, folder: Path | None) -> None:
+    folder = folder or Path(tempfile.mkdtemp(prefix="rzcp-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    _log(f"rzcp demo: preparing the region in {folder}")
+    facts = asyncio.run(prepare(folder, port))
+    processes = _children(folder, port, facts["database"])
+    try:
+        _wait_up([f"{m.base}/metadata" for m in MEMBERS] + [f"http://127.0.0.1:{port}/healthz"], processes)
+        client_id, key = facts["clients"]["gp"]
+        token = _token(port, client_id, key)
+        pharmacy_token = _token(port, *facts["clients"]["pharmacy"])
+        _print_next(port, facts, token, pharmacy_token, _message(folder, facts["bsn"]), folder)
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        _log("rzcp demo: a process stopped; stopping the others")
+    except KeyboardInterrupt:
+        _log("\nrzcp demo: stopping")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _print_next(
+    port: int, facts: dict[str, Any], token: str, pharmacy_token: str, message: Path, folder: Path
+) -> None:
+    base = f"http://127.0.0.1:{port}/fhir"
+    patient = facts["patient"]
+    headers = (
+        f'-H "Authorization: Bearer $TOKEN" -H "X-Purpose-Of-Use: TREAT" '
+        f'-H "X-Acting-Practitioner: {PRACTITIONER}"'
+    )
+    ggz = MEMBERS[3]
+    ggz_local = next(local for local, bsn in (ggz.patients or {}).items() if bsn == facts["bsn"])
+    lines = [
+        "",
+        "The RZCP demo region is running. Ctrl-C stops every process.",
+        "",
+        f"  gateway     {base}   (CapabilityStatement: {base}/metadata)",
+        *(f"  {m.name:<28} {m.base}   URA {m.ura} ({m.category})" for m in MEMBERS),
+        f"  demo folder {folder}  (databases, the clients' private keys, message.json)",
+        "",
+        "A token for the GP practice's system (valid one hour):",
+        "",
+        f"export TOKEN={token}",
+        "",
+        f"Patient 'Ms. 85' is Patient/{patient} at the region (BSN {facts['bsn']}, a test number).",
+        "Her consents: GP practices and hospitals may see everything, pharmacies only medication;",
+        "nothing from the GGZ clinic.",
+        "",
+        "# a permitted pull: the GP asks the region for her conditions; each entry names its source in",
+        "# meta.security, her psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
+        f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100"',
+        "",
+        "# everything the region may show the GP about her (hospital observations, procedures, ...):",
+        f'curl -s {headers} "{base}/Patient/{patient}/\\$everything?_count=50"',
+        "",
+        "# a shielded member: the GGZ clinic does hold conditions for her ...",
+        f'curl -s "{ggz.base}/Condition?patient=Patient/{ggz_local}"',
+        "# ... but the region's answer has none of them and no trace that the clinic was there",
+        f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100" | grep -c {ggz.ura}',
+        "",
+        "# the pharmacy sees her medication, but not her conditions (an empty Bundle, as for no data):",
+        f'curl -s -H "Authorization: Bearer {pharmacy_token}" -H "X-Acting-Practitioner: {PRACTITIONER}" '
+        f'"{base}/Condition?patient=Patient/{patient}"',
+        "",
+        "# a push: the GP sends a discharge letter to the hospital; follow the Location header",
+        f'curl -si {headers} -H "Content-Type: application/fhir+json" --data @{message} \\',
+        f'  "{base}/\\$process-message"',
+        f'curl -s {headers} "<the Location above>"',
+        "",
+        "# the member directory",
+        f'curl -s {headers} "{base}/Organization"',
+        "",
+    ]
+    print("\n".join(lines), flush=True)

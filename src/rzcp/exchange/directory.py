@@ -1,0 +1,224 @@
+"""The member directory: members as Organization with their Endpoint (mCSD-style), and the members as the
+exchange calls them (`adapters.Member`).
+
+One source of truth: the auth registry's `auth_members` row (URA, name, category, endpoint URL, adapter,
+status), with the exchange's own details beside it in `exchange_endpoints` (AGB, timeout, how the gateway
+authenticates to the member). The Organization (`Organization/ura-<URA>`) and Endpoint
+(`Endpoint/ep-<URA>`) resources that members search at /fhir are projections of those rows, rewritten by
+`project` in the transaction that changes them; nobody edits them by hand. The Endpoint never carries the
+member's secret, only its kind. Plain functions over a connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.auth import registry
+from rzcp.auth.tables import members
+from rzcp.errors import BadRequest, Gone, NotFound
+from rzcp.exchange.adapters import AuthKind, Member, MemberAuth
+from rzcp.exchange.secrets import SecretBox
+from rzcp.exchange.tables import endpoints
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.store.resources import ResourceStore, utcnow
+
+URA_SYSTEM = "http://fhir.nl/fhir/NamingSystem/ura"
+AGB_SYSTEM = "http://fhir.nl/fhir/NamingSystem/agb-z"
+CATEGORY_SYSTEM = "http://rzcp.nl/fhir/CodeSystem/organisation-category"
+ADAPTER_EXTENSION = "https://rzcp.nl/fhir/StructureDefinition/endpoint-adapter"
+AUTH_EXTENSION = "https://rzcp.nl/fhir/StructureDefinition/endpoint-auth"
+PAYLOAD_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-payload-type"
+
+
+def organization_id(ura: str) -> str:
+    return f"ura-{ura}"
+
+
+def endpoint_id(ura: str) -> str:
+    return f"ep-{ura}"
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What the directory needs besides a connection: the box that seals members' secrets and the
+    default timeout."""
+
+    box: SecretBox
+    default_timeout: float = 5.0
+
+    async def add_member(
+        self,
+        conn: AsyncConnection,
+        search: SearchRegistry,
+        *,
+        ura: str,
+        name: str,
+        category: str,
+        endpoint: str,
+        adapter: str = "fhir-rest",
+        agb: str | None = None,
+        call_timeout: float | None = None,
+        auth: MemberAuth | None = None,
+    ) -> Member:
+        """Register a member: the registry's row, its endpoint details and their projection."""
+        await registry.add_member(
+            conn, ura=ura, name=name, category=category, endpoint=endpoint, adapter=adapter
+        )
+        await self.set_endpoint(conn, search, ura, agb=agb, call_timeout=call_timeout, auth=auth)
+        return await self.member(conn, ura)
+
+    async def set_endpoint(
+        self,
+        conn: AsyncConnection,
+        search: SearchRegistry,
+        ura: str,
+        *,
+        agb: str | None = None,
+        call_timeout: float | None = None,
+        auth: MemberAuth | None = None,
+    ) -> None:
+        if agb is not None and not (agb.isdigit() and len(agb) == 8):
+            raise BadRequest(f"AGB code {agb!r} must be 8 digits")
+        auth = auth or MemberAuth()
+        row = {
+            "agb": agb,
+            "timeout": call_timeout or self.default_timeout,
+            "auth_kind": auth.kind.value,
+            "auth_sealed": self.box.seal(orjson.dumps(_auth_fields(auth)).decode())
+            if auth.kind is not AuthKind.NONE
+            else None,
+            "changed_at": utcnow(),
+        }
+        exists = await conn.scalar(select(endpoints.c.ura).where(endpoints.c.ura == ura))
+        if exists is None:
+            await conn.execute(endpoints.insert().values(ura=ura, **row))
+        else:
+            await conn.execute(endpoints.update().where(endpoints.c.ura == ura).values(**row))
+        await project(conn, search, ura)
+
+    async def suspend_member(self, conn: AsyncConnection, search: SearchRegistry, ura: str) -> None:
+        await registry.suspend_member(conn, ura)
+        await project(conn, search, ura)
+
+    async def member(self, conn: AsyncConnection, ura: str) -> Member:
+        rows = await self.members(conn, [ura], active_only=False)
+        if ura not in rows:
+            raise NotFound(f"no member with URA {ura}")
+        return rows[ura]
+
+    async def members(
+        self, conn: AsyncConnection, uras: list[str] | None = None, *, active_only: bool = True
+    ) -> dict[str, Member]:
+        """Members as the exchange calls them, by URA (active ones only unless told otherwise)."""
+        query = select(*MEMBER_COLUMNS).select_from(members.outerjoin(endpoints))
+        if uras is not None:
+            query = query.where(members.c.ura.in_(uras))
+        if active_only:
+            query = query.where(members.c.status == "active")
+        return {row.ura: self.from_row(row) for row in await conn.execute(query)}
+
+    def from_row(self, row: Any) -> Member:
+        """A Member from a row with the MEMBER_COLUMNS."""
+        auth = MemberAuth()
+        if row.auth_sealed:
+            fields = orjson.loads(self.box.open(row.auth_sealed))
+            auth = MemberAuth(kind=AuthKind(row.auth_kind), **fields)
+        return Member(
+            ura=row.ura,
+            name=row.name,
+            category=row.category,
+            base_url=row.endpoint,
+            adapter=row.adapter,
+            timeout=row.timeout or self.default_timeout,
+            auth=auth,
+        )
+
+
+MEMBER_COLUMNS = (
+    members.c.ura,
+    members.c.name,
+    members.c.category,
+    members.c.endpoint,
+    members.c.adapter,
+    members.c.status,
+    endpoints.c.agb,
+    endpoints.c.timeout,
+    endpoints.c.auth_kind,
+    endpoints.c.auth_sealed,
+)
+
+
+def _auth_fields(auth: MemberAuth) -> dict[str, Any]:
+    fields = {
+        "token": auth.token,
+        "token_url": auth.token_url,
+        "client_id": auth.client_id,
+        "private_key": auth.private_key,
+        "key_id": auth.key_id,
+        "algorithm": auth.algorithm,
+        "scope": auth.scope,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def organization_resource(row: Any) -> dict[str, Any]:
+    identifiers = [{"system": URA_SYSTEM, "value": row.ura}]
+    if row.agb:
+        identifiers.append({"system": AGB_SYSTEM, "value": row.agb})
+    return {
+        "resourceType": "Organization",
+        "id": organization_id(row.ura),
+        "identifier": identifiers,
+        "active": row.status == "active",
+        "type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": row.category}]}],
+        "name": row.name,
+        "endpoint": [{"reference": f"Endpoint/{endpoint_id(row.ura)}"}],
+    }
+
+
+def endpoint_resource(row: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Endpoint",
+        "id": endpoint_id(row.ura),
+        "extension": [
+            {"url": ADAPTER_EXTENSION, "valueCode": row.adapter},
+            {"url": AUTH_EXTENSION, "valueCode": row.auth_kind or "none"},
+        ],
+        "status": "active" if row.status == "active" else "suspended",
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "hl7-fhir-rest",
+        },
+        "name": f"FHIR endpoint of {row.name}",
+        "managingOrganization": {"reference": f"Organization/{organization_id(row.ura)}"},
+        "payloadType": [{"coding": [{"system": PAYLOAD_SYSTEM, "code": "any"}]}],
+        "payloadMimeType": ["application/fhir+json"],
+        "address": row.endpoint,
+    }
+
+
+async def project(conn: AsyncConnection, search: SearchRegistry, ura: str) -> None:
+    """Rewrite the member's Organization and Endpoint from its rows (when they changed)."""
+    row = (
+        await conn.execute(
+            select(*MEMBER_COLUMNS).select_from(members.outerjoin(endpoints)).where(members.c.ura == ura)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no member with URA {ura}")
+    store = ResourceStore(conn, search)
+    for resource in (organization_resource(row), endpoint_resource(row)):
+        try:
+            current = await store.read(resource["resourceType"], resource["id"])
+        except (NotFound, Gone):
+            await store.update(resource, allow_create=True)
+            continue
+        stored = orjson.loads(current.content)
+        stored.pop("meta", None)
+        if stored != resource:
+            await store.update(resource)

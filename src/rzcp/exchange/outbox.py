@@ -1,0 +1,402 @@
+"""Message push: a member's FHIR message Bundle, checked against the patient's consent, stored durably
+before the sender hears "accepted", then delivered by a worker (rzcp.exchange.worker).
+
+    message, report = await accept_message(exchange, conn, sender, bundle)   # in the request's write txn
+    rows = await claim(conn, worker_token, lease_seconds=30, limit=10)       # by a worker
+    await finish(conn, row.id, worker_token, attempt_result)                 # after the delivery attempt
+
+The claim goes through the database, so several gateway processes deliver each message once and a message
+whose worker died is taken over when its lease expires:
+- PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` picks due messages no other worker is claiming right now,
+  and the same transaction stamps them with the worker's claim token and a lease;
+- SQLite: one `UPDATE ... WHERE id IN (SELECT due ...)` inside `BEGIN IMMEDIATE` (the database's write
+  lock), so two processes cannot claim the same row.
+A message is due when it is pending, its next attempt has come and nobody holds an unexpired lease on it.
+`finish` writes the result only where the row still carries the worker's claim token (a worker that lost
+its lease writes nothing). Every attempt sends the same idempotency key (the message's id), and receivers
+keep a message once per key: delivery is at least once, processing once.
+
+Statuses: pending (waiting or being delivered), delivered, rejected (the receiver refused it for good),
+failed (no success after `outbox_max_attempts` attempts, or the receiver is no longer an active member).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.audit.events import Decision as AuditDecision
+from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.consent.cache import rules_for
+from rzcp.consent.engine import decide
+from rzcp.consent.model import Request
+from rzcp.consent.service import request_for_resource
+from rzcp.errors import BadRequest, Forbidden, NotFound
+from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
+from rzcp.exchange.directory import URA_SYSTEM
+from rzcp.exchange.pull import Requester, TypeDecision, type_decision
+from rzcp.exchange.service import Exchange
+from rzcp.exchange.tables import outbox
+from rzcp.store.resources import instant, utcnow
+
+#: Resources in a message that describe who and how, not the patient's data: not decided by consent.
+_ADMINISTRATIVE = frozenset(
+    {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
+)
+Status = Literal["pending", "delivered", "rejected", "failed"]
+
+
+@dataclass
+class PushReport:
+    """What the audit records of one push: accepted or refused, and on what basis."""
+
+    message_id: str | None
+    sender_ura: str
+    receiver_ura: str | None
+    patient: str | None
+    #: The consent decision per resource type carried (receiver asks, sender holds).
+    decisions: list[TypeDecision] = field(default_factory=list)
+    accepted: bool = False
+    #: True when the sender repeated a message already accepted (same Bundle.id).
+    repeated: bool = False
+    status: int = 202
+    #: Resource type -> count carried in the message (never content).
+    carried: dict[str, int] = field(default_factory=dict)
+
+    def audit_decisions(self) -> tuple[AuditDecision, ...]:
+        return tuple(
+            AuditDecision(
+                permit=d.permit,
+                member_ura=self.sender_ura,
+                data_class=d.resource_type,
+                consents=tuple((cid, version or "") for cid, version in d.consents),
+                rule=None if d.consents else d.basis,
+            )
+            for d in self.decisions
+        )
+
+
+@dataclass
+class DeliveryReport:
+    """One delivery attempt by a worker, for the audit."""
+
+    message_id: str
+    sender_ura: str
+    receiver_ura: str
+    patient: str | None
+    attempt: int
+    #: delivered | retry | rejected | failed
+    result: Literal["delivered", "retry", "rejected", "failed"]
+    http_status: int | None
+    detail: str
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    sender_ura: str
+    receiver_ura: str
+    patient_id: str | None
+    status: str
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    http_status: int | None
+    detail: str | None
+    content: dict[str, Any] | None = None
+
+
+def _receiver(header: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(URA, endpoint URL) named by the MessageHeader's one destination."""
+    destinations = header.get("destination") or []
+    if not isinstance(destinations, list) or len(destinations) != 1:
+        raise BadRequest(
+            "MessageHeader.destination must name exactly one member",
+            expression=("MessageHeader.destination",),
+        )
+    destination = destinations[0] if isinstance(destinations[0], Mapping) else {}
+    identifier = (destination.get("receiver") or {}).get("identifier") or {}
+    ura = identifier.get("value") if identifier.get("system") == URA_SYSTEM else None
+    return ura, destination.get("endpoint")
+
+
+def _bsn(entries: list[Mapping[str, Any]]) -> str | None:
+    for resource in entries:
+        if resource.get("resourceType") != "Patient":
+            continue
+        for identifier in resource.get("identifier") or []:
+            if isinstance(identifier, Mapping) and identifier.get("system") == BSN_SYSTEM:
+                return str(identifier.get("value") or "") or None
+    return None
+
+
+async def accept_message(
+    exchange: Exchange, conn: AsyncConnection, sender: Requester, bundle: Any
+) -> tuple[Message | None, PushReport]:
+    """Check a message Bundle and store it for delivery. Raises BadRequest for a malformed message and
+    Forbidden when the patient's consent does not let the sender share it with the receiver (the report
+    rides on the exception as `.report`)."""
+    if (
+        not isinstance(bundle, Mapping)
+        or bundle.get("resourceType") != "Bundle"
+        or bundle.get("type") != "message"
+    ):
+        raise BadRequest("$process-message takes a Bundle of type message")
+    resources = [
+        e.get("resource")
+        for e in bundle.get("entry") or []
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]
+    if not resources or resources[0].get("resourceType") != "MessageHeader":
+        raise BadRequest("a message Bundle starts with its MessageHeader", expression=("Bundle.entry[0]",))
+    ura, endpoint = _receiver(resources[0])
+    active = await exchange.directory.members(conn)
+    receiver = (
+        active.get(ura)
+        if ura
+        else next((m for m in active.values() if endpoint and m.base_url == str(endpoint).rstrip("/")), None)
+    )
+    report = PushReport(None, sender.ura, receiver.ura if receiver else ura, None)
+    if receiver is None:
+        raise BadRequest("the message's destination is not an active member of the region")
+    if receiver.ura == sender.ura:
+        raise BadRequest("a member does not send messages to itself through the region")
+    clinical = [r for r in resources if r.get("resourceType") not in _ADMINISTRATIVE]
+    for resource in resources:
+        kind = str(resource.get("resourceType"))
+        report.carried[kind] = report.carried.get(kind, 0) + 1
+    if not clinical:
+        raise BadRequest("the message carries no patient data to deliver")
+    bsn = _bsn(resources)
+    if bsn is None:
+        raise BadRequest("the message must carry the Patient with a BSN identifier", code="required")
+    patient_id = await exchange.locator.find(conn, bsn)
+    report.patient = f"Patient/{patient_id}" if patient_id else None
+    refused = patient_id is None
+    if patient_id is not None:
+        compiled = await rules_for(conn, exchange.consent_cache, f"Patient/{patient_id}")
+        base = Request(
+            requester_ura=receiver.ura,
+            requester_category=receiver.category,
+            source_ura=sender.ura,
+            source_category=sender.category,
+            purpose=sender.purpose,
+            moment=utcnow(),
+            resource_type="Bundle",
+            break_glass_since=sender.break_glass_since,
+        )
+        by_type: dict[str, TypeDecision] = {}
+        for resource in clinical:
+            decision = decide(compiled, exchange.policy, request_for_resource(base, resource))
+            kind = str(resource.get("resourceType"))
+            if kind not in by_type or (by_type[kind].permit and not decision.permitted):
+                by_type[kind] = type_decision(decision, kind)
+        report.decisions = list(by_type.values())
+        refused = not all(d.permit for d in report.decisions)
+    if refused:
+        report.status = 403
+        error = Forbidden("the patient's consent does not allow this message to be shared with the receiver")
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    sender_key = str(bundle.get("id") or uuid.uuid4())[:128]
+    existing = (
+        await conn.execute(
+            select(outbox).where(outbox.c.sender_ura == sender.ura, outbox.c.sender_key == sender_key)
+        )
+    ).first()
+    if existing is not None:
+        report.message_id, report.accepted, report.repeated = existing.id, True, True
+        return _message(existing), report
+    now = utcnow()
+    message_id = str(uuid.uuid4())
+    row = {
+        "id": message_id,
+        "sender_ura": sender.ura,
+        "sender_key": sender_key,
+        "receiver_ura": receiver.ura,
+        "patient_id": patient_id,
+        "message": orjson.dumps(bundle).decode(),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "claimed_by": None,
+        "lease_until": None,
+        "created_at": now,
+        "updated_at": now,
+        "http_status": None,
+        "detail": "accepted",
+    }
+    await conn.execute(outbox.insert().values(**row))
+    report.message_id, report.accepted = message_id, True
+    return Message(
+        message_id, sender.ura, receiver.ura, patient_id, "pending", 0, now, now, None, "accepted"
+    ), report
+
+
+def _message(row: Any, *, with_content: bool = False) -> Message:
+    return Message(
+        row.id,
+        row.sender_ura,
+        row.receiver_ura,
+        row.patient_id,
+        row.status,
+        row.attempts,
+        row.created_at,
+        row.updated_at,
+        row.http_status,
+        row.detail,
+        orjson.loads(row.message) if with_content else None,
+    )
+
+
+async def get_message(conn: AsyncConnection, message_id: str, *, viewer_ura: str | None) -> Message:
+    """A message, for its sender or receiver (or, with `viewer_ura` None, an administrator)."""
+    row = (await conn.execute(select(outbox).where(outbox.c.id == message_id))).first()
+    if row is None or (viewer_ura is not None and viewer_ura not in (row.sender_ura, row.receiver_ura)):
+        raise NotFound(f"no message {message_id}")
+    return _message(row)
+
+
+# --- the worker's side --------------------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Any:
+    return and_(
+        outbox.c.status == "pending",
+        outbox.c.next_attempt_at <= now,
+        or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+    )
+
+
+async def claim(conn: AsyncConnection, token: str, *, lease_seconds: float, limit: int = 10) -> list[Message]:
+    """Claim up to `limit` due messages for `token` (one worker's claim); call in a write transaction."""
+    now = utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    if conn.dialect.name == "postgresql":
+        ids = list(
+            (
+                await conn.execute(
+                    select(outbox.c.id)
+                    .where(_due(now))
+                    .order_by(outbox.c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return []
+        where = outbox.c.id.in_(ids)
+    else:
+        picked = select(outbox.c.id).where(_due(now)).order_by(outbox.c.next_attempt_at).limit(limit)
+        where = and_(outbox.c.id.in_(picked.scalar_subquery()), _due(now))
+    await conn.execute(
+        update(outbox)
+        .where(where)
+        .values(claimed_by=token, lease_until=lease, attempts=outbox.c.attempts + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    rows = await conn.execute(
+        select(outbox).where(outbox.c.claimed_by == token, outbox.c.lease_until == lease)
+    )
+    return [_message(row, with_content=True) for row in rows]
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    base: float
+    ceiling: float
+    max_attempts: int
+
+    def next_at(self, attempts: int, retry_after: float | None) -> datetime | None:
+        """When to try again after `attempts` attempts; None when it is time to give up."""
+        if attempts >= self.max_attempts:
+            return None
+        pause = min(self.ceiling, self.base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+        if retry_after is not None:
+            pause = max(pause, min(retry_after, self.ceiling))
+        return utcnow() + timedelta(seconds=pause)
+
+
+async def finish(
+    conn: AsyncConnection, message: Message, token: str, outcome: DeliveryOutcome | None, plan: RetryPlan
+) -> DeliveryReport:
+    """Write the attempt's result where the claim is still ours; `outcome` None: the receiver is gone."""
+    now = utcnow()
+    values: dict[str, Any] = {"claimed_by": None, "lease_until": None, "updated_at": now}
+    next_at = None
+    if outcome is None:
+        result, status, detail, http_status = (
+            "failed",
+            "failed",
+            "the receiver is no longer an active member",
+            None,
+        )
+    elif outcome.status is DeliveryStatus.DELIVERED:
+        result, status, detail, http_status = "delivered", "delivered", "delivered", outcome.http_status
+    elif outcome.status is DeliveryStatus.REJECTED:
+        result, status, detail, http_status = "rejected", "rejected", outcome.detail, outcome.http_status
+    else:
+        next_at = plan.next_at(message.attempts, outcome.retry_after)
+        http_status, detail = outcome.http_status, outcome.detail
+        if next_at is None:
+            result, status = "failed", "failed"
+            detail = f"given up after {message.attempts} attempts: {detail}"
+        else:
+            result, status = "retry", "pending"
+            values["next_attempt_at"] = next_at
+    values.update(status=status, http_status=http_status, detail=detail[:500])
+    await conn.execute(
+        update(outbox).where(outbox.c.id == message.id, outbox.c.claimed_by == token).values(**values)
+    )
+    return DeliveryReport(
+        message.id,
+        message.sender_ura,
+        message.receiver_ura,
+        f"Patient/{message.patient_id}" if message.patient_id else None,
+        message.attempts,
+        result,  # type: ignore[arg-type]
+        http_status,
+        detail,
+        next_at,
+    )
+
+
+_TASK_STATUS = {
+    "pending": "in-progress",
+    "delivered": "completed",
+    "rejected": "rejected",
+    "failed": "failed",
+}
+
+
+def as_task(message: Message, base: str) -> dict[str, Any]:
+    """The message's delivery as a FHIR Task (what `GET /fhir/$process-message/{id}` answers)."""
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": message.id,
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{message.id}"}],
+        "status": _TASK_STATUS.get(message.status, "in-progress"),
+        "businessStatus": {"text": message.detail or message.status},
+        "intent": "order",
+        "code": {"text": "deliver FHIR message"},
+        "authoredOn": instant(message.created_at),
+        "lastModified": instant(message.updated_at),
+        "requester": {"identifier": {"system": URA_SYSTEM, "value": message.sender_ura}},
+        "owner": {"identifier": {"system": URA_SYSTEM, "value": message.receiver_ura}},
+        "output": [{"type": {"text": "attempts"}, "valueInteger": message.attempts}],
+    }
+    if message.patient_id:
+        task["for"] = {"reference": f"{base}/Patient/{message.patient_id}"}
+    if message.http_status is not None:
+        task["output"].append({"type": {"text": "receiver-http-status"}, "valueInteger": message.http_status})
+    return task

@@ -1,0 +1,397 @@
+"""Federated pull: one patient's data from every member that holds it and may share it, as one Bundle.
+
+    plan = await plan_pull(exchange, conn, requester, query)      # the database part (locate, decide)
+    bundle, report = await run_pull(exchange, plan, base=..., self_url=...)   # the fan-out, no connection
+
+The steps (../shared/design.md, "The way of a request"), plain Python with no HTTP in it:
+
+1. locate: the members that announced the patient, with their local patient ids (the requester itself is
+   not asked: it holds its own data);
+2. decide, per source member and per resource type asked (so per data category), with the patient's
+   compiled consents (one indexed read when they did not change): a denied source is not called and leaves
+   no trace in the answer, no entry, no count, no warning;
+3. fan out concurrently to the permitted (source, type) pairs through their adapters, each under the
+   member's own deadline and circuit breaker, in the member's own terms (its local patient id);
+4. decide again per resource that came back (its categories, codes, security labels and date are known
+   now): a permitted source's sensitive entries are withheld silently;
+5. translate the member's patient reference back to the regional Patient, tag each resource with its
+   source (meta.source: the member's FHIR base; a meta.security coding naming the member's URA), remove
+   duplicates (the same resource reported twice, or by two members), merge and page;
+6. a permitted source that failed or timed out adds an OperationOutcome entry (search.mode `outcome`, issue
+   `incomplete`, naming the member); when every permitted source failed the answer is a 503 (504 when they
+   all timed out) OperationOutcome.
+
+`report` (PullReport) is everything the audit record needs: who asked, about whom, what, the decision per
+source and type with the deciding consents, who was called and how it ended, and what came back per source
+and type (counts, never content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.audit.events import Decision as AuditDecision
+from rzcp.audit.events import Returned
+from rzcp.consent.cache import rules_for
+from rzcp.consent.compiled import CompiledConsents
+from rzcp.consent.engine import decide
+from rzcp.consent.model import Decision, Request
+from rzcp.consent.service import request_for_resource
+from rzcp.errors import Issue
+from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
+from rzcp.exchange.locator import Source
+from rzcp.exchange.service import Exchange
+from rzcp.fhir.outcome import operation_outcome
+
+#: The coding in meta.security that names the member a resource came from.
+SOURCE_SYSTEM = "https://rzcp.nl/fhir/CodeSystem/source-organization"
+
+Outcome = Literal["ok", "partial", "failed", "timeout", "not-called"]
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks and why: the member (URA and registered category), the purpose of use and, for
+    break-the-glass, since when."""
+
+    ura: str
+    category: str | None
+    purpose: str = "TREAT"
+    break_glass_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PullQuery:
+    patient_id: str
+    #: One type for a search; the covered types for $everything.
+    resource_types: tuple[str, ...]
+    #: Further search parameters, passed on to the members (and re-applied by the adapter where it can).
+    params: tuple[tuple[str, str], ...] = ()
+    count: int = 20
+    offset: int = 0
+    interaction: Literal["search-type", "everything"] = "search-type"
+    #: The query string as asked, for the audit.
+    asked: str = ""
+
+
+@dataclass(frozen=True)
+class TypeDecision:
+    """The consent decision for one source member and one resource type, before the data came back."""
+
+    resource_type: str
+    permit: bool
+    #: The engine's stable basis (permitted, refused, no-consent, sensitive ...).
+    basis: str
+    #: The deciding consents, as (id, versionId or None).
+    consents: tuple[tuple[str, str | None], ...]
+    decision: Decision = field(repr=False, compare=False)
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
+
+@dataclass
+class SourceReport:
+    member_ura: str
+    member_name: str
+    decisions: list[TypeDecision] = field(default_factory=list)
+    called: bool = False
+    outcome: Outcome = "not-called"
+    #: Entries passed on to the requester, per resource type.
+    returned: dict[str, int] = field(default_factory=dict)
+    #: Entries the source sent that the per-resource decision withheld (never shown to the requester).
+    withheld: int = 0
+    #: Entries the adapter dropped (another patient, wrong type, not matching, broken), and why.
+    dropped: list[str] = field(default_factory=list)
+    #: What went wrong with the source, for the audit (timeouts, HTTP errors ...).
+    problems: list[str] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+    @property
+    def permitted(self) -> bool:
+        return any(d.permit for d in self.decisions)
+
+
+@dataclass
+class PullReport:
+    interaction: str
+    patient: str  # Patient/<regional id>
+    requester_ura: str
+    purpose: str
+    resource_types: tuple[str, ...]
+    asked: str
+    sources: list[SourceReport] = field(default_factory=list)
+    #: HTTP status of the answer (200, or 503/504 when every permitted source failed).
+    status: int = 200
+    #: Entries in the whole result (all pages), after filtering and de-duplication.
+    total: int = 0
+    #: Entries on this page.
+    page_entries: int = 0
+    duplicates: int = 0
+
+    def audit_decisions(self) -> tuple[AuditDecision, ...]:
+        """The decisions, as the audit trail records them (rzcp.audit.Decision)."""
+        return tuple(
+            AuditDecision(
+                permit=d.permit,
+                member_ura=s.member_ura,
+                data_class=d.resource_type,
+                consents=tuple((cid, version or "") for cid, version in d.consents),
+                rule=None if d.consents else d.basis,
+            )
+            for s in self.sources
+            for d in s.decisions
+        )
+
+    def audit_returned(self) -> tuple[Returned, ...]:
+        return tuple(
+            Returned(t, n, s.member_ura) for s in self.sources for t, n in sorted(s.returned.items()) if n
+        )
+
+    def outcome_desc(self) -> str:
+        failed = [
+            f"source {s.member_ura} {s.outcome}" for s in self.sources if s.outcome in ("failed", "timeout")
+        ]
+        return "; ".join(failed) if failed else "ok"
+
+
+def type_decision(decision: Decision, resource_type: str) -> TypeDecision:
+    consents = tuple((d.consent_id, d.version) for d in decision.deciding)
+    return TypeDecision(resource_type, decision.permitted, decision.basis, consents, decision)
+
+
+@dataclass
+class PullPlan:
+    """What the database said (sources, consents) and who will be asked: the part of a pull that needs a
+    connection. The fan-out that follows holds none."""
+
+    query: PullQuery
+    report: PullReport
+    compiled: CompiledConsents
+    calls: list[tuple[Source, SourceReport, str, Request]]
+
+
+async def plan_pull(
+    exchange: Exchange, conn: AsyncConnection, requester: Requester, query: PullQuery
+) -> PullPlan:
+    """Locate the patient's sources and decide, per source and resource type, who may be asked."""
+    patient_ref = f"Patient/{query.patient_id}"
+    report = PullReport(
+        query.interaction, patient_ref, requester.ura, requester.purpose, query.resource_types, query.asked
+    )
+    sources = [
+        s
+        for s in await exchange.locator.sources(conn, exchange.directory, query.patient_id)
+        if s.member.ura != requester.ura
+    ]
+    compiled = await rules_for(conn, exchange.consent_cache, patient_ref)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    base_request = Request(
+        requester_ura=requester.ura,
+        requester_category=requester.category,
+        source_ura=None,
+        source_category=None,
+        purpose=requester.purpose,
+        moment=now,
+        resource_type=query.resource_types[0] if query.resource_types else "Patient",
+        break_glass_since=requester.break_glass_since,
+    )
+    calls: list[tuple[Source, SourceReport, str, Request]] = []
+    for source in sources:
+        member = source.member
+        source_report = SourceReport(member.ura, member.name)
+        report.sources.append(source_report)
+        about = base_request.about(source_ura=member.ura, source_category=member.category)
+        for res_type in query.resource_types:
+            asked = about.about(resource_type=res_type)
+            decision = decide(compiled, exchange.policy, asked)
+            source_report.decisions.append(type_decision(decision, res_type))
+            if decision.permitted:
+                calls.append((source, source_report, res_type, asked))
+    return PullPlan(query, report, compiled, calls)
+
+
+async def pull(
+    exchange: Exchange,
+    conn: AsyncConnection,
+    requester: Requester,
+    query: PullQuery,
+    *,
+    base: str,
+    self_url: str,
+    next_url: str | None = None,
+) -> tuple[dict[str, Any], PullReport]:
+    """`plan_pull` and `run_pull` in one, for callers that do not mind holding the connection."""
+    plan = await plan_pull(exchange, conn, requester, query)
+    return await run_pull(exchange, plan, base=base, self_url=self_url, next_url=next_url)
+
+
+async def run_pull(
+    exchange: Exchange, plan: PullPlan, *, base: str, self_url: str, next_url: str | None = None
+) -> tuple[dict[str, Any], PullReport]:
+    """The searchset Bundle of one page (or an OperationOutcome when every permitted source failed), and
+    the report for the audit. `next_url` is used when there is a next page."""
+    query, report, compiled, calls = plan.query, plan.report, plan.compiled, plan.calls
+
+    async def call(source: Source, res_type: str) -> tuple[SearchOutcome, float]:
+        started = time.perf_counter()
+        adapter = exchange.adapters.for_member(source.member)
+        outcome = await adapter.search(source.member, SearchQuery(res_type, source.local_id, query.params))
+        return outcome, (time.perf_counter() - started) * 1000
+
+    results = await asyncio.gather(*(call(source, res_type) for source, _, res_type, _ in calls))
+
+    entries: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    failures: dict[str, list[ProblemCode]] = {}
+    answered: set[str] = set()
+    for (source, source_report, res_type, asked), (outcome, elapsed) in zip(calls, results, strict=True):
+        member = source.member
+        source_report.called = True
+        source_report.elapsed_ms = max(source_report.elapsed_ms, elapsed)
+        for problem in outcome.problems:
+            text = f"{res_type}: {problem.code.value}: {problem.detail}"
+            if problem.code in _DROPPED:
+                source_report.dropped.append(text)
+            else:
+                source_report.problems.append(text)
+        if outcome.failed:
+            failures.setdefault(member.ura, []).extend(p.code for p in outcome.problems)
+            continue
+        answered.add(member.ura)
+        if outcome.partial:
+            failures.setdefault(member.ura, []).append(ProblemCode.TRUNCATED)
+        kept = 0
+        for resource in outcome.resources:
+            if not decide(compiled, exchange.policy, request_for_resource(asked, resource)).permitted:
+                source_report.withheld += 1
+                continue
+            tagged = _tag(resource, source, base, query.patient_id)
+            key = _fingerprint(tagged)
+            if key in seen:
+                report.duplicates += 1
+                continue
+            seen.add(key)
+            entries.append((f"{member.base_url}/{res_type}/{resource['id']}", tagged))
+            kept += 1
+        source_report.returned[res_type] = source_report.returned.get(res_type, 0) + kept
+
+    issues: list[Issue] = []
+    for source_report in report.sources:
+        codes = failures.get(source_report.member_ura)
+        if not source_report.called:
+            continue
+        if codes is None:
+            source_report.outcome = "ok"
+            continue
+        timed_out = ProblemCode.TIMEOUT in codes
+        if source_report.member_ura in answered:
+            source_report.outcome = "partial"
+            what = "answered only in part"
+        else:
+            source_report.outcome = "timeout" if timed_out else "failed"
+            what = "did not answer in time" if timed_out else "could not be asked"
+        issues.append(
+            Issue(
+                "warning",
+                "incomplete",
+                f"{source_report.member_name} (URA {source_report.member_ura}) {what}: "
+                "the result may be incomplete",
+            )
+        )
+
+    called = [s for s in report.sources if s.called]
+    if called and all(s.outcome in ("failed", "timeout") for s in called):
+        report.status = 504 if all(s.outcome == "timeout" for s in called) else 503
+        text = "no member holding the patient's data could be asked" + (
+            " in time" if report.status == 504 else ""
+        )
+        outcome_issues = [Issue("error", "timeout" if report.status == 504 else "transient", text), *issues]
+        return operation_outcome(outcome_issues), report
+
+    report.total = len(entries)
+    page = entries[query.offset : query.offset + query.count]
+    report.page_entries = len(page)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": report.total,
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in page],
+    }
+    if next_url is not None and query.offset + query.count < report.total:
+        bundle["link"].append({"relation": "next", "url": next_url})
+    if issues:
+        bundle["entry"].append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+    return bundle, report
+
+
+_DROPPED = frozenset(
+    {ProblemCode.OTHER_PATIENT, ProblemCode.WRONG_TYPE, ProblemCode.NOT_MATCHING, ProblemCode.INVALID_ENTRY}
+)
+
+
+def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str) -> dict[str, Any]:
+    """The resource as the requester gets it: the member's patient reference turned into the regional
+    Patient, and tagged with its source."""
+    member = source.member
+    local = f"Patient/{source.local_id}"
+    regional = f"{base}/Patient/{patient_id}"
+    out = _rewrite(resource, local, regional)
+    meta = dict(out.get("meta") or {})
+    meta["source"] = member.base_url
+    security = [s for s in meta.get("security") or [] if s.get("system") != SOURCE_SYSTEM]
+    security.append({"system": SOURCE_SYSTEM, "code": member.ura, "display": member.name})
+    meta["security"] = security
+    out["meta"] = meta
+    return out
+
+
+def _rewrite(value: Any, local: str, regional: str) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str) and (item == local or item.endswith("/" + local)):
+                out[key] = regional
+            else:
+                out[key] = _rewrite(item, local, regional)
+        return out
+    if isinstance(value, list):
+        return [_rewrite(item, local, regional) for item in value]
+    return value
+
+
+def _fingerprint(resource: Mapping[str, Any]) -> str:
+    """Equal for the same record reported twice: by business identifier when it has one, else by content
+    (everything but id, meta and narrative)."""
+    identifiers = resource.get("identifier")
+    if isinstance(identifiers, list) and identifiers:
+        tokens = sorted(
+            f"{i.get('system')}|{i.get('value')}"
+            for i in identifiers
+            if isinstance(i, dict) and i.get("system") and i.get("value")
+        )
+        if tokens:
+            return resource["resourceType"] + "#" + ";".join(tokens)
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def patient_types(exchange: Exchange) -> tuple[str, ...]:
+    """The resource types $everything asks for: those the policy's data categories cover that can be
+    searched by patient."""
+    return exchange.pull_types
+
+
+def searched_params(pairs: Sequence[tuple[str, str]], skip: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in pairs if k not in skip)

@@ -1,0 +1,368 @@
+"""The exchange's FHIR interactions over HTTP. Thin: parse, call the exchange, render; the report of each
+exchange goes to `request.state.exchange_report` for the audit hook.
+
+    POST /fhir/Patient/$announce          a member holds data for a patient (Parameters: BSN, local id)
+    POST /fhir/Patient/$withdraw          ... no longer
+    GET  /fhir/Patient/{id}/$everything   the regional patient's data from every permitted member
+    GET  /fhir/{Type}?patient=...         a clinical type the gateway does not keep but the policy covers:
+                                          federated pull (also subject=, patient.identifier=<bsn>)
+    POST /fhir/$process-message           a message to another member: 202 + Location of its status
+    GET  /fhir/$process-message/{id}      the delivery's status, as a Task
+
+The routes are included before the FHIR router's generic `/fhir/{type}` routes (rzcp.app). The pull route
+is made per resource type (`pull_router`), only for types this gateway does not serve itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+
+from rzcp.audit.events import Returned
+from rzcp.audit.http import note as audit_note
+from rzcp.auth.access import authorize_interaction
+from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.auth.deps import CurrentPrincipal
+from rzcp.auth.principal import Principal
+from rzcp.auth.registry import ensure_live
+from rzcp.errors import BadRequest, Forbidden, Gone, Issue, NotFound
+from rzcp.exchange.locator import parse_announcement
+from rzcp.exchange.outbox import accept_message, as_task, get_message
+from rzcp.exchange.pull import PullQuery, Requester, plan_pull, run_pull
+from rzcp.exchange.service import Exchange
+from rzcp.fhir import paging
+from rzcp.fhir.deps import RuntimeDep
+from rzcp.fhir.outcome import outcome_response
+from rzcp.fhir.wire import check_accept, read_json_body, render
+from rzcp.runtime import Runtime
+from rzcp.store.resources import ResourceStore
+
+router = APIRouter(prefix="/fhir", tags=["FHIR exchange"])
+_FHIR_RESPONSE = {"content": {"application/fhir+json": {}}}
+
+#: Parameters that name the patient of a pull, and those that shape the answer (not sent to members).
+_PATIENT_PARAMS = frozenset(
+    {"patient", "subject", "patient.identifier", "subject.identifier", "subject:Patient.identifier"}
+)
+_RESULT_PARAMS = frozenset(
+    {"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_total", "_sort"}
+)
+
+
+async def _exchange(request: Request) -> Exchange:
+    return request.app.state.exchange
+
+
+ExchangeDep = Annotated[Exchange, Depends(_exchange)]
+
+
+def _base(request: Request, runtime: Runtime) -> str:
+    configured = runtime.settings.public_base_url
+    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _member_of(principal: Principal) -> str:
+    if not principal.is_system or principal.member_ura is None:
+        raise Forbidden("the exchange is for member systems")
+    return principal.member_ura
+
+
+async def _requester(exchange: Exchange, conn: Any, principal: Principal) -> Requester:
+    ura = _member_of(principal)
+    members = await exchange.directory.members(conn, [ura])
+    if ura not in members:
+        raise Forbidden("the calling member is not active")
+    context = principal.context
+    since = datetime.now(UTC) if context.break_glass else None
+    return Requester(ura, members[ura].category, context.purpose_of_use, since)
+
+
+def _patient_id(value: str) -> str:
+    """`Patient/x`, `x`, or `https://.../Patient/x` -> `x`."""
+    tail = value.rstrip("/").split("/")
+    if len(tail) >= 2 and tail[-2] != "Patient":
+        raise BadRequest(f"{value!r} is not a reference to a Patient", expression=("patient",))
+    return tail[-1]
+
+
+async def _patient_of(exchange: Exchange, conn: Any, pairs: list[tuple[str, str]]) -> str | None:
+    """The regional patient a pull is about (None when no member announced the BSN asked for)."""
+    named = [(k, v) for k, v in pairs if k in _PATIENT_PARAMS or k == "patient:identifier"]
+    if len(named) != 1 or "," in named[0][1]:
+        raise BadRequest(
+            "a search at the region names exactly one patient: patient=Patient/<id>, subject=..., or "
+            f"patient.identifier={BSN_SYSTEM}|<bsn>",
+            code="required",
+        )
+    name, value = named[0]
+    if name in ("patient", "subject"):
+        return _patient_id(value)
+    system, _, bsn = value.partition("|")
+    if system != BSN_SYSTEM or not bsn:
+        raise BadRequest(f"the patient's identifier must be a BSN ({BSN_SYSTEM}|<bsn>)", expression=(name,))
+    return await exchange.locator.find(conn, bsn)
+
+
+def _count(pairs: list[tuple[str, str]], runtime: Runtime) -> int:
+    raw = dict(pairs).get("_count")
+    settings = runtime.settings
+    if raw is None:
+        return settings.default_page_size
+    if not raw.isdigit():
+        raise BadRequest(f"_count={raw!r} is not a whole number", expression=("_count",))
+    return max(1, min(int(raw), settings.max_page_size))
+
+
+async def _answer(
+    request: Request,
+    runtime: Runtime,
+    exchange: Exchange,
+    principal: Principal,
+    *,
+    path: str,
+    types: tuple[str, ...],
+    pairs: list[tuple[str, str]],
+    params: tuple[tuple[str, str], ...],
+    interaction: str,
+    patient_id: str | None = None,
+) -> Response:
+    """Plan with a connection (released before the fan-out), run, render, and leave the report."""
+    base = _base(request, runtime)
+    bound = paging.binding(path, pairs)
+    token = dict(pairs).get(paging.PAGE_PARAM)
+    offset = runtime.sealer.open(token, bound) if token else 0
+    count = _count(pairs, runtime)
+    async with runtime.db.query() as conn:
+        await ensure_live(conn, principal)
+        if patient_id is None:
+            patient_id = await _patient_of(exchange, conn, pairs)
+        requester = await _requester(exchange, conn, principal)
+        query = PullQuery(
+            patient_id=patient_id or "-",
+            resource_types=types if patient_id else (),
+            params=params,
+            count=count,
+            offset=offset,
+            interaction=interaction,  # type: ignore[arg-type]
+            asked=str(request.url.query),
+        )
+        plan = await plan_pull(exchange, conn, requester, query)
+    next_url = paging.page_url(base, path, pairs, runtime.sealer.seal(offset + count, bound))
+    body, report = await run_pull(
+        exchange, plan, base=base, self_url=paging.page_url(base, path, pairs, token), next_url=next_url
+    )
+    _note(request, report, report.audit_returned(), report.outcome_desc())
+    return render(request, body, status=report.status)
+
+
+def _note(request: Request, report: Any, returned: Any = (), desc: str | None = None) -> None:
+    """Hand the exchange's report to the audit: on request.state, and in the request's AuditNote."""
+    request.state.exchange_report = report
+    if report is None:
+        return
+    record = audit_note(request)
+    record.patient = report.patient or record.patient
+    record.returned.extend(returned)
+    record.decisions.extend(report.audit_decisions())
+    if desc:
+        record.outcome_desc = desc
+
+
+def pull_router(types: list[str]) -> APIRouter:
+    """`GET /fhir/{Type}` for each type the gateway does not keep but the exchange pulls."""
+    pulls = APIRouter(prefix="/fhir", tags=["FHIR exchange"])
+    for res_type in types:
+
+        async def search(
+            request: Request,
+            runtime: RuntimeDep,
+            exchange: ExchangeDep,
+            principal: CurrentPrincipal,
+            res_type: str = res_type,
+        ) -> Response:
+            check_accept(request)
+            authorize_interaction(principal, res_type, "search-type", runtime.registry)
+            pairs = list(request.query_params.multi_items())
+            skip = _PATIENT_PARAMS | _RESULT_PARAMS | {"patient:identifier"}
+            params = tuple((k, v) for k, v in pairs if k not in skip)
+            return await _answer(
+                request,
+                runtime,
+                exchange,
+                principal,
+                path=f"/{res_type}",
+                types=(res_type,),
+                pairs=pairs,
+                params=params,
+                interaction="search-type",
+            )
+
+        pulls.add_api_route(
+            f"/{res_type}",
+            search,
+            methods=["GET"],
+            responses={200: _FHIR_RESPONSE},
+            name=f"pull_{res_type}",
+            summary=f"Search {res_type} of one patient across the region's members",
+        )
+    return pulls
+
+
+@router.get("/Patient/{id}/$everything", responses={200: _FHIR_RESPONSE})
+async def everything(
+    request: Request,
+    runtime: RuntimeDep,
+    exchange: ExchangeDep,
+    principal: CurrentPrincipal,
+    res_id: Annotated[str, Path(alias="id", max_length=64)],
+) -> Response:
+    """The patient's data from every member that holds it and may share it (Patient/$everything)."""
+    check_accept(request)
+    authorize_interaction(principal, "Patient", "read", runtime.registry)
+    pairs = list(request.query_params.multi_items())
+    wanted = {t.strip() for v in (v for k, v in pairs if k == "_type") for t in v.split(",") if t.strip()}
+    types = tuple(
+        t for t in exchange.pull_types if (not wanted or t in wanted) and _may_search(principal, t, runtime)
+    )
+    return await _answer(
+        request,
+        runtime,
+        exchange,
+        principal,
+        path=f"/Patient/{res_id}/$everything",
+        types=types,
+        patient_id=res_id,
+        pairs=pairs,
+        params=(),
+        interaction="everything",
+    )
+
+
+def _may_search(principal: Principal, res_type: str, runtime: Runtime) -> bool:
+    try:
+        authorize_interaction(principal, res_type, "search-type", runtime.registry)
+    except Forbidden:
+        return False
+    return True
+
+
+@router.post("/Patient/$announce", responses={200: _FHIR_RESPONSE})
+async def announce(
+    request: Request, runtime: RuntimeDep, exchange: ExchangeDep, principal: CurrentPrincipal
+) -> Response:
+    """A member holds data for the patient with this BSN, under its own patient id."""
+    authorize_interaction(principal, "Patient", "create", runtime.registry)
+    ura = _member_of(principal)
+    announcement = parse_announcement(await read_json_body(request, runtime.settings.max_body_bytes))
+    assert announcement.local_id is not None
+    async with runtime.db.write() as conn:
+        await ensure_live(conn, principal)
+        patient_id = await exchange.locator.announce(
+            conn, runtime.registry, ura, announcement.bsn, announcement.local_id
+        )
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "patient", "valueReference": {"reference": f"Patient/{patient_id}"}}],
+    }
+    return render(request, body)
+
+
+@router.post("/Patient/$withdraw", responses={200: _FHIR_RESPONSE})
+async def withdraw(
+    request: Request, runtime: RuntimeDep, exchange: ExchangeDep, principal: CurrentPrincipal
+) -> Response:
+    """The member no longer holds data for the patient (under that local id, or any)."""
+    authorize_interaction(principal, "Patient", "create", runtime.registry)
+    ura = _member_of(principal)
+    announcement = parse_announcement(
+        await read_json_body(request, runtime.settings.max_body_bytes), withdrawal=True
+    )
+    async with runtime.db.write() as conn:
+        await ensure_live(conn, principal)
+        removed = await exchange.locator.withdraw(conn, ura, announcement.bsn, announcement.local_id)
+    text = f"{removed} announcement(s) withdrawn"
+    return outcome_response(200, [Issue("information", "informational", text)])
+
+
+@router.post("/$process-message", status_code=202, responses={202: _FHIR_RESPONSE})
+async def process_message(
+    request: Request, runtime: RuntimeDep, exchange: ExchangeDep, principal: CurrentPrincipal
+) -> Response:
+    """Accept a FHIR message Bundle for delivery to the member its MessageHeader names: stored before
+    this answers 202, with a Location to follow the delivery."""
+    authorize_interaction(principal, "Bundle", "create", runtime.registry)
+    bundle = await read_json_body(request, runtime.settings.max_body_bytes)
+    try:
+        async with runtime.db.write() as conn:
+            await ensure_live(conn, principal)
+            sender = await _requester(exchange, conn, principal)
+            message, report = await accept_message(exchange, conn, sender, bundle)
+    except Forbidden as exc:
+        _note(request, getattr(exc, "report", None), desc="refused: no consent for the receiver")
+        raise
+    _note(request, report, [Returned(t, n, report.receiver_ura) for t, n in sorted(report.carried.items())])
+    worker = getattr(request.app.state, "outbox_worker", None)
+    if worker is not None:
+        worker.wake()
+    assert message is not None
+    location = f"{_base(request, runtime)}/$process-message/{message.id}"
+    text = "message accepted again (already known)" if report.repeated else "message accepted for delivery"
+    return outcome_response(
+        202, [Issue("information", "informational", f"{text}: {message.id}")], {"Location": location}
+    )
+
+
+@router.get("/$process-message/{id}", responses={200: _FHIR_RESPONSE})
+async def message_status(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    message_id: Annotated[str, Path(alias="id", max_length=64)],
+) -> Response:
+    """The delivery of a message, as a Task, for its sender and receiver (and administrators)."""
+    check_accept(request)
+    viewer = None if principal.role == "admin" else _member_of(principal)
+    async with runtime.db.query() as conn:
+        await ensure_live(conn, principal)
+        message = await get_message(conn, message_id, viewer_ura=viewer)
+    return render(request, as_task(message, _base(request, runtime)))
+
+
+async def regional_patient_search(
+    request: Request, runtime: Runtime, conn: Any, pairs: list[tuple[str, str]]
+) -> Response | None:
+    """The hook of the FHIR router's Patient search: `Patient?identifier=<BSN system>|<bsn>` is answered
+    from the locator (the stored regional Patient carries no BSN), with the BSN added for display.
+    None for any other Patient search, which the store answers."""
+    identifiers = [v for k, v in pairs if k == "identifier"]
+    if len(identifiers) != 1 or not identifiers[0].startswith(BSN_SYSTEM + "|"):
+        return None
+    exchange: Exchange = request.app.state.exchange
+    bsn = identifiers[0].partition("|")[2]
+    base = _base(request, runtime)
+    entries = []
+    patient_id = await exchange.locator.find(conn, bsn)
+    if patient_id is not None:
+        try:
+            version = await ResourceStore(conn, runtime.registry).read("Patient", patient_id)
+        except (NotFound, Gone):
+            version = None
+        if version is not None:
+            patient = orjson.loads(version.content)
+            patient["identifier"] = [{"system": BSN_SYSTEM, "value": bsn}, *patient.get("identifier", [])]
+            entries.append(
+                {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
+            )
+            audit_note(request).about(patient)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(entries),
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": entries,
+    }
+    return render(request, bundle)

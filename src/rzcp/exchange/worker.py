@@ -1,0 +1,134 @@
+"""The outbox's delivery worker: one per gateway process, started in the app's lifespan.
+
+It claims due messages through the database (rzcp.exchange.outbox.claim), delivers each through the
+receiver's adapter with the message id as idempotency key, and writes the result (delivered, retry later
+with back-off, rejected, failed for good). A claimed message is leased for `outbox_lease_seconds`; a worker
+that dies mid-delivery simply lets the lease run out, and a worker in any process picks the message up
+again and sends it with the same key. `wake()` shortens the wait after a message was accepted in this
+process. `on_delivery` (the audit's hook) is awaited with a `DeliveryReport` for every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rzcp.audit.events import AuditFacts, Returned
+from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, claim, finish
+from rzcp.exchange.service import Exchange
+from rzcp.settings import Settings
+from rzcp.store.db import Database
+
+log = logging.getLogger("rzcp.exchange.outbox")
+
+DeliveryHook = Callable[[DeliveryReport], Awaitable[None]]
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        db: Database,
+        exchange: Exchange,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        batch: int = 20,
+        on_delivery: DeliveryHook | None = None,
+    ) -> None:
+        self.db = db
+        self.exchange = exchange
+        self.name = name or f"worker-{uuid.uuid4().hex[:12]}"
+        self.batch = batch
+        self.lease = settings.outbox_lease_seconds
+        self.poll = settings.outbox_poll_seconds
+        self.plan = RetryPlan(
+            settings.outbox_retry_seconds, settings.outbox_retry_max_seconds, settings.outbox_max_attempts
+        )
+        self.on_delivery = on_delivery
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"rzcp-outbox-{self.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be away for a while: keep trying
+                log.exception("outbox worker %s: a round failed", self.name)
+                done = 0
+            if done:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; how many messages were attempted."""
+        token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        async with self.db.write() as conn:
+            messages = await claim(conn, token, lease_seconds=self.lease, limit=self.batch)
+        if messages:
+            await asyncio.gather(*(self._deliver(m, token) for m in messages))
+        return len(messages)
+
+    async def _deliver(self, message: Message, token: str) -> None:
+        async with self.db.query() as conn:
+            receiver = (await self.exchange.directory.members(conn, [message.receiver_ura])).get(
+                message.receiver_ura
+            )
+        outcome = None
+        if receiver is not None:
+            adapter = self.exchange.adapters.for_member(receiver)
+            assert message.content is not None
+            outcome = await adapter.deliver(receiver, message.content, idempotency_key=message.id)
+        async with self.db.write() as conn:
+            report = await finish(conn, message, token, outcome, self.plan)
+        if self.on_delivery is not None:
+            try:
+                await self.on_delivery(report)
+            except Exception:
+                log.exception("outbox worker %s: the delivery hook failed for %s", self.name, message.id)
+
+
+def audit_delivery(writer: Any) -> DeliveryHook:
+    """The hook that records each delivery attempt in the audit trail (the gateway itself as actor)."""
+
+    async def record(report: DeliveryReport) -> None:
+        desc = f"{report.result} to {report.receiver_ura}, attempt {report.attempt}: {report.detail}"
+        outcome = {"delivered": 200, "retry": 503, "rejected": 422, "failed": 502}[report.result]
+        facts = AuditFacts(
+            interaction="operation",
+            operation="process-message-delivery",
+            status=outcome,
+            correlation_id=f"outbox:{report.message_id}:{report.attempt}",
+            kind="system",
+            subject="rzcp-outbox",
+            member_ura=report.receiver_ura,
+            patient=report.patient,
+            target=f"Bundle/{report.message_id}",
+            returned=(Returned("Bundle", 1, report.receiver_ura),) if report.result == "delivered" else (),
+            purpose=None,
+            outcome_desc=desc[:500],
+        )
+        await writer.record(facts)
+
+    return record

@@ -1,0 +1,386 @@
+"""The FHIR REST adapter against members that misbehave: a real HTTP server on a loopback port, scripted
+per test (slow, down, 500, garbage, another patient's data, the wrong type, an ignored parameter ...)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import pytest
+
+from rzcp.exchange.adapters import (
+    DeliveryStatus,
+    Member,
+    MemberAdapter,
+    ProblemCode,
+    ReadStatus,
+    SearchQuery,
+)
+from rzcp.exchange.breaker import BreakerState
+from tests.exchange.conftest import FakeClock
+from tests.exchange.servers import ScriptedMember, answer, free_port, searchset, slow
+
+PATIENT = "p1"
+
+
+def obs(res_id: str, patient: str = PATIENT, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": res_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        **extra,
+    }
+
+
+def codes(outcome: Any) -> list[ProblemCode]:
+    return [p.code for p in outcome.problems]
+
+
+Scripted = tuple[ScriptedMember, Member]
+
+
+async def test_a_good_answer_passes_with_the_patient_parameter_sent(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    server.handler = answer(searchset(obs("o1"), obs("o2")))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT, [("status", "final")]))
+    assert [r["id"] for r in outcome.resources] == ["o1", "o2"]
+    assert not outcome.failed and not outcome.partial and outcome.problems == []
+    hit = server.hits[0]
+    assert hit.path == "/fhir/Observation"
+    assert parse_qsl(hit.query) == [("patient", "Patient/p1"), ("status", "final")]
+    assert hit.headers["accept"] == "application/fhir+json"
+
+
+async def test_slow_member_times_out_within_its_own_deadline(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    server.handler = slow(3.0, searchset(obs("o1")))
+    quick = Member(member.ura, member.name, member.category, member.base_url, timeout=0.4)
+    started = time.monotonic()
+    outcome = await adapter.search(quick, SearchQuery("Observation", PATIENT))
+    assert time.monotonic() - started < 1.5
+    assert outcome.failed and outcome.resources == []
+    assert codes(outcome) == [ProblemCode.TIMEOUT]
+
+
+async def test_member_that_is_down_is_reported_unreachable(adapter: MemberAdapter) -> None:
+    down = Member("00000009", "Down", "Z3", f"http://127.0.0.1:{free_port()}/fhir", timeout=2.0)
+    outcome = await adapter.search(down, SearchQuery("Observation", PATIENT))
+    assert outcome.failed
+    assert codes(outcome) == [ProblemCode.UNREACHABLE]
+    read = await adapter.read(down, "Observation", "o1")
+    assert read.status is ReadStatus.FAILED and read.problems[0].code is ProblemCode.UNREACHABLE
+
+
+async def test_a_500_is_reported_and_not_retried(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType":"OperationOutcome"}', status=500)
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.HTTP_ERROR]
+    assert len(server.hits) == 1
+
+
+async def test_reads_are_retried_on_503_with_backoff(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+
+    async def flaky(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if request["n"] < 3:
+            return 503, {}, b"{}"
+        if request["hit"].path.endswith("/o1"):
+            return 200, {}, orjson.dumps(obs("o1"))
+        return 200, {}, searchset(obs("o1"))
+
+    server.handler = flaky
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"] and not outcome.failed
+    assert len(server.hits) == 3
+    server.hits.clear()
+    read = await adapter.read(member, "Observation", "o1")
+    assert read.status is ReadStatus.FOUND and read.resource == obs("o1")
+    assert len(server.hits) == 3  # refused twice again (the count restarted), then read
+
+
+async def test_retries_stop_after_the_policy_and_the_member_is_reported(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    server.handler = answer(b"{}", status=503)
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.HTTP_ERROR]
+    assert len(server.hits) == 3  # the first try and two retries
+
+
+async def test_a_delivery_is_never_retried_by_the_adapter(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType":"OperationOutcome"}', status=503, **{"Retry-After": "7"})
+    outcome = await adapter.deliver(member, message(), idempotency_key="msg-1")
+    assert outcome.status is DeliveryStatus.RETRY_LATER
+    assert outcome.http_status == 503 and outcome.retry_after == 7.0
+    assert len(server.hits) == 1
+
+
+async def test_garbage_json_is_reported_never_passed_on(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType": "Bundle", "entry": [ {"resource": ')
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and outcome.resources == []
+    assert codes(outcome) == [ProblemCode.INVALID_JSON]
+    server.handler = answer(b"<html>maintenance</html>")
+    read = await adapter.read(member, "Observation", "o1")
+    assert read.status is ReadStatus.FAILED and read.problems[0].code is ProblemCode.INVALID_JSON
+    server.handler = answer(orjson.dumps({"resourceType": "Patient", "id": "x"}))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.INVALID_ANSWER]
+
+
+async def test_another_patients_entries_are_dropped_and_reported(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    unlinked = {"resourceType": "Observation", "id": "o4", "status": "final"}
+    server.handler = answer(searchset(obs("o1"), obs("o2", patient="p2"), obs("o3"), unlinked))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1", "o3"]
+    assert not outcome.failed
+    dropped = {(p.code, p.reference) for p in outcome.problems}
+    assert dropped == {
+        (ProblemCode.OTHER_PATIENT, "Observation/o2"),
+        (ProblemCode.OTHER_PATIENT, "Observation/o4"),
+    }
+
+
+async def test_a_read_of_another_patients_resource_is_not_found(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    server.handler = answer(orjson.dumps(obs("o2", patient="p2")))
+    read = await adapter.read(member, "Observation", "o2", patient=PATIENT)
+    assert read.status is ReadStatus.NOT_FOUND and read.resource is None
+    assert read.problems[0].code is ProblemCode.OTHER_PATIENT
+    server.handler = answer(orjson.dumps(obs("o9")))
+    read = await adapter.read(member, "Observation", "o2")
+    assert read.status is ReadStatus.FAILED and read.problems[0].code is ProblemCode.INVALID_ENTRY
+
+
+async def test_the_wrong_type_is_dropped_and_reported(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
+    server.handler = answer(searchset(obs("o1"), condition, {"no": "type"}))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert codes(outcome) == [ProblemCode.WRONG_TYPE, ProblemCode.INVALID_ENTRY]
+    server.handler = answer(orjson.dumps(condition))
+    read = await adapter.read(member, "Observation", "c1")
+    assert read.status is ReadStatus.FAILED and read.problems[0].code is ProblemCode.WRONG_TYPE
+
+
+async def test_ignored_search_parameters_are_applied_again(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    heart_rate = obs("o1")
+    other_code = obs("o2", code={"coding": [{"system": "http://loinc.org", "code": "29463-7"}]})
+    amended = obs("o3", status="amended")
+    lab = obs("o4", category=[{"coding": [{"code": "laboratory"}]}])
+    server.handler = answer(searchset(heart_rate, other_code, amended, lab))  # ignores every parameter
+    query = SearchQuery("Observation", PATIENT, [("code", "http://loinc.org|8867-4"), ("status", "final")])
+    outcome = await adapter.search(member, query)
+    assert [r["id"] for r in outcome.resources] == ["o1", "o4"]
+    assert {(p.code, p.reference) for p in outcome.problems} == {
+        (ProblemCode.NOT_MATCHING, "Observation/o2"),
+        (ProblemCode.NOT_MATCHING, "Observation/o3"),
+    }
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT, [("category", "laboratory")]))
+    assert [r["id"] for r in outcome.resources] == ["o4"]
+    # Patient searches go by _id, and the id is checked.
+    server.handler = answer(
+        searchset({"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"})
+    )
+    outcome = await adapter.search(member, SearchQuery("Patient", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["p1"]
+    assert "_id=p1" in server.hits[-1].query
+
+
+async def test_member_warnings_and_includes_are_not_passed_on(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    body = orjson.loads(searchset(obs("o1")))
+    body["entry"] += [
+        {"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}},
+        {
+            "resource": {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "index rebuilding"}]},
+            "search": {"mode": "outcome"},
+        },
+    ]
+    server.handler = answer(orjson.dumps(body))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert [(p.code, p.detail) for p in outcome.problems] == [
+        (ProblemCode.MEMBER_WARNING, "index rebuilding")
+    ]
+
+
+async def test_response_limits_bytes_entries_and_pages(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    big = obs("o1", note=[{"text": "x" * 70_000}])  # the test limit is 64 KiB
+    server.handler = answer(searchset(big))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.TOO_LARGE]
+
+    server.handler = answer(searchset(*(obs(f"o{i}") for i in range(60))))  # the limit is 50
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert len(outcome.resources) == 50 and outcome.partial and not outcome.failed
+    assert codes(outcome) == [ProblemCode.TRUNCATED]
+
+    async def endless(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        n = request["n"]
+        return 200, {}, searchset(obs(f"o{n}"), next_url=f"{member.base_url}/Observation?page={n + 1}")
+
+    server.hits.clear()
+    server.handler = endless
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1", "o2", "o3"]  # max_pages is 3
+    assert outcome.partial and codes(outcome) == [ProblemCode.TRUNCATED]
+    assert len(server.hits) == 3 and server.hits[1].query == "page=2"
+
+
+async def test_a_next_link_to_another_server_is_not_followed(
+    adapter: MemberAdapter, scripted: Scripted
+) -> None:
+    server, member = scripted
+    server.handler = answer(searchset(obs("o1"), next_url="http://127.0.0.2:1/steal?x=1"))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert outcome.partial and codes(outcome) == [ProblemCode.INVALID_ANSWER]
+    assert len(server.hits) == 1
+
+
+async def test_a_lost_second_page_keeps_the_first(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+
+    async def second_fails(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if request["n"] == 1:
+            return 200, {}, searchset(obs("o1"), next_url=f"{member.base_url}/Observation?page=2")
+        return 500, {}, b"{}"
+
+    server.handler = second_fails
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert outcome.partial and not outcome.failed and codes(outcome) == [ProblemCode.HTTP_ERROR]
+
+
+async def test_the_breaker_opens_after_failures_and_closes_after_its_cool_down(
+    adapter: MemberAdapter, scripted: Scripted, clock: FakeClock
+) -> None:
+    server, member = scripted
+    server.handler = answer(b"{}", status=500)
+    for _ in range(3):  # the test board's threshold
+        outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+        assert codes(outcome) == [ProblemCode.HTTP_ERROR]
+    breakers = adapter.context.breakers  # type: ignore[attr-defined]
+    assert breakers.for_member(member.ura).state is BreakerState.OPEN
+    calls = len(server.hits)
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.CIRCUIT_OPEN]
+    delivery = await adapter.deliver(member, message(), idempotency_key="m-open")
+    assert delivery.status is DeliveryStatus.RETRY_LATER and delivery.retry_after == 30
+    assert len(server.hits) == calls  # nothing reached the member while open
+
+    clock.now += 30  # the cool-down: one trial goes through, and succeeds
+    server.handler = answer(searchset(obs("o1")))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert breakers.for_member(member.ura).state is BreakerState.CLOSED
+
+
+async def test_client_errors_do_not_open_the_breaker(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType":"OperationOutcome"}', status=400)
+    for _ in range(5):
+        outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+        assert outcome.failed and codes(outcome) == [ProblemCode.HTTP_ERROR]
+    assert adapter.context.breakers.for_member(member.ura).state is BreakerState.CLOSED  # type: ignore[attr-defined]
+
+
+def message() -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "message",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MessageHeader",
+                    "eventCoding": {"system": "urn:rzcp:events", "code": "discharge-letter"},
+                    "source": {"endpoint": "urn:rzcp:member:00000002"},
+                }
+            }
+        ],
+    }
+
+
+async def test_deliver_carries_the_idempotency_key(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType":"Bundle","type":"message"}')
+    outcome = await adapter.deliver(member, message(), idempotency_key="msg-42")
+    assert outcome.status is DeliveryStatus.DELIVERED and outcome.http_status == 200
+    assert outcome.answer == {"resourceType": "Bundle", "type": "message"}
+    hit = server.hits[0]
+    assert (hit.method, hit.path) == ("POST", "/fhir/$process-message")
+    assert hit.headers["idempotency-key"] == "msg-42"
+    assert hit.headers["content-type"] == "application/fhir+json"
+    assert orjson.loads(hit.body)["id"] == "msg-42"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, DeliveryStatus.REJECTED),
+        (422, DeliveryStatus.REJECTED),
+        (429, DeliveryStatus.RETRY_LATER),
+        (502, DeliveryStatus.RETRY_LATER),
+    ],
+)
+async def test_delivery_outcomes_follow_the_receivers_answer(
+    adapter: MemberAdapter, scripted: Scripted, status: int, expected: DeliveryStatus
+) -> None:
+    server, member = scripted
+    server.handler = answer(b'{"resourceType":"OperationOutcome","issue":[]}', status=status)
+    outcome = await adapter.deliver(member, message(), idempotency_key="msg-7")
+    assert outcome.status is expected and outcome.http_status == status
+    assert outcome.answer == {"resourceType": "OperationOutcome", "issue": []}
+
+
+async def test_delivery_to_a_member_that_is_down_is_retried_later(adapter: MemberAdapter) -> None:
+    down = Member("00000009", "Down", "Z3", f"http://127.0.0.1:{free_port()}/fhir", timeout=2.0)
+    outcome = await adapter.deliver(down, message(), idempotency_key="msg-8")
+    assert outcome.status is DeliveryStatus.RETRY_LATER and outcome.http_status is None
+
+
+async def test_capabilities_are_read_from_metadata(adapter: MemberAdapter, scripted: Scripted) -> None:
+    server, member = scripted
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [{"type": "Observation", "searchParam": [{"name": "patient"}, {"name": "code"}]}],
+                "operation": [{"name": "process-message"}],
+            }
+        ],
+    }
+    server.handler = answer(orjson.dumps(statement))
+    found = await adapter.capabilities(member)
+    assert found.available and found.fhir_version == "4.0.1"
+    assert found.resource_types == {"Observation": frozenset({"patient", "code"})}
+    assert found.operations == frozenset({"process-message"})
+    await adapter.capabilities(member)
+    assert len(server.hits) == 1  # cached

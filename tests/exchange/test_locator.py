@@ -1,0 +1,114 @@
+"""The locator's FHIR interaction ($announce / $withdraw), the regional Patient by BSN, the member
+directory as Organization and Endpoint, and BSNs never stored in plain text."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select, text
+
+from rzcp.app import create_app
+from rzcp.exchange.secrets import BsnProtector
+from rzcp.exchange.tables import locations
+from rzcp.membersim.bsn import derive_test_bsn
+from rzcp.settings import Settings
+from tests.exchange.region import Region, _migrate, gateway_settings
+from tests.exchange.servers import serve
+
+BSN = "http://fhir.nl/fhir/NamingSystem/bsn"
+
+
+def parameters(bsn: str, local: str | None) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"name": "identifier", "valueIdentifier": {"system": BSN, "value": bsn}}]
+    if local is not None:
+        parts.append({"name": "patient", "valueReference": {"reference": f"Patient/{local}"}})
+    return {"resourceType": "Parameters", "parameter": parts}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def region(database_url: str) -> AsyncIterator[tuple[Region, Any, Any]]:
+    settings = gateway_settings(database_url)
+    await _migrate(database_url)
+    with serve(create_app(settings)) as url:
+        region = Region(settings, url)
+        member = await region.add_member("Huisartsenpraktijk Noord", "huisartsen", "http://127.0.0.1:9")
+        http = await region.client_for(await region.add_client(member.ura))
+        yield region, member, http
+        await http.aclose()
+        await region.close()
+
+
+async def test_announce_find_and_withdraw(region: tuple[Region, Any, Any]) -> None:
+    gateway, member, http = region
+    bsn = derive_test_bsn("locator-test")
+    response = await http.post("/fhir/Patient/$announce", json=parameters(bsn, "hn-1"))
+    assert response.status_code == 200, response.text
+    regional = response.json()["parameter"][0]["valueReference"]["reference"]
+    # Announcing again (or under a second local id) keeps one regional patient.
+    again = await http.post("/fhir/Patient/$announce", json=parameters(bsn, "hn-1"))
+    assert again.json()["parameter"][0]["valueReference"]["reference"] == regional
+    found = (await http.get("/fhir/Patient", params={"identifier": f"{BSN}|{bsn}"})).json()
+    assert found["total"] == 1
+    patient = found["entry"][0]["resource"]
+    assert f"Patient/{patient['id']}" == regional
+    assert {"system": BSN, "value": bsn} in patient["identifier"]
+    # The stored Patient itself carries no BSN.
+    stored = (await http.get(f"/fhir/{regional}")).json()
+    assert all(i["system"] != BSN for i in stored.get("identifier", []))
+    response = await http.post("/fhir/Patient/$withdraw", json=parameters(bsn, None))
+    assert response.status_code == 200
+    async with gateway.db.read() as conn:
+        rows = (await conn.execute(select(locations).where(locations.c.member_ura == member.ura))).all()
+    assert rows == []
+
+
+async def test_no_bsn_in_plain_text(region: tuple[Region, Any, Any]) -> None:
+    gateway, _member, http = region
+    bsn = derive_test_bsn("plain-text-test")
+    await http.post("/fhir/Patient/$announce", json=parameters(bsn, "hn-2"))
+    async with gateway.db.read() as conn:
+        for table in ("exchange_patients", "exchange_locations", "resources", "idx_token", "idx_string"):
+            rows = (await conn.execute(text(f"SELECT * FROM {table}"))).all()
+            assert not any(bsn in str(value) for row in rows for value in row), table
+    digest = BsnProtector(gateway.settings.bsn_secret).lookup_hash(bsn)
+    async with gateway.db.read() as conn:
+        assert await conn.scalar(
+            text("SELECT count(*) FROM exchange_patients WHERE bsn_hash = :h"), {"h": digest}
+        )
+
+
+async def test_bad_announcements(region: tuple[Region, Any, Any]) -> None:
+    _gateway, _member, http = region
+    assert (await http.post("/fhir/Patient/$announce", json=parameters("123456789", "x"))).status_code == 400
+    bsn = derive_test_bsn("bad-announcement")
+    assert (await http.post("/fhir/Patient/$announce", json=parameters(bsn, None))).status_code == 400
+
+
+async def test_the_directory_is_readable_as_organization_and_endpoint(
+    region: tuple[Region, Any, Any],
+) -> None:
+    _gateway, member, http = region
+    ura = member.ura
+    orgs = (
+        await http.get(
+            "/fhir/Organization", params={"identifier": f"http://fhir.nl/fhir/NamingSystem/ura|{ura}"}
+        )
+    ).json()
+    [org] = [e["resource"] for e in orgs["entry"] if e["search"]["mode"] == "match"]
+    assert org["name"] == "Huisartsenpraktijk Noord" and org["active"] is True
+    endpoint = (await http.get(f"/fhir/{org['endpoint'][0]['reference']}")).json()
+    assert endpoint["address"] == "http://127.0.0.1:9/fhir"
+    assert endpoint["status"] == "active"
+
+
+def test_production_refuses_the_default_bsn_secret() -> None:
+    with pytest.raises(ValueError, match="RZCP_BSN_SECRET"):
+        Settings(
+            environment="production",
+            secret_key="x" * 40,
+            database_url="postgresql+asyncpg://db/rzcp",
+            audit_signing_key="k",
+        )

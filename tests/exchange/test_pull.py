@@ -1,0 +1,385 @@
+"""Federated pull end to end: the gateway and its members as real HTTP servers on loopback.
+
+The region: a GP practice, a hospital and a GGZ clinic hold data for one Synthea patient (each under its
+own ids); a pharmacy asks. The patient permits pharmacies everything and refuses anything from GGZ; the GP
+also holds a psychiatric (PSY-labelled) diagnosis that no consent names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+
+from rzcp.app import create_app
+from rzcp.exchange.breaker import BreakerBoard, BreakerState
+from rzcp.exchange.service import Exchange
+from rzcp.membersim.bsn import derive_test_bsn
+from tests.exchange.conftest import FakeClock
+from tests.exchange.region import (
+    PSY,
+    Region,
+    SimMember,
+    _migrate,
+    entries,
+    gateway_settings,
+    load_member,
+    member_app,
+    merged_ids,
+    source_of,
+    synthea_ids,
+)
+from tests.exchange.servers import ScriptedMember, answer, free_port, searchset, serve, slow
+
+PSY_CONDITION = {
+    "resourceType": "Condition",
+    "id": "gp-psy-1",
+    "meta": {"security": [PSY]},
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "35489007", "display": "Depression"}]},
+}
+
+
+@dataclass
+class World:
+    region: Region
+    app: Any
+    exchange: Exchange
+    gp: SimMember
+    hospital: SimMember
+    ggz: SimMember
+    scripted: ScriptedMember
+    scripted_ura: str
+    down_ura: str
+    pharmacy: httpx.AsyncClient
+    patient: str
+    bsn: str
+    lonely: str  # a patient held by the scripted member only
+    lonely_bsn: str
+    clock: FakeClock
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, clock: FakeClock
+) -> AsyncIterator[World]:
+    tmp = tmp_path_factory.mktemp("pull")
+    patient_local = next(iter(synthea_ids("Patient", "gp-")))
+    psy = {**PSY_CONDITION, "subject": {"reference": f"Patient/{patient_local}"}}
+    gp_db, gp_patients = await load_member(tmp, "gp-", GP_TYPES, [psy])
+    zh_db, zh_patients = await load_member(tmp, "zh-", ZH_TYPES)
+    ggz_db, ggz_patients = await load_member(tmp, "ggz-", ["Condition"])
+    settings = gateway_settings(database_url)
+    await _migrate(database_url)
+    app = create_app(settings)
+    exchange: Exchange = app.state.exchange
+    exchange.adapters.context.breakers = BreakerBoard(failure_threshold=2, cool_down=30.0, clock=clock)
+    scripted = ScriptedMember(handler=answer(searchset()))
+    gp_app = member_app("Huisartsenpraktijk De Linde", "x", gp_db)
+    zh_app = member_app("Ziekenhuis Rijnstad", "x", zh_db)
+    ggz_app = member_app("GGZ De Oever", "x", ggz_db)
+    with (
+        serve(app) as url,
+        serve(gp_app) as gp_url,
+        serve(zh_app) as zh_url,
+        serve(ggz_app) as ggz_url,
+        serve(scripted) as scripted_url,
+    ):
+        region = Region(settings, url)
+        gp = await region.add_member("Huisartsenpraktijk De Linde", "huisartsen", gp_url)
+        zh = await region.add_member("Ziekenhuis Rijnstad", "ziekenhuizen-labs", zh_url)
+        ggz = await region.add_member("GGZ De Oever", "ggz", ggz_url)
+        sc = await region.add_member("Scripted", "huisartsen", scripted_url, timeout=0.5)
+        down = await region.add_member("Down", "huisartsen", f"http://127.0.0.1:{free_port()}", timeout=0.5)
+        pharmacy = await region.add_member("Apotheek Centraal", "apotheken", "http://127.0.0.1:9/")
+        ids = await region.announce(gp.ura, gp_patients)
+        await region.announce(zh.ura, zh_patients)
+        await region.announce(ggz.ura, ggz_patients)
+        bsn = next(iter(gp_patients.values()))
+        patient = ids[bsn]
+        lonely_bsn = derive_test_bsn("lonely-patient", {bsn})
+        lonely = (await region.announce(sc.ura, {"sc-lonely": lonely_bsn}))[lonely_bsn]
+        for who in (patient, lonely):
+            await region.consent(who, {"permit": {"to": "apotheken"}})
+        await region.consent(patient, {"deny": {"from": "ggz"}})
+        client = await region.client_for(await region.add_client(pharmacy.ura))
+        yield World(
+            region,
+            app,
+            exchange,
+            SimMember(gp.ura, gp.name, "huisartsen", gp_url, gp_db, gp_app, gp_patients),
+            SimMember(zh.ura, zh.name, "ziekenhuizen-labs", zh_url, zh_db, zh_app, zh_patients),
+            SimMember(ggz.ura, ggz.name, "ggz", ggz_url, ggz_db, ggz_app, ggz_patients),
+            scripted,
+            sc.ura,
+            down.ura,
+            client,
+            patient,
+            bsn,
+            lonely,
+            lonely_bsn,
+            clock,
+        )
+        await client.aclose()
+        await region.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_breakers(world: World) -> Iterator[None]:
+    world.exchange.breakers._breakers.clear()
+    world.scripted.handler = answer(searchset())
+    world.scripted.hits.clear()
+    yield
+
+
+@asynccontextmanager
+async def announced(world: World, ura: str, local: str, bsn: str | None = None) -> AsyncIterator[None]:
+    """The member announces the shared patient for the duration of one test."""
+    bsn = bsn or world.bsn
+    await world.region.announce(ura, {local: bsn})
+    try:
+        yield
+    finally:
+        async with world.region.db.write() as conn:
+            await world.region.locator.withdraw(conn, ura, bsn, local)
+
+
+GP_TYPES = ["Condition", "MedicationRequest"]
+ZH_TYPES = ["Condition", "Observation", "Procedure"]
+
+
+def expected(world: World, *types: str) -> set[str]:
+    """What the GP and the hospital hold of these types, a record they hold alike once."""
+    members = [(world.gp.ura, "gp-", GP_TYPES), (world.hospital.ura, "zh-", ZH_TYPES)]
+    return merged_ids(members, set(types))
+
+
+def issues(bundle: dict[str, Any]) -> list[str]:
+    return [i["diagnostics"] for o in entries(bundle, "outcome") for i in o["issue"]]
+
+
+async def test_a_pull_across_members_with_mixed_consent(world: World) -> None:
+    before = list(world.ggz.counter.paths)
+    response = await world.pharmacy.get(
+        "/fhir/Condition", params={"patient": f"Patient/{world.patient}", "_count": "500"}
+    )
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    found = entries(bundle)
+    # Exactly the GP's and the hospital's conditions: nothing of GGZ, not the GP's PSY diagnosis.
+    assert {r["id"] for r in found} == expected(world, "Condition")
+    assert "gp-psy-1" not in {r["id"] for r in found}
+    assert not any(r["id"].startswith("ggz-") for r in found)
+    assert bundle["total"] == len(found) == len(expected(world, "Condition"))
+    assert issues(bundle) == []  # the shielded member leaves no warning either
+    # The GGZ clinic was never asked.
+    assert world.ggz.counter.paths == before
+    # Tagged with the source, the patient reference is the regional Patient.
+    for resource in found:
+        member = world.gp if resource["id"].startswith("gp-") else world.hospital
+        assert source_of(resource) == member.ura
+        assert resource["meta"]["source"] == f"{member.base}/fhir"
+        assert resource["subject"]["reference"] == f"http://gateway.test/fhir/Patient/{world.patient}"
+
+
+async def test_the_answer_for_a_shielded_member_is_that_of_no_data(world: World) -> None:
+    """With the GGZ clinic's location withdrawn, the answer is the same, byte for byte but links."""
+    first = (
+        await world.pharmacy.get("/fhir/Condition", params={"patient": world.patient, "_count": "500"})
+    ).json()
+    async with world.region.db.write() as conn:
+        ggz_local = next(iter(world.ggz.patients))
+        await world.region.locator.withdraw(conn, world.ggz.ura, world.bsn, ggz_local)
+    try:
+        second = (
+            await world.pharmacy.get("/fhir/Condition", params={"patient": world.patient, "_count": "500"})
+        ).json()
+    finally:
+        await world.region.announce(world.ggz.ura, world.ggz.patients)
+    strip = lambda b: {k: v for k, v in b.items() if k != "link"}  # noqa: E731
+    assert orjson.dumps(strip(first), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        strip(second), option=orjson.OPT_SORT_KEYS
+    )
+
+
+async def test_a_permitted_members_sensitive_entry_is_withheld_and_reported(world: World) -> None:
+    response = await world.pharmacy.get("/fhir/Condition", params={"patient": world.patient, "_count": "500"})
+    assert "gp-psy-1" not in response.text
+    # The GP does return it to the gateway (it is there), the gateway withholds it.
+    assert "gp-psy-1" in {r["id"] for r in await world.gp.stored("Condition")}
+
+
+async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
+    bsn = f"http://fhir.nl/fhir/NamingSystem/bsn|{world.bsn}"
+    response = await world.pharmacy.get("/fhir/Condition", params={"patient.identifier": bsn, "_count": "10"})
+    page = response.json()
+    assert response.status_code == 200
+    ids = [r["id"] for r in entries(page)]
+    assert len(ids) == 10
+    while nxt := next((link["url"] for link in page["link"] if link["relation"] == "next"), None):
+        page = (await world.pharmacy.get(nxt.replace("http://gateway.test", ""))).json()
+        ids += [r["id"] for r in entries(page)]
+    assert len(ids) == len(set(ids)) and set(ids) == expected(world, "Condition")
+
+
+async def test_unknown_patient_is_an_empty_bundle(world: World) -> None:
+    response = await world.pharmacy.get("/fhir/Condition", params={"patient": "no-such-patient"})
+    assert response.status_code == 200 and response.json()["total"] == 0
+    response = await world.pharmacy.get("/fhir/Condition")
+    assert response.status_code == 400
+
+
+async def test_everything(world: World) -> None:
+    before = list(world.ggz.counter.paths)
+    response = await world.pharmacy.get(
+        f"/fhir/Patient/{world.patient}/$everything", params={"_count": "500"}
+    )
+    assert response.status_code == 200, response.text
+    found = entries(response.json())
+    assert {r["id"] for r in found} == expected(
+        world, "Condition", "MedicationRequest", "Observation", "Procedure"
+    )
+    assert {r["resourceType"] for r in found} == {
+        "Condition",
+        "MedicationRequest",
+        "Observation",
+        "Procedure",
+    }
+    assert world.ggz.counter.paths == before
+
+
+# --- members that misbehave, seen through the gateway -------------------------------------------------
+
+
+async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:
+    world.scripted.handler = slow(3.0, searchset())
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        started = time.monotonic()
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+        elapsed = time.monotonic() - started
+    bundle = response.json()
+    assert response.status_code == 200
+    assert {r["id"] for r in entries(bundle)} == expected(world, "Condition")
+    assert elapsed < 2.5  # the member's own 0.5 s deadline, not its 3 s
+    [warning] = entries(bundle, "outcome")
+    assert warning["issue"][0]["code"] == "incomplete"
+    assert "Scripted" in warning["issue"][0]["diagnostics"]
+    assert "in time" in warning["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [answer(b"{}", status=500), answer(b"this is not json"), answer(b'{"resourceType":"Patient"}')],
+    ids=["500", "garbage", "not-a-bundle"],
+)
+async def test_a_failing_member_adds_a_warning(world: World, handler: Any) -> None:
+    world.scripted.handler = handler
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+    bundle = response.json()
+    assert response.status_code == 200
+    assert {r["id"] for r in entries(bundle)} == expected(world, "Condition")
+    assert len(issues(bundle)) == 1 and "Scripted" in issues(bundle)[0]
+
+
+async def test_a_member_that_is_down(world: World) -> None:
+    async with announced(world, world.down_ura, "down-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+    bundle = response.json()
+    assert {r["id"] for r in entries(bundle)} == expected(world, "Condition")
+    assert len(issues(bundle)) == 1 and "Down" in issues(bundle)[0]
+
+
+async def test_when_every_source_fails_the_answer_is_503_or_504(world: World) -> None:
+    world.scripted.handler = answer(b"{}", status=500)
+    response = await world.pharmacy.get("/fhir/Condition", params={"patient": world.lonely})
+    assert response.status_code == 503
+    assert response.json()["resourceType"] == "OperationOutcome"
+    world.exchange.breakers._breakers.clear()
+    world.scripted.handler = slow(2.0, searchset())
+    response = await world.pharmacy.get("/fhir/Condition", params={"patient": world.lonely})
+    assert response.status_code == 504
+    assert response.json()["issue"][0]["code"] == "timeout"
+
+
+async def test_another_patients_data_is_dropped(world: World) -> None:
+    mine = {"resourceType": "Condition", "id": "sc-1", "subject": {"reference": "Patient/sc-pat"}}
+    theirs = {"resourceType": "Condition", "id": "sc-2", "subject": {"reference": "Patient/someone-else"}}
+    world.scripted.handler = answer(searchset(mine, theirs))
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+    bundle = response.json()
+    ids = {r["id"] for r in entries(bundle)}
+    assert "sc-1" in ids and "sc-2" not in ids
+    assert issues(bundle) == []
+
+
+async def test_a_search_parameter_the_member_ignores_is_enforced(world: World) -> None:
+    def observation(oid: str, code: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/sc-pat"},
+        }
+
+    world.scripted.handler = answer(searchset(observation("sc-a", "2708-6"), observation("sc-b", "8867-4")))
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Observation", params={"patient": world.patient, "code": "http://loinc.org|2708-6"}
+        )
+    ids = {r["id"] for r in entries(response.json())}
+    assert "sc-a" in ids and "sc-b" not in ids
+    assert "code=http" in world.scripted.hits[0].query  # it was asked, and ignored it
+
+
+async def test_the_circuit_breaker_opens_and_closes(world: World) -> None:
+    world.scripted.handler = answer(b"{}", status=500)
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        for _ in range(2):
+            await world.pharmacy.get("/fhir/Condition", params={"patient": world.patient, "_count": "500"})
+        assert len(world.scripted.hits) == 2
+        assert world.exchange.breakers.for_member(world.scripted_ura).state is BreakerState.OPEN
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+        assert len(world.scripted.hits) == 2  # not asked while open
+        assert len(issues(response.json())) == 1
+        world.clock.now += 31
+        world.scripted.handler = answer(searchset())
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+        assert len(world.scripted.hits) == 3  # the trial call
+        assert issues(response.json()) == []
+        assert world.exchange.breakers.for_member(world.scripted_ura).state is BreakerState.CLOSED
