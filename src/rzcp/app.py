@@ -9,6 +9,16 @@ from fastapi import FastAPI
 
 import rzcp
 from rzcp import health
+from rzcp.audit.http import AuditMiddleware
+from rzcp.audit.router import router as audit_router
+from rzcp.auth import devidp
+from rzcp.auth.router import install_oauth_errors
+from rzcp.auth.router import router as auth_router
+from rzcp.consent.router import router as consent_router
+from rzcp.exchange.router import pull_router
+from rzcp.exchange.router import router as exchange_router
+from rzcp.exchange.service import Exchange
+from rzcp.exchange.worker import OutboxWorker, audit_delivery
 from rzcp.fhir.outcome import install_error_handlers
 from rzcp.fhir.router import router as fhir_router
 from rzcp.observability import RequestContextMiddleware, metrics_endpoint
@@ -20,13 +30,24 @@ from rzcp.store.migrate import upgrade
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime.build(settings)
+    exchange = Exchange.build(
+        settings, runtime.registry, policy=runtime.policy, consent_cache=runtime.consents
+    )
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime.auto_migrate:
             await upgrade(runtime.db)
+        worker = None
+        if settings.outbox_worker:
+            worker = OutboxWorker(runtime.db, exchange, settings, on_delivery=audit_delivery(runtime.audit))
+            app.state.outbox_worker = worker
+            worker.start()
         yield
-        await runtime.db.dispose()
+        if worker is not None:
+            await worker.stop()
+        await exchange.aclose()
+        await runtime.aclose()
 
     app = FastAPI(
         title="RZCP gateway",
@@ -35,11 +56,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.exchange = exchange
     install_error_handlers(app)
+    install_oauth_errors(app)
+    app.include_router(auth_router)  # before the FHIR router: /fhir/.well-known/... is not a resource
+    if settings.dev_idp:
+        app.include_router(devidp.router)
+    app.include_router(audit_router)  # before the generic FHIR routes: AuditEvent lives in the trail
+    app.include_router(consent_router)  # likewise Consent/$evaluate
+    # before the generic FHIR routes: $process-message and the pulled types would match /fhir/{type}
+    app.include_router(exchange_router)
+    app.include_router(pull_router([t for t in exchange.pull_types if not runtime.serves(t)]))
     app.include_router(fhir_router)
     app.include_router(health.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(RequestContextMiddleware)  # outermost: the audit record carries its request id
     return app
 
 

@@ -12,6 +12,10 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from rzcp.audit.cli import audit as audit_group
+from rzcp.auth import cli as auth_cli
+from rzcp.exchange import cli as exchange_cli
+from rzcp.membersim.cli import member_sim
 from rzcp.settings import Settings, load_settings
 
 CONFIG_ENV = "RZCP_CONFIG_FILE"
@@ -115,6 +119,12 @@ def _run(coro: Any) -> Any:
         raise click.ClickException(
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
+
+
+auth_cli.register(main)
+exchange_cli.register(main)  # members add/suspend through the directory, and `rzcp demo`
+main.add_command(audit_group)
+main.add_command(member_sim)
 
 
 if __name__ == "__main__":  # pragma: no cover

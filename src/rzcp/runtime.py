@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httpx
+
+from rzcp.audit.writer import AuditWriter
+from rzcp.auth.service import AuthRuntime
+from rzcp.consent.cache import ConsentCache
+from rzcp.consent.hooks import ConsentHook
+from rzcp.consent.policy import Policy, load_policy
 from rzcp.fhir.paging import PageSealer
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.settings import Settings
@@ -18,7 +25,19 @@ class Runtime:
     db: Database
     registry: SearchRegistry
     sealer: PageSealer
+    #: The process's one outgoing HTTP client (JWKS fetches now; adapters later).
+    http: httpx.AsyncClient
+    auth: AuthRuntime
+    #: The region's consent policy (consent/policy.yaml), validated at start-up.
+    policy: Policy
+    #: This process's compiled consents, invalidated through the database's change counter.
+    consents: ConsentCache
+    #: The audit trail's writer: one per process, group-committing every request's AuditEvent.
+    audit: AuditWriter
     served_types: frozenset[str] = field(default_factory=frozenset)
+    #: Per resource type, what a write must pass and note besides the store (Consent: the policy check
+    #: and the change counter).
+    write_hooks: dict[str, ConsentHook] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -33,12 +52,23 @@ class Runtime:
                     f"RZCP_FHIR_RESOURCE_TYPES names unknown R4 resource types: {', '.join(unknown)}"
                 )
             served = frozenset(settings.fhir_resource_types)
+        db = Database(settings.database_url)
+        policy = load_policy(settings.consent_policy_path)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(5.0, connect=2.0), limits=httpx.Limits(max_connections=100)
+        )
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
+            db=db,
+            http=http,
+            auth=AuthRuntime.build(settings, db, http),
             registry=registry,
             sealer=PageSealer(settings.secret_key),
+            policy=policy,
+            consents=ConsentCache(max_patients=settings.consent_cache_patients),
+            audit=AuditWriter.from_settings(settings, db),
             served_types=served,
+            write_hooks={"Consent": ConsentHook(policy)},
         )
 
     @property
@@ -46,6 +76,11 @@ class Runtime:
         """Upgrade the schema at start-up: always for the embedded SQLite, on request for PostgreSQL."""
         configured = self.settings.auto_migrate
         return self.db.is_sqlite if configured is None else configured
+
+    async def aclose(self) -> None:
+        await self.audit.aclose()
+        await self.http.aclose()
+        await self.db.dispose()
 
     def serves(self, res_type: str) -> bool:
         return res_type in self.served_types

@@ -7,16 +7,20 @@ with different settings can run in one process.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: A list given in the environment as `a,b,c` (or as JSON).
+CommaList = Annotated[list[str], NoDecode]
 
 #: The registry resources the gateway keeps for itself (later issues add their behaviour).
 REGISTRY_TYPES = ("Organization", "Endpoint", "Patient", "Consent", "AuditEvent")
 
 #: Known only to development; a production start-up with it is refused.
 DEV_SECRET = "rzcp-development-secret-do-not-use-in-production"  # noqa: S105 - refused in production
+DEV_BSN_SECRET = "rzcp-development-bsn-secret-do-not-use-in-production"  # noqa: S105 - refused too
 
 
 class Settings(BaseSettings):
@@ -27,7 +31,7 @@ class Settings(BaseSettings):
     #: Public base of the FHIR API (`https://gateway.example/fhir`); derived from each request when unset.
     public_base_url: str | None = None
     #: Resource types served at /fhir; "*" serves every R4 type (the simulated members use that).
-    fhir_resource_types: list[str] = Field(default_factory=lambda: list(REGISTRY_TYPES))
+    fhir_resource_types: CommaList = Field(default_factory=lambda: list(REGISTRY_TYPES))
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     default_page_size: int = Field(default=20, ge=1, le=1000)
     max_page_size: int = Field(default=500, ge=1, le=5000)
@@ -37,7 +41,95 @@ class Settings(BaseSettings):
     #: Apply migrations at start-up; unset means yes on SQLite, no on PostgreSQL (run `rzcp db upgrade`).
     auto_migrate: bool | None = None
 
-    @field_validator("fhir_resource_types", mode="before")
+    # --- who may call (rzcp.auth) -------------------------------------------------------------------------
+    #: False switches authentication off, for benchmarks only (with token vs without); never in production.
+    auth_enabled: bool = True
+    #: Lifetime of the access tokens the gateway issues, in seconds.
+    access_token_seconds: int = Field(default=300, ge=30, le=3600)
+    #: Hosts a client's registered jwks_uri may point at; any other is never fetched.
+    jwks_allowed_hosts: CommaList = Field(default_factory=list)
+    #: How long a fetched JWKS is used before it is fetched again (an unknown kid refetches sooner).
+    jwks_cache_seconds: int = Field(default=300, ge=0)
+    #: v3 PurposeOfUse codes the region allows in X-Purpose-Of-Use (the consent issue moves this to policy).
+    purposes_of_use: CommaList = Field(default_factory=lambda: ["TREAT", "COC", "PATRQT"])
+    #: Allow break-the-glass (`X-Purpose-Of-Use: ETREAT` with `X-Break-Glass-Reason`).
+    break_glass_enabled: bool = False
+    #: The patient app's OAuth client (public, PKCE) and the redirect URIs registered for it.
+    patient_app_client_id: str = "rzcp-patient-app"
+    patient_app_redirect_uris: CommaList = Field(default_factory=list)
+    #: The most a patient token may carry.
+    patient_scopes: str = "patient/Patient.rs patient/Consent.cruds patient/AuditEvent.rs"
+    #: People (the identity provider's subject) who log in to the administrators' console, and their role.
+    person_roles: dict[str, Literal["member", "auditor", "admin"]] = Field(default_factory=dict)
+    #: The production identity provider (OpenID Connect discovery URL and this gateway's client there).
+    oidc_metadata_url: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    #: The ID-token claim that carries the BSN.
+    oidc_bsn_claim: str = "bsn"
+    #: The development identity provider (a BSN form); RZCP_DEV_IDP=1, never in production.
+    dev_idp: bool = False
+
+    # --- the consent registry (rzcp.consent) -------------------------------------------------------------
+    #: The region's consent policy (YAML, validated at start-up); unset: the repository's consent/policy.yaml.
+    consent_policy_path: Path | None = None
+    #: Patients whose compiled consents one process keeps in memory (least recently used go first).
+    consent_cache_patients: int = Field(default=100_000, ge=100)
+
+    # --- the audit trail (rzcp.audit) ---------------------------------------------------------------------
+    #: Ed25519 key that signs the chain's checkpoints: base64url of the 32-byte seed (`rzcp audit keygen`).
+    #: Unset in development: derived from RZCP_SECRET_KEY. Required in production.
+    audit_signing_key: str | None = None
+    #: Earlier public keys (base64url), still accepted when verifying checkpoints signed before a rotation.
+    audit_verify_keys: CommaList = Field(default_factory=list)
+    #: A signed checkpoint row at least this often (seconds) and every this many records.
+    audit_checkpoint_seconds: float = Field(default=10.0, gt=0)
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    #: The most records one group commit writes.
+    audit_batch_max: int = Field(default=500, ge=1, le=10_000)
+    #: Records younger than this are never removed (NEN 7513: at least five years).
+    audit_retention_days: int = Field(default=1827, ge=1)
+
+    # --- the exchange (rzcp.exchange) ---------------------------------------------------------------------
+    #: The locator's secret: keys the BSN look-up hash (HMAC-SHA256) and the BSN's encryption (AES-GCM),
+    #: each through its own derived key. Refused at its default in production; changing it orphans the index.
+    bsn_secret: str = DEV_BSN_SECRET
+    #: A member's call deadline (seconds) when its endpoint row names none.
+    member_timeout: float = Field(default=5.0, gt=0, le=120)
+    #: Run the outbox's delivery worker in this process.
+    outbox_worker: bool = True
+    #: Seconds a worker holds a claimed message; past it another process may deliver it again.
+    outbox_lease_seconds: float = Field(default=30.0, ge=1)
+    #: How often an idle worker looks for due messages.
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    #: The first retry's pause (doubled each attempt, with jitter, up to outbox_retry_max_seconds).
+    outbox_retry_seconds: float = Field(default=2.0, gt=0)
+    outbox_retry_max_seconds: float = Field(default=600.0, gt=0)
+    #: Attempts before a message is marked failed for good.
+    outbox_max_attempts: int = Field(default=30, ge=1)
+
+    @field_validator("audit_verify_keys", mode="before")
+    @classmethod
+    def _split_audit_keys(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _audit_key_in_production(self) -> Settings:
+        # after the general production checks (the secret key, PostgreSQL), which say more when they fail
+        basics_ok = self.secret_key != DEV_SECRET and not self.database_url.startswith("sqlite")
+        if self.environment == "production" and basics_ok and not self.audit_signing_key:
+            raise ValueError("RZCP_AUDIT_SIGNING_KEY must be set in production (see `rzcp audit keygen`)")
+        return self
+
+    @field_validator(
+        "fhir_resource_types",
+        "jwks_allowed_hosts",
+        "purposes_of_use",
+        "patient_app_redirect_uris",
+        mode="before",
+    )
     @classmethod
     def _split_types(cls, value: object) -> object:
         if isinstance(value, str) and not value.startswith("["):
@@ -51,10 +143,22 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "RZCP_SECRET_KEY must be set to a random value of 32+ characters in production"
                 )
+            if not self.auth_enabled:
+                raise ValueError("RZCP_AUTH_ENABLED=false is for benchmarks only, never in production")
+            if self.bsn_secret == DEV_BSN_SECRET or len(self.bsn_secret) < 32:
+                raise ValueError(
+                    "RZCP_BSN_SECRET must be set to a random value of 32+ characters in production"
+                )
+            if self.dev_idp:
+                raise ValueError("RZCP_DEV_IDP (the development identity provider) is refused in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError(
                     "production needs PostgreSQL: set RZCP_DATABASE_URL=postgresql+asyncpg://..."
                 )
+        if "ETREAT" in self.purposes_of_use and not self.break_glass_enabled:
+            raise ValueError(
+                "ETREAT is break-the-glass: enable it with RZCP_BREAK_GLASS_ENABLED, not the list"
+            )
         if self.default_page_size > self.max_page_size:
             raise ValueError("RZCP_DEFAULT_PAGE_SIZE may not exceed RZCP_MAX_PAGE_SIZE")
         return self

@@ -56,3 +56,25 @@ def test_openapi_document_matches_the_app(app: Any) -> None:
     """openapi/openapi.json is `rzcp openapi`'s output; regenerate it when the API changes."""
     checked_in = json.loads(OPENAPI_FILE.read_text())
     assert checked_in == json.loads(json.dumps(app.openapi())), "run: rzcp openapi > openapi/openapi.json"
+
+
+def test_every_dependency_is_async(app: Any) -> None:
+    """FastAPI runs a plain `def` dependency in the thread pool: a hop on every request (bench/README.md)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def walk(dependant: Any) -> Any:
+        for sub in dependant.dependencies:
+            yield sub
+            yield from walk(sub)
+
+    sync = {
+        f"{route.path}: {dep.call.__qualname__}"
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for dep in walk(route.dependant)
+        if dep.call is not None
+        and not (inspect.iscoroutinefunction(dep.call) or inspect.isasyncgenfunction(dep.call))
+    }
+    assert not sync, sorted(sync)

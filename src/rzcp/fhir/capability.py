@@ -75,7 +75,37 @@ def _build(registry: Any, types: tuple[str, ...], base: str) -> dict[str, Any]:
                 "mode": "server",
                 "documentation": "Search: strict handling with `Prefer: handling=strict`; lenient otherwise. "
                 "Result parameters: " + ", ".join(_RESULT_PARAMS) + ".",
+                "security": _security(base),
                 "resource": resources,
+            }
+        ],
+    }
+
+
+def _security(base: str) -> dict[str, Any]:
+    """SMART on FHIR, with the oauth-uris extension that older clients read instead of discovery."""
+    auth = base.removesuffix("/fhir") + "/auth"
+    return {
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": "SMART Backend Services (private_key_jwt, RS384/ES384) for member systems; "
+        "authorization code with PKCE (S256) for patients. Tokens are bearer JWTs.",
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "token", "valueUri": f"{auth}/token"},
+                    {"url": "authorize", "valueUri": f"{auth}/authorize"},
+                    {"url": "introspect", "valueUri": f"{auth}/introspect"},
+                ],
             }
         ],
     }

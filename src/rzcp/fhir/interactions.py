@@ -4,13 +4,15 @@ responses."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rzcp.audit.http import AuditNote
 from rzcp.errors import BadRequest, PreconditionFailed
 from rzcp.fhir import bundles, paging
 from rzcp.fhir.search.parser import parse_search
@@ -18,6 +20,9 @@ from rzcp.fhir.search.values import parse_date_range
 from rzcp.runtime import Runtime
 from rzcp.store.resources import ResourceStore, Version
 from rzcp.store.search_sql import execute_search
+
+if TYPE_CHECKING:
+    from rzcp.auth.compartment import PatientCompartment
 
 #: Result parameters that reshape each entry; handled by the Bundle writer, not the query.
 _RESHAPING = ("_elements", "_summary")
@@ -31,22 +36,36 @@ async def search(
     *,
     base: str,
     strict: bool,
+    compartment: PatientCompartment | None = None,
+    audit: AuditNote | None = None,
 ) -> bytes:
-    """A searchset Bundle for one page of `res_type?pairs`; `_page` in pairs picks the page."""
+    """A searchset Bundle for one page of `res_type?pairs`; `_page` in pairs picks the page.
+
+    With a `compartment` (a patient's token) the search is confined to it and so are the included
+    resources."""
     path = f"/{res_type}"
     bound = paging.binding(path, pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
     offset = runtime.sealer.open(token, bound) if token else 0
     settings = runtime.settings
+    criteria = list(paging.search_params(pairs))
+    if compartment is not None:
+        criteria += compartment.criteria(res_type)
     query = parse_search(
         res_type,
-        paging.search_params(pairs),
+        criteria,
         runtime.registry,
         strict=strict,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
     )
     result = await execute_search(conn, query, offset=offset)
+    included = result.included
+    if compartment is not None and included:
+        included = await compartment.visible(conn, included)
+    if audit is not None:
+        for sent_type, sent in Counter(r.res_type for r in (*result.matches, *included)).items():
+            audit.sent(sent_type, sent)
     next_url = None
     if result.has_more:
         next_url = paging.page_url(base, path, pairs, runtime.sealer.seal(offset + query.count, bound))
@@ -55,7 +74,7 @@ async def search(
     return bundles.searchset(
         base=base,
         matches=[(r.res_type, r.res_id, r.content) for r in result.matches],
-        included=[(r.res_type, r.res_id, r.content) for r in result.included],
+        included=[(r.res_type, r.res_id, r.content) for r in included],
         total=result.total,
         self_url=paging.page_url(base, path, pairs, token),
         next_url=next_url,
@@ -66,12 +85,18 @@ async def search(
 
 
 async def find_existing(
-    conn: AsyncConnection, runtime: Runtime, res_type: str, if_none_exist: str
+    conn: AsyncConnection,
+    runtime: Runtime,
+    res_type: str,
+    if_none_exist: str,
+    compartment: PatientCompartment | None = None,
 ) -> Version | None:
     """The one resource that an If-None-Exist query matches; None when none; 412 when several do."""
     pairs = parse_qsl(if_none_exist.lstrip("?"), keep_blank_values=True)
     if not pairs:
         raise BadRequest("If-None-Exist needs search parameters, such as identifier=system|value")
+    if compartment is not None:
+        pairs += compartment.criteria(res_type)
     query = parse_search(res_type, pairs, runtime.registry, strict=True, default_count=2, max_count=2)
     result = await execute_search(conn, query, offset=0)
     if len(result.matches) > 1:

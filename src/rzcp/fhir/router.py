@@ -7,16 +7,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from rzcp.errors import BadRequest, Issue, UnsupportedMediaType
+from rzcp.audit.http import note as audit_note
+from rzcp.errors import BadRequest, Gone, Issue
+from rzcp.exchange.router import regional_patient_search
 from rzcp.fhir import interactions
 from rzcp.fhir.capability import capability_statement
-from rzcp.fhir.deps import PreferDep, ReadConn, ResourceId, ResourceType, RuntimeDep, WriteConn
+from rzcp.fhir.deps import (
+    CanCreate,
+    CanDelete,
+    CanRead,
+    CanReadHistory,
+    CanSearch,
+    CanSearchHistory,
+    CanUpdate,
+    CanVread,
+    PreferDep,
+    ReadConn,
+    ResourceId,
+    ResourceType,
+    RuntimeDep,
+    WriteConn,
+)
 from rzcp.fhir.outcome import outcome_response
 from rzcp.fhir.validation import validate_resource
-from rzcp.fhir.wire import check_accept, read_json_body, render
+from rzcp.fhir.wire import check_accept, read_form_body, read_json_body, render
 from rzcp.runtime import Runtime
 from rzcp.store.resources import ResourceStore, Version, instant
 
@@ -45,6 +63,13 @@ def _written(request: Request, runtime: Runtime, version: Version, status: int, 
     return render(request, version.content, status=status, headers=headers)
 
 
+def _note_sent(request: Request, version: Version) -> None:
+    """For the audit: which patient the resource is about, and that one of its type went out."""
+    record = audit_note(request)
+    record.about(orjson.loads(version.content))
+    record.sent(version.res_type, 1)
+
+
 def _if_match(value: str | None) -> int | None:
     """The version in `If-Match: W/"3"` (or a bare `3`)."""
     if value is None:
@@ -63,7 +88,7 @@ async def metadata(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.get("/{type}/_history", responses={200: _FHIR_RESPONSE})
 async def type_history(
-    request: Request, runtime: RuntimeDep, res_type: ResourceType, conn: ReadConn
+    request: Request, runtime: RuntimeDep, res_type: ResourceType, _access: CanSearchHistory, conn: ReadConn
 ) -> Response:
     pairs = list(request.query_params.multi_items())
     body = await interactions.history(conn, runtime, res_type, None, pairs, base=base_url(request, runtime))
@@ -72,27 +97,52 @@ async def type_history(
 
 @router.get("/{type}", responses={200: _FHIR_RESPONSE})
 async def search_type(
-    request: Request, runtime: RuntimeDep, res_type: ResourceType, conn: ReadConn, prefer: PreferDep
+    request: Request,
+    runtime: RuntimeDep,
+    res_type: ResourceType,
+    access: CanSearch,
+    conn: ReadConn,
+    prefer: PreferDep,
 ) -> Response:
     pairs = list(request.query_params.multi_items())
+    if res_type == "Patient" and access.compartment is None:  # a BSN is looked up in the locator
+        located = await regional_patient_search(request, runtime, conn, pairs)
+        if located is not None:
+            return located
     body = await interactions.search(
-        conn, runtime, res_type, pairs, base=base_url(request, runtime), strict=prefer.strict
+        conn,
+        runtime,
+        res_type,
+        pairs,
+        base=base_url(request, runtime),
+        strict=prefer.strict,
+        compartment=access.compartment,
+        audit=audit_note(request),
     )
     return render(request, body.decode())
 
 
 @router.post("/{type}/_search", responses={200: _FHIR_RESPONSE})
 async def search_type_post(
-    request: Request, runtime: RuntimeDep, res_type: ResourceType, conn: ReadConn, prefer: PreferDep
+    request: Request,
+    runtime: RuntimeDep,
+    res_type: ResourceType,
+    access: CanSearch,
+    conn: ReadConn,
+    prefer: PreferDep,
 ) -> Response:
     """Search with the parameters in a form body (and the URL), as FHIR allows."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    form = await request.form()
-    pairs = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
+    form = await read_form_body(request, runtime.settings.max_body_bytes)
+    pairs = list(request.query_params.multi_items()) + form
     body = await interactions.search(
-        conn, runtime, res_type, pairs, base=base_url(request, runtime), strict=prefer.strict
+        conn,
+        runtime,
+        res_type,
+        pairs,
+        base=base_url(request, runtime),
+        strict=prefer.strict,
+        compartment=access.compartment,
+        audit=audit_note(request),
     )
     return render(request, body.decode())
 
@@ -102,6 +152,7 @@ async def create(
     request: Request,
     runtime: RuntimeDep,
     res_type: ResourceType,
+    access: CanCreate,
     conn: WriteConn,
     prefer: PreferDep,
     if_none_exist: Annotated[str | None, Header()] = None,
@@ -110,18 +161,37 @@ async def create(
         await read_json_body(request, runtime.settings.max_body_bytes), expected_type=res_type
     )
     if if_none_exist is not None:
-        existing = await interactions.find_existing(conn, runtime, res_type, if_none_exist)
+        existing = await interactions.find_existing(
+            conn, runtime, res_type, if_none_exist, access.compartment
+        )
         if existing is not None:
+            _note_sent(request, existing)
             return _written(request, runtime, existing, 200, prefer.return_)
+    hook = runtime.write_hooks.get(res_type)
+    if hook is not None:
+        resource = await hook.prepare(conn, access.principal, resource)
+    audit_note(request).about(resource)
     version = await ResourceStore(conn, runtime.registry).create(resource)
+    if hook is not None:
+        await hook.written(conn, version.content, version.res_id)
+    if access.compartment is not None:
+        await access.compartment.check_written(conn, res_type, version.res_id)
     return _written(request, runtime, version, 201, prefer.return_)
 
 
 @router.get("/{type}/{id}", responses={200: _FHIR_RESPONSE})
 async def read(
-    request: Request, runtime: RuntimeDep, res_type: ResourceType, res_id: ResourceId, conn: ReadConn
+    request: Request,
+    runtime: RuntimeDep,
+    res_type: ResourceType,
+    res_id: ResourceId,
+    access: CanRead,
+    conn: ReadConn,
 ) -> Response:
+    if access.compartment is not None:
+        await access.compartment.check(conn, res_type, res_id)
     version = await ResourceStore(conn, runtime.registry).read(res_type, res_id)
+    _note_sent(request, version)
     return render(
         request,
         version.content,
@@ -135,6 +205,7 @@ async def update(
     runtime: RuntimeDep,
     res_type: ResourceType,
     res_id: ResourceId,
+    access: CanUpdate,
     conn: WriteConn,
     prefer: PreferDep,
     if_match: Annotated[str | None, Header()] = None,
@@ -143,25 +214,59 @@ async def update(
         await read_json_body(request, runtime.settings.max_body_bytes), expected_type=res_type
     )
     interactions.check_body_id(resource, res_id)
+    if access.compartment is not None:
+        await access.compartment.check(conn, res_type, res_id)
+    hook = runtime.write_hooks.get(res_type)
+    if hook is not None:
+        resource = await hook.prepare(conn, access.principal, resource)
+    audit_note(request).about(resource)
     version, created = await ResourceStore(conn, runtime.registry).update(
         resource, if_match=_if_match(if_match)
     )
+    if hook is not None:
+        await hook.written(conn, version.content, version.res_id)
+    if access.compartment is not None:
+        await access.compartment.check_written(conn, res_type, res_id)
     return _written(request, runtime, version, 201 if created else 200, prefer.return_)
 
 
 @router.delete("/{type}/{id}", status_code=204)
 async def delete(
-    res_type: ResourceType, res_id: ResourceId, conn: WriteConn, runtime: RuntimeDep
+    request: Request,
+    res_type: ResourceType,
+    res_id: ResourceId,
+    access: CanDelete,
+    conn: WriteConn,
+    runtime: RuntimeDep,
 ) -> Response:
-    version = await ResourceStore(conn, runtime.registry).delete(res_type, res_id)
+    if access.compartment is not None:
+        await access.compartment.check(conn, res_type, res_id)
+    store = ResourceStore(conn, runtime.registry)
+    try:
+        previous: Version | None = await store.read(res_type, res_id)
+    except Gone:
+        previous = None
+    if previous is not None:
+        audit_note(request).about(orjson.loads(previous.content))
+    version = await store.delete(res_type, res_id)
+    hook = runtime.write_hooks.get(res_type)
+    if hook is not None and previous is not None:
+        await hook.deleted(conn, previous.content, res_id)
     headers = {"ETag": version.etag} if version is not None else None
     return Response(status_code=204, headers=headers)
 
 
 @router.get("/{type}/{id}/_history", responses={200: _FHIR_RESPONSE})
 async def instance_history(
-    request: Request, runtime: RuntimeDep, res_type: ResourceType, res_id: ResourceId, conn: ReadConn
+    request: Request,
+    runtime: RuntimeDep,
+    res_type: ResourceType,
+    res_id: ResourceId,
+    access: CanReadHistory,
+    conn: ReadConn,
 ) -> Response:
+    if access.compartment is not None:
+        await access.compartment.check(conn, res_type, res_id)
     pairs = list(request.query_params.multi_items())
     body = await interactions.history(conn, runtime, res_type, res_id, pairs, base=base_url(request, runtime))
     return render(request, body.decode())
@@ -174,11 +279,15 @@ async def vread(
     res_type: ResourceType,
     res_id: ResourceId,
     vid: str,
+    access: CanVread,
     conn: ReadConn,
 ) -> Response:
     if not vid.isdigit() or len(vid) > 9:
         raise BadRequest(f"{vid!r} is not a version id of this server", code="value")
+    if access.compartment is not None:
+        await access.compartment.check(conn, res_type, res_id)
     version = await ResourceStore(conn, runtime.registry).vread(res_type, res_id, int(vid))
+    _note_sent(request, version)
     return render(
         request,
         version.content,

@@ -8,6 +8,7 @@ After this point resources are plain dicts: the models cost about 30 times a JSO
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +38,13 @@ def validate_resource(data: Any, *, expected_type: str) -> dict[str, Any]:
             code="invalid",
             expression=("resourceType",),
         )
+    bad = _control_character_path(data, expected_type)
+    if bad is not None:
+        raise InvalidResource(
+            f"{bad}: FHIR strings may not hold control characters (other than tab, CR and LF)",
+            code="structure",
+            expression=(bad,),
+        )
     model = model_class(expected_type)
     if model is None:
         raise InvalidResource(f"{expected_type} cannot be validated by this server", code="not-supported")
@@ -49,6 +57,26 @@ def validate_resource(data: Any, *, expected_type: str) -> dict[str, Any]:
             f"{expected_type} is not valid: {type(exc).__name__}", code="structure"
         ) from None
     return data
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _control_character_path(value: Any, path: str) -> str | None:
+    """The path of the first string holding a character FHIR forbids; the models let them through."""
+    if isinstance(value, str):
+        return path if _CONTROL.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _control_character_path(item, f"{path}.{key}") if not _CONTROL.search(key) else path
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _control_character_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def _invalid(exc: ValidationError, res_type: str) -> InvalidResource:

@@ -7,6 +7,7 @@ Stored resources are already JSON text; a plain read sends those bytes without p
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
@@ -49,6 +50,28 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     if media not in _JSON_TYPES:
         shown = content_type or "no Content-Type"
         raise UnsupportedMediaType(f"{shown} is not supported: send application/fhir+json")
+    body = await _read_body(request, max_bytes)
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON (at character {exc.pos})", code="structure") from None
+
+
+async def read_form_body(request: Request, max_bytes: int) -> list[tuple[str, str]]:
+    """Search parameters sent as an `application/x-www-form-urlencoded` body (POST _search)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    body = await _read_body(request, max_bytes)
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form body is not UTF-8 url-encoded parameters") from None
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
@@ -59,13 +82,7 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body.strip():
-        raise BadRequest("the request body is empty")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON (at character {exc.pos})", code="structure") from None
+    return b"".join(chunks)
 
 
 def render(

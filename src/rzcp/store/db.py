@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -22,22 +22,46 @@ def is_sqlite(url: str) -> bool:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 20) -> None:
         self.url = url
         self.is_sqlite = is_sqlite(url)
         if self.is_sqlite:
             if ":memory:" in url:
                 raise ValueError("an in-memory SQLite database is not shared between connections: use a file")
-            self.engine = _sqlite_engine(url, echo=echo, immediate=False, pool_size=8)
-            self._write_engine = _sqlite_engine(url, echo=echo, immediate=True, pool_size=2)
+            self.engine = _sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
+            self._write_engine = _sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=2)
+            self._inline_engine = _sqlite_inline_engine(url, echo=echo)
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
             self._write_engine = self.engine
+            self._query_engine = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+            )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A transaction for reading: committed at the end (a no-op), rolled back on error."""
         async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def query(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in autocommit mode, for the request path's reads: no BEGIN/COMMIT round trips.
+
+        Each statement sees the data committed when it starts (on PostgreSQL that is what READ COMMITTED
+        gives inside a transaction too). Use `read()` where several statements need one snapshot, and
+        for server-side cursors.
+        """
+        if self.is_sqlite:
+            with self._inline_engine.connect() as sync_conn:
+                yield cast(AsyncConnection, InlineConnection(sync_conn))
+            return
+        async with self._query_engine.connect() as conn:
             yield conn
 
     @asynccontextmanager
@@ -47,29 +71,72 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
-        if self._write_engine is not self.engine:
-            await self._write_engine.dispose()
+        if self.is_sqlite:
+            self._inline_engine.dispose()
+            engines = {self.engine, self._write_engine}
+        else:
+            engines = {self.engine, self._query_engine}
+        for engine in engines:
+            await engine.dispose()
 
 
-def _sqlite_engine(url: str, *, echo: bool, immediate: bool, pool_size: int) -> AsyncEngine:
+class InlineConnection:
+    """The read side of an AsyncConnection, run inline on the event loop with the synchronous driver.
+
+    On SQLite a request-path read (a primary-key lookup, an indexed search) takes tens of microseconds in
+    WAL mode, where each aiosqlite call is a thread hop of 100 µs or more, four per statement. Readers
+    never wait for the writer in WAL mode, so running them inline blocks the loop for less time than the
+    hops would. Writes keep going through aiosqlite (`Database.write()`).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        return self._conn.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._conn.scalar(statement, parameters)
+
+
+def _sqlite_inline_engine(url: str, *, echo: bool) -> Engine:
+    engine = create_engine(
+        url.replace("sqlite+aiosqlite", "sqlite+pysqlite"),
+        echo=echo,
+        pool_size=4,
+        max_overflow=4,
+        pool_reset_on_return=None,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_engine(url: str, *, echo: bool, begin: str, pool_size: int) -> AsyncEngine:
+    """`begin` is the statement that opens each transaction."""
     engine = create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=4, connect_args={"timeout": 30}
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=4,
+        connect_args={"timeout": 30},
     )
 
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below emit BEGIN, instead of the driver's own guesswork.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.exec_driver_sql(begin)
 
-    event.listen(engine.sync_engine, "connect", on_connect)
+    # The driver's own transaction handling is switched off (_sqlite_pragmas); "begin" below emits BEGIN.
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     event.listen(engine.sync_engine, "begin", on_begin)
     return engine

@@ -142,6 +142,10 @@ class SearchQuery:
 # --- helpers ------------------------------------------------------------------------------------------
 
 
+#: Characters below U+0020: no FHIR string holds them (tab, CR and LF are no part of a search value).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def split_escaped(text: str, sep: str) -> list[str]:
     """Split on `sep` not preceded by a backslash; escapes are kept for the next split."""
     parts, current, i = [], [], 0
@@ -367,6 +371,9 @@ def parse_search(
     max_count: int,
 ) -> SearchQuery:
     """Parse the (name, value) pairs of a search on `res_type`; raises InvalidSearch only."""
+    for name, value in params:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            raise InvalidSearch(f"parameter {name[:50]!r} holds a control character", code="value")
     if res_type not in registry.resource_types():
         raise InvalidSearch(f"Unknown resource type '{res_type}'", code="not-supported")
     relevant = [(n, v) for n, v in params if n not in IGNORED]

@@ -36,6 +36,13 @@ def parse_date_range(text: str) -> tuple[datetime, datetime]:
     "2020" covers the whole year, "2020-03-04T10:00Z" the whole minute. A time without a zone (allowed in a
     search value, not in a resource) is taken as UTC. Raises ValueError on anything else.
     """
+    try:
+        return _date_range(text)
+    except OverflowError:  # a zone shift or a width past year 1 or 9999
+        raise ValueError("outside the range of dates this server can compare") from None
+
+
+def _date_range(text: str) -> tuple[datetime, datetime]:
     m = _DATE_RE.fullmatch(text.strip())
     if m is None:
         raise ValueError("not a FHIR date")

@@ -8,6 +8,10 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
+import rzcp.audit.tables
+import rzcp.auth.tables  # noqa: F401 - registers the auth tables on the shared metadata
+from rzcp.consent import tables as _consent_tables  # noqa: F401 - registers the consent tables
+from rzcp.exchange import tables as _exchange_tables  # noqa: F401 - registers the exchange tables
 from rzcp.settings import Settings
 from rzcp.store.db import Database
 from rzcp.store.tables import metadata

@@ -1,0 +1,371 @@
+"""The consent engine's benchmark: decisions per second from the compiled form, each as a ratio to a plain
+dict lookup measured in the same run, and the cost of the cross-process invalidation check.
+
+    python bench/bench_consent.py [--rounds N] [--registry-consents N] [--db sqlite|postgresql|both|none]
+
+1. One patient with 1, 10 and 100 consents: decisions per second over a fixed mix of requests (different
+   requesters, sources, purposes, resource types, labels; exact per-resource questions).
+2. A registry of N consents (default 1,000,000) over N/10 patients, against one of 1,000 over 100: each
+   decision looks the patient up in the in-memory registry and decides; patients are visited in a random
+   order. Reported: decisions per second at both sizes and the slowdown of the large one.
+3. The change-counter read (`rules_for` when nothing changed) on SQLite and PostgreSQL: microseconds per
+   check inside an open transaction and with the transaction's own begin/commit, against the dict lookup.
+
+Engine figures are CPU time of this process (the machines are shared: wall time would measure the
+neighbours), the database figures wall time. Figures are medians over the rounds; each ratio is timed
+back to back with its baseline, so drift of a
+shared machine cancels out. The scratch databases are removed at the end. Exit 0 whether or not the aims
+(over 50,000 decisions/s; at most 10% slower at a million consents) are met, 1 on an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rzcp.consent.cache import ConsentCache, note_consent_change, rules_for
+from rzcp.consent.cases import consent_from_compact
+from rzcp.consent.compiled import CompiledConsents, compile_consents
+from rzcp.consent.engine import decide
+from rzcp.consent.model import Request
+from rzcp.consent.policy import Policy, load_policy
+
+PG_SERVER = os.environ.get("RZCP_BENCH_PG_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+DECISION_AIM = 50_000
+GROWTH_AIM = 0.10
+
+CATEGORIES = ["huisartsen", "ziekenhuizen-labs", "apotheken", "ggz", "verpleging-verzorging", "overige"]
+DATA = [
+    "medicatie",
+    "labuitslagen",
+    "allergieen",
+    "problemen",
+    "vitale-functies",
+    "vaccinaties",
+    "documenten",
+]
+PURPOSES = ["TREAT", "COC", "PATRQT"]
+LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+VITAL = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
+PSY = "http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY"
+RESOURCES = [
+    ("MedicationRequest", frozenset()),
+    ("MedicationDispense", frozenset()),
+    ("Observation", frozenset({LAB})),
+    ("Observation", frozenset({VITAL})),
+    ("Condition", frozenset()),
+    ("AllergyIntolerance", frozenset()),
+    ("Encounter", frozenset()),
+]
+MOMENT = datetime(2025, 6, 1, 10)
+
+
+def members(count: int = 200) -> list[tuple[str, str]]:
+    return [(f"{10_000_000 + i:08d}", CATEGORIES[i % len(CATEGORIES)]) for i in range(count)]
+
+
+MEMBERS = members()
+
+
+def random_consent(rng: random.Random, index: int, policy: Policy) -> dict[str, Any]:
+    """A consent as patients write them: mostly permissions for a category or one member, some refusals,
+    some limited to data, a purpose, a period, or with an exception."""
+    effect = "deny" if rng.random() < 0.25 else "permit"
+    provision: dict[str, Any] = {}
+    roll = rng.random()
+    if roll < 0.45:
+        provision["to"] = rng.choice(CATEGORIES)
+    elif roll < 0.9:
+        provision["to"] = f"ura:{rng.choice(MEMBERS)[0]}"
+    if rng.random() < 0.2:
+        provision["from"] = rng.choice(CATEGORIES)
+    if rng.random() < 0.6:
+        provision["data"] = rng.sample(DATA, rng.randint(1, 2))
+    if rng.random() < 0.3:
+        provision["purpose"] = [rng.choice(PURPOSES)]
+    if rng.random() < 0.3:
+        start = datetime(2024, 1, 1) + timedelta(days=rng.randint(0, 700))
+        provision["period"] = f"{start.date()} / {(start + timedelta(days=rng.randint(30, 700))).date()}"
+    if rng.random() < 0.1:
+        provision["labels"] = ["PSY"]
+    if rng.random() < 0.15:
+        inner = "deny" if effect == "permit" else "permit"
+        provision["except"] = [{inner: {"data": [rng.choice(DATA)]}}]
+    return consent_from_compact({"id": f"c{index}", effect: provision}, policy, patient="Patient/bench")
+
+
+BY_CATEGORY = {c: [m for m in MEMBERS if m[1] == c] for c in CATEGORIES}
+
+
+def targeted(rng: random.Random, compiled: CompiledConsents) -> tuple[str, str]:
+    """Half the time a member the patient's consents name (itself or through its category): most
+    requests in a region come from the patient's own care providers, not from random members."""
+    named = [m for m in MEMBERS if m[0] in compiled.by_org]
+    named += [m for c in compiled.by_category for m in BY_CATEGORY.get(c, [])[:3]]
+    if named and rng.random() < 0.5:
+        return rng.choice(named)
+    return rng.choice(MEMBERS)
+
+
+def random_requests(
+    rng: random.Random, count: int, compiled: CompiledConsents | None = None
+) -> list[Request]:
+    out = []
+    for _ in range(count):
+        requester, category = targeted(rng, compiled) if compiled is not None else rng.choice(MEMBERS)
+        source, source_category = rng.choice(MEMBERS)
+        resource_type, codes = rng.choice(RESOURCES)
+        out.append(
+            Request(
+                requester_ura=requester,
+                requester_category=category,
+                source_ura=source,
+                source_category=source_category,
+                purpose=rng.choice(PURPOSES),
+                moment=MOMENT,
+                resource_type=resource_type,
+                codes=codes,
+                labels=frozenset({PSY}) if rng.random() < 0.05 else frozenset(),
+                data_moment=MOMENT - timedelta(days=rng.randint(0, 2000)),
+            )
+        )
+    return out
+
+
+def per_op(run: Callable[[], int], *, min_seconds: float = 0.3) -> float:
+    """CPU seconds of this process per operation of `run` (which returns how many it did): on a shared
+    machine CPU time, not wall time, is what "decisions per second per core" means."""
+    done, started = 0, time.process_time()
+    while True:
+        done += run()
+        elapsed = time.process_time() - started
+        if elapsed >= min_seconds:
+            return elapsed / done
+
+
+def dict_lookup_cost(keys: int = 100_000) -> Callable[[], int]:
+    table = {f"Patient/{i}": i for i in range(keys)}
+    order = list(table)
+    random.Random(1).shuffle(order)
+
+    def run() -> int:
+        for key in order:
+            table[key]
+        return len(order)
+
+    return run
+
+
+def decisions_for_one(
+    compiled: CompiledConsents, policy: Policy, requests: list[Request]
+) -> Callable[[], int]:
+    def run() -> int:
+        for request in requests:
+            decide(compiled, policy, request)
+        return len(requests)
+
+    return run
+
+
+def decisions_in_registry(
+    registry: dict[str, CompiledConsents], policy: Policy, visits: list[tuple[str, Request]]
+) -> Callable[[], int]:
+    def run() -> int:
+        for patient, request in visits:
+            decide(registry[patient], policy, request)
+        return len(visits)
+
+    return run
+
+
+def measure_pair(
+    run: Callable[[], int], baseline: Callable[[], int], rounds: int
+) -> tuple[float, float, float]:
+    """Median seconds per op of `run` and of `baseline`, and the median of their per-round ratios."""
+    ours, base, ratios = [], [], []
+    for _ in range(rounds):
+        b = per_op(baseline)
+        o = per_op(run)
+        ours.append(o)
+        base.append(b)
+        ratios.append(o / b)
+    return statistics.median(ours), statistics.median(base), statistics.median(ratios)
+
+
+def build_registry(policy: Policy, consents: int, patients: int, seed: int) -> dict[str, CompiledConsents]:
+    rng = random.Random(seed)
+    registry: dict[str, CompiledConsents] = {}
+    per_patient = consents // patients
+    index = 0
+    for p in range(patients):
+        # 1 to 2*average-1 consents per patient, the total kept exact
+        count = per_patient if p == patients - 1 else rng.randint(1, 2 * per_patient - 1)
+        count = min(count, consents - index - (patients - p - 1))
+        resources = [random_consent(rng, index + i, policy) for i in range(max(count, 1))]
+        index += len(resources)
+        registry[f"Patient/{p}"] = compile_consents(resources)
+    return registry
+
+
+def bench_engine(policy: Policy, rounds: int, registry_consents: int) -> None:
+    rng = random.Random(7)
+    requests = random_requests(rng, 2_000)
+    baseline = dict_lookup_cost()
+    print("## decisions for one patient (exact per-resource questions)")
+    header = ("consents", "decisions/s", "us/decision", "dict lookup ns", "ratio", "permit %")
+    print("{:>9} {:>12} {:>12} {:>15} {:>8} {:>9}".format(*header))
+    for count in (1, 10, 100):
+        compiled = compile_consents([random_consent(rng, i, policy) for i in range(count)])
+        requests = random_requests(rng, 2_000, compiled)
+        permitted = sum(decide(compiled, policy, r).permitted for r in requests) / len(requests)
+        ours, base, ratio = measure_pair(decisions_for_one(compiled, policy, requests), baseline, rounds)
+        flag = "" if 1 / ours >= DECISION_AIM else "  (below the aim)"
+        row = f"{count:>9} {1 / ours:>12,.0f} {ours * 1e6:>12.2f} {base * 1e9:>15.1f} {ratio:>8.1f}"
+        print(f"{row} {permitted:>8.0%}{flag}")
+
+    patients = registry_consents // 10
+    print(f"\n## a registry: {registry_consents:,} consents over {patients:,} patients vs 1,000 over 100")
+    small = build_registry(policy, 1_000, 100, seed=11)
+    started = time.perf_counter()
+    gc.disable()
+    try:
+        large = build_registry(policy, registry_consents, registry_consents // 10, seed=11)
+    finally:
+        gc.enable()
+    gc.freeze()
+    built = time.perf_counter() - started
+    print(f"(built and compiled in {built:.0f} s: {built / registry_consents * 1e6:.0f} us per consent)")
+    visits_rng = random.Random(3)
+
+    def visits(registry: dict[str, CompiledConsents]) -> list[tuple[str, Request]]:
+        keys = list(registry)
+        chosen = [visits_rng.choice(keys) for _ in range(20_000)]
+        return [(key, random_requests(visits_rng, 1, registry[key])[0]) for key in chosen]
+
+    small_visits, large_visits = visits(small), visits(large)
+    small_run = decisions_in_registry(small, policy, small_visits)
+    large_run = decisions_in_registry(large, policy, large_visits)
+    share = sum(decide(large[p], policy, r).permitted for p, r in large_visits) / len(large_visits)
+    print(f"(permitted: {share:.0%} of the large registry's visits)")
+    smalls, larges, growths = [], [], []
+    for _ in range(rounds):
+        s = per_op(small_run)
+        la = per_op(large_run)
+        smalls.append(s)
+        larges.append(la)
+        growths.append(la / s - 1)
+    s, la, growth = statistics.median(smalls), statistics.median(larges), statistics.median(growths)
+    ours, base, ratio = measure_pair(large_run, baseline, rounds)
+    print(f"{'registry':>22} {'decisions/s':>12} {'us/decision':>12}")
+    print(f"{'1,000 consents':>22} {1 / s:>12,.0f} {s * 1e6:>12.2f}")
+    print(f"{f'{registry_consents:,} consents':>22} {1 / la:>12,.0f} {la * 1e6:>12.2f}")
+    verdict = "within" if growth <= GROWTH_AIM else "OVER"
+    print(
+        f"slowdown at {registry_consents:,}: {growth:+.1%} ({verdict} the {GROWTH_AIM:.0%} aim); "
+        f"ratio to a dict lookup at that size: {ratio:.1f}x ({base * 1e9:.0f} ns per lookup)"
+    )
+    del large
+    gc.unfreeze()
+
+
+async def bench_counter(url: str, label: str, rounds: int, baseline: Callable[[], int]) -> None:
+    from rzcp.store.db import Database
+    from rzcp.store.migrate import upgrade
+
+    db = Database(url)
+    try:
+        await upgrade(db)
+        cache = ConsentCache()
+        patient = "Patient/bench-counter"
+        async with db.write() as conn:
+            await note_consent_change(conn, patient)
+        async with db.read() as conn:
+            await rules_for(conn, cache, patient)
+
+        async def in_transaction(n: int) -> float:
+            async with db.read() as conn:
+                started = time.perf_counter()
+                for _ in range(n):
+                    await rules_for(conn, cache, patient)
+                return (time.perf_counter() - started) / n
+
+        async def own_transaction(n: int) -> float:
+            started = time.perf_counter()
+            for _ in range(n):
+                async with db.read() as conn:
+                    await rules_for(conn, cache, patient)
+            return (time.perf_counter() - started) / n
+
+        inside = statistics.median([await in_transaction(2_000) for _ in range(rounds)])
+        own = statistics.median([await own_transaction(1_000) for _ in range(rounds)])
+        lookup = per_op(baseline)
+        print(f"{label:>11} {inside * 1e6:>16.0f} {own * 1e6:>18.0f} {inside / lookup:>14,.0f}x")
+        # and what a change costs the next decision: a counter bump, then one recompile
+        async with db.write() as conn:
+            await note_consent_change(conn, patient)
+        async with db.read() as conn:
+            started = time.perf_counter()
+            await rules_for(conn, cache, patient)
+            print(
+                f"{'':>11} after a change: {(time.perf_counter() - started) * 1e6:,.0f} us (read + compile)"
+            )
+    finally:
+        await db.dispose()
+
+
+async def bench_counters(which: str, rounds: int) -> None:
+    print("\n## the change-counter check (rules_for when nothing changed)")
+    print(f"{'database':>11} {'us in a txn':>16} {'us with own txn':>18} {'vs dict lookup':>15}")
+    baseline = dict_lookup_cost()
+    if which in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            await bench_counter(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}", "SQLite", rounds, baseline)
+    if which in ("postgresql", "both"):
+        import asyncpg
+
+        name = f"rzcp_bench_consent_{uuid.uuid4().hex[:8]}"
+        admin_dsn = PG_SERVER.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+        try:
+            admin = await asyncpg.connect(admin_dsn, timeout=5)
+        except Exception as exc:
+            print(f"{'PostgreSQL':>11} skipped: no server at {PG_SERVER} ({type(exc).__name__})")
+            return
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            await bench_counter(f"{PG_SERVER}/{name}", "PostgreSQL", rounds, baseline)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--registry-consents", type=int, default=1_000_000)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both", "none"], default="both")
+    args = parser.parse_args()
+    policy = load_policy()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; medians over {args.rounds} rounds\n")
+    try:
+        bench_engine(policy, args.rounds, args.registry_consents)
+        if args.db != "none":
+            asyncio.run(bench_counters(args.db, args.rounds))
+    except KeyboardInterrupt:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

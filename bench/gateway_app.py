@@ -1,0 +1,18 @@
+"""The gateway as the benchmarks run it: `uvicorn --factory gateway_app:create` (with `--app-dir bench`).
+
+The database comes from RZCP_DATABASE_URL (and any other `RZCP_*` variable `Settings` reads); the served
+types (all of R4) and the migration at start-up are fixed here, so the benchmark does not depend on how
+list values are spelled in the environment. Built with `create_app`, exactly as production builds it: the
+same middleware, routers and error handlers.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from rzcp.app import create_app
+from rzcp.settings import Settings
+
+
+def create() -> FastAPI:
+    return create_app(Settings(fhir_resource_types=["*"], auto_migrate=True))

@@ -1,0 +1,209 @@
+"""Every request that touches patient data or the registry leaves an AuditEvent with the NEN 7513 fields,
+denied and failed ones included; no record, no response; the trail is for auditors and, their own part,
+for patients."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from rzcp.app import create_app
+from rzcp.audit.search import search_events
+from rzcp.store.migrate import upgrade
+from tests.conftest import FHIR, PRACTITIONER, fetch_token, gateway_client, make_settings, register_system
+from tests.integration.conftest import as_patient, log_reader_token, new_bsn, patient_token
+
+
+async def events_for(app: Any, correlation_id: str) -> list[dict[str, Any]]:
+    page = await search_events(app.state.runtime.db, correlation_id=correlation_id)
+    return page.events
+
+
+def subtype_codes(event: dict[str, Any]) -> set[str]:
+    return {c["code"] for c in event["subtype"]}
+
+
+async def one_event(app: Any, response: httpx.Response) -> dict[str, Any]:
+    correlation = response.headers["x-request-id"]
+    events = await events_for(app, correlation)
+    assert len(events) == 1, events
+    return events[0]
+
+
+def agent_ids(event: dict[str, Any]) -> set[str]:
+    found = set()
+    for agent in event["agent"]:
+        who = agent.get("who", {})
+        identifier = who.get("identifier", {})
+        if identifier:
+            found.add(f"{identifier.get('system')}|{identifier.get('value')}")
+        if who.get("reference"):
+            found.add(who["reference"])
+    return found
+
+
+async def test_a_read_is_recorded_with_who_what_why_and_for_whom(app: Any, client: httpx.AsyncClient) -> None:
+    patient = (
+        await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR})
+    ).json()
+    response = await client.get(f"/fhir/Patient/{patient['id']}")
+    assert response.status_code == 200
+    event = await one_event(app, response)
+    assert event["action"] == "R"
+    assert event["outcome"] == "0"
+    assert "read" in subtype_codes(event)
+    assert PRACTITIONER in agent_ids(event)
+    text_of_event = str(event)
+    assert f"Patient/{patient['id']}" in text_of_event
+    assert "TREAT" in text_of_event
+    assert response.headers["x-request-id"] in text_of_event
+
+
+async def test_search_records_what_was_returned(app: Any, client: httpx.AsyncClient) -> None:
+    family = f"Audit{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        await client.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient", "name": [{"family": family}]},
+            headers={"Content-Type": FHIR},
+        )
+    response = await client.get("/fhir/Patient", params={"family": family})
+    assert len(response.json()["entry"]) == 3
+    event = await one_event(app, response)
+    assert event["action"] == "E"
+    query = next(e for e in event["entity"] if e.get("role", {}).get("code") == "24")
+    assert family in base64.b64decode(query["query"]).decode()  # the query as asked (BALP: base64)
+    returned = next(e for e in event["entity"] if e.get("description") == "returned")
+    assert returned["type"]["code"] == "Patient"
+    assert returned["detail"] == [{"type": "count", "valueString": "3"}]  # a count, never content
+    assert family not in str({k: v for k, v in event.items() if k != "entity"})
+
+
+async def test_writes_are_recorded(app: Any, client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR}
+    )
+    assert (await one_event(app, created))["action"] == "C"
+    pid = created.json()["id"]
+    updated = await client.put(
+        f"/fhir/Patient/{pid}", json={"resourceType": "Patient", "id": pid}, headers={"Content-Type": FHIR}
+    )
+    assert (await one_event(app, updated))["action"] == "U"
+    deleted = await client.delete(f"/fhir/Patient/{pid}")
+    assert (await one_event(app, deleted))["action"] == "D"
+
+
+async def test_denied_and_failed_requests_are_recorded(
+    app: Any, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    no_token = await anonymous.get("/fhir/Patient")
+    assert no_token.status_code == 401
+    assert (await one_event(app, no_token))["outcome"] == "4"
+    not_found = await client.get("/fhir/Patient/does-not-exist")
+    assert not_found.status_code == 404
+    assert (await one_event(app, not_found))["outcome"] == "4"
+    reader = await register_system(app, scope="system/Organization.rs", role="member")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, reader, scope="system/Organization.rs")
+        forbidden = await http.get(
+            "/fhir/Patient",
+            headers={"Authorization": f"Bearer {token}", "X-Acting-Practitioner": PRACTITIONER},
+        )
+    assert forbidden.status_code == 403
+    event = await one_event(app, forbidden)
+    assert event["outcome"] == "4"
+    assert reader.member_ura in str(event)
+
+
+async def test_many_parallel_requests_leave_one_record_each_in_an_unbroken_chain(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    import asyncio
+
+    from rzcp.audit.verify import verify_chain
+
+    responses = await asyncio.gather(
+        *(client.get("/fhir/Organization", params={"name": f"x{n}"}) for n in range(24))
+    )
+    for response in responses:
+        assert len(await events_for(app, response.headers["x-request-id"])) == 1
+    result = await verify_chain(app.state.runtime.db, app.state.runtime.audit.signer)
+    assert result.ok, result
+
+
+async def test_fail_closed_when_the_trail_cannot_be_written(tmp_path: Path) -> None:
+    app = create_app(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'broken.db'}"))
+    runtime = app.state.runtime
+    await upgrade(runtime.db)
+    admin = await register_system(app, scope="system/*.cruds", role="admin")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, admin)
+        headers = {"Authorization": f"Bearer {token}", "X-Acting-Practitioner": PRACTITIONER}
+        created = await http.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient", "name": [{"family": "Geheim"}]},
+            headers={**headers, "Content-Type": FHIR},
+        )
+        assert created.status_code == 201
+        async with runtime.db.write() as conn:  # the trail's table becomes unwritable
+            await conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_gone"))
+        response = await http.get(f"/fhir/Patient/{created.json()['id']}", headers=headers)
+    await runtime.aclose()
+    assert response.status_code == 503
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "Geheim" not in response.text
+
+
+async def test_a_patient_reads_their_own_log_and_not_anothers(
+    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient, app: Any
+) -> None:
+    mine = await log_reader_token(browser, new_bsn())
+    theirs = await patient_token(browser, new_bsn())
+    my_id, their_id = mine["patient"], theirs["patient"]
+    await client.get(f"/fhir/Patient/{my_id}")  # a professional looks at my record
+    await client.get(f"/fhir/Patient/{their_id}")
+    async with as_patient(login_app, mine["access_token"]) as me:
+        log = await me.get("/fhir/AuditEvent/$access-log", params={"lang": "en"})
+        assert log.status_code == 200, log.text
+        accesses = [p for p in log.json()["parameter"] if p["name"] == "access"]
+        assert accesses
+        texts = " ".join(part.get("valueString", "") for a in accesses for part in a["part"])
+        assert their_id not in texts
+        trail = await me.get("/fhir/AuditEvent", params={"patient": f"Patient/{their_id}"})
+        assert trail.status_code == 200
+        assert all(f"Patient/{my_id}" in str(e["resource"]) for e in trail.json().get("entry", []))
+        reading = await one_event(app, log)
+        assert f"Patient/{my_id}" in str(reading)  # reading the log is itself logged
+
+
+async def test_a_member_cannot_read_the_trail_and_an_auditor_can(app: Any) -> None:
+    member = await register_system(app, scope="system/*.rs", role="member")
+    auditor = await register_system(app, scope="system/AuditEvent.rs", role="auditor")
+    async with gateway_client(app) as http:
+        member_token = await fetch_token(http, member, scope="system/*.rs")
+        auditor_token = await fetch_token(http, auditor, scope="system/AuditEvent.rs")
+        refused = await http.get(
+            "/fhir/AuditEvent",
+            headers={"Authorization": f"Bearer {member_token}", "X-Acting-Practitioner": PRACTITIONER},
+        )
+        assert refused.status_code == 403
+        allowed = await http.get(
+            "/fhir/AuditEvent",
+            params={"outcome": "4", "_count": "5"},
+            headers={"Authorization": f"Bearer {auditor_token}", "X-Acting-Practitioner": PRACTITIONER},
+        )
+        assert allowed.status_code == 200, allowed.text
+        bundle = allowed.json()
+        assert bundle["type"] == "searchset" and bundle["total"] >= 1
+        assert all(e["resource"]["outcome"] == "4" for e in bundle["entry"])
+        written = await http.post(
+            "/fhir/AuditEvent",
+            json={"resourceType": "AuditEvent"},
+            headers={"Authorization": f"Bearer {auditor_token}", "Content-Type": FHIR},
+        )
+        assert written.status_code in (403, 405)

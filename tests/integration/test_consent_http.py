@@ -1,0 +1,146 @@
+"""Consents through the FHIR API: the patient writes them, the next decision follows, nobody else's
+consents can be written, members never read them, and invalid ones are refused with the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from rzcp.consent.cases import consent_from_compact
+from tests.conftest import FHIR, fetch_token, gateway_client, register_system
+from tests.integration.conftest import as_patient, new_bsn, patient_token
+
+HOSPITAL_CATEGORY = "ziekenhuizen-labs"
+
+
+def consent_body(app: Any, compact: dict[str, Any]) -> dict[str, Any]:
+    body = consent_from_compact({"id": "draft", **compact}, app.state.runtime.policy)
+    body.pop("id", None)
+    body.pop("meta", None)
+    return body
+
+
+def evaluate_body(**values: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": name, "valueString": value} for name, value in values.items()],
+    }
+
+
+async def decision(http: httpx.AsyncClient, **values: str) -> str:
+    response = await http.post(
+        "/fhir/Consent/$evaluate", json=evaluate_body(**values), headers={"Content-Type": FHIR}
+    )
+    assert response.status_code == 200, response.text
+    return next(p["valueCode"] for p in response.json()["parameter"] if p["name"] == "decision")
+
+
+async def test_patient_writes_changes_and_revokes_and_the_next_decision_follows(
+    login_app: Any, browser: httpx.AsyncClient
+) -> None:
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    question = {
+        "requesterCategory": HOSPITAL_CATEGORY,
+        "sourceCategory": "huisartsen",
+        "resourceType": "AllergyIntolerance",
+    }
+    async with as_patient(login_app, token) as patient:
+        assert await decision(patient, **question) == "deny"  # opt-in: nothing without a consent
+        created = await patient.post(
+            "/fhir/Consent",
+            json=consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY}}),
+            headers={"Content-Type": FHIR},
+        )
+        assert created.status_code == 201, created.text
+        consent = created.json()
+        assert await decision(patient, **question) == "permit"
+        consent["status"] = "inactive"
+        changed = await patient.put(
+            f"/fhir/Consent/{consent['id']}", json=consent, headers={"Content-Type": FHIR}
+        )
+        assert changed.status_code == 200, changed.text
+        assert await decision(patient, **question) == "deny"
+        consent["status"] = "active"
+        consent["meta"] = changed.json()["meta"]
+        again = await patient.put(
+            f"/fhir/Consent/{consent['id']}", json=consent, headers={"Content-Type": FHIR}
+        )
+        assert again.status_code == 200
+        assert await decision(patient, **question) == "permit"
+        assert (await patient.delete(f"/fhir/Consent/{consent['id']}")).status_code == 204
+        assert await decision(patient, **question) == "deny"
+
+
+async def test_a_patient_cannot_write_a_consent_for_someone_else(
+    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    other = (
+        await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR})
+    ).json()
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    async with as_patient(login_app, token) as patient:
+        body = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY}})
+        body["patient"] = {"reference": f"Patient/{other['id']}"}
+        created = await patient.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
+        assert created.status_code == 201, created.text
+        assert created.json()["patient"]["reference"] != f"Patient/{other['id']}"
+        own = await patient.post(
+            "/fhir/Consent/$evaluate",
+            json=evaluate_body(patient=f"Patient/{other['id']}", resourceType="Observation"),
+            headers={"Content-Type": FHIR},
+        )
+        assert own.status_code == 403
+
+
+async def test_a_member_cannot_read_or_write_consents(app: Any) -> None:
+    member = await register_system(app, scope="system/*.cruds", role="member")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, member)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-Acting-Practitioner": "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|900011111",
+        }
+        search = await http.get("/fhir/Consent", headers=headers)
+        assert search.status_code == 403
+        assert search.json()["resourceType"] == "OperationOutcome"
+        write = await http.post(
+            "/fhir/Consent",
+            json={"resourceType": "Consent"},
+            headers={**headers, "Content-Type": FHIR},
+        )
+        assert write.status_code == 403
+
+
+async def test_invalid_consents_are_refused_naming_the_problem(
+    login_app: Any, browser: httpx.AsyncClient
+) -> None:
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    async with as_patient(login_app, token) as patient:
+        body = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY}})
+        body["provision"]["purpose"] = [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"}
+        ]
+        response = await patient.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
+        assert response.status_code == 422, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "purpose" in outcome["issue"][0]["diagnostics"].lower() or "HMARKT" in response.text
+
+
+async def test_an_administrator_needs_the_patients_documented_request(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    patient = (
+        await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR})
+    ).json()
+    body = consent_body(app, {"permit": {"to": HOSPITAL_CATEGORY}})
+    body["patient"] = {"reference": f"Patient/{patient['id']}"}
+    body.pop("sourceAttachment", None)
+    body.pop("sourceReference", None)
+    undocumented = await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
+    assert undocumented.status_code == 422
+    assert "documented request" in undocumented.json()["issue"][0]["diagnostics"]
+    body["sourceAttachment"] = {"title": "Signed consent form, scanned 2026-11-20"}
+    documented = await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
+    assert documented.status_code == 201, documented.text
