@@ -50,10 +50,6 @@ class Settings(BaseSettings):
     jwks_allowed_hosts: CommaList = Field(default_factory=list)
     #: How long a fetched JWKS is used before it is fetched again (an unknown kid refetches sooner).
     jwks_cache_seconds: int = Field(default=300, ge=0)
-    #: v3 PurposeOfUse codes the region allows in X-Purpose-Of-Use (the consent issue moves this to policy).
-    purposes_of_use: CommaList = Field(default_factory=lambda: ["TREAT", "COC", "PATRQT"])
-    #: Allow break-the-glass (`X-Purpose-Of-Use: ETREAT` with `X-Break-Glass-Reason`).
-    break_glass_enabled: bool = False
     #: The patient app's OAuth client (public, PKCE) and the redirect URIs registered for it.
     patient_app_client_id: str = "rzcp-patient-app"
     patient_app_redirect_uris: CommaList = Field(default_factory=list)
@@ -126,7 +122,6 @@ class Settings(BaseSettings):
     @field_validator(
         "fhir_resource_types",
         "jwks_allowed_hosts",
-        "purposes_of_use",
         "patient_app_redirect_uris",
         mode="before",
     )
@@ -155,10 +150,6 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production needs PostgreSQL: set RZCP_DATABASE_URL=postgresql+asyncpg://..."
                 )
-        if "ETREAT" in self.purposes_of_use and not self.break_glass_enabled:
-            raise ValueError(
-                "ETREAT is break-the-glass: enable it with RZCP_BREAK_GLASS_ENABLED, not the list"
-            )
         if self.default_page_size > self.max_page_size:
             raise ValueError("RZCP_DEFAULT_PAGE_SIZE may not exceed RZCP_MAX_PAGE_SIZE")
         return self

@@ -144,3 +144,17 @@ async def test_an_administrator_needs_the_patients_documented_request(
     body["sourceAttachment"] = {"title": "Signed consent form, scanned 2026-11-20"}
     documented = await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
     assert documented.status_code == 201, documented.text
+
+
+async def test_purposes_come_from_the_regions_policy(client: httpx.AsyncClient, app: Any) -> None:
+    """The policy allows TREAT, COC, PATRQT; ETREAT only when its emergency rule is on (it is off)."""
+    assert "TREAT" in app.state.runtime.policy.purposes
+    assert not app.state.runtime.policy.document.emergency.enabled
+    assert (await client.get("/fhir/Organization", headers={"X-Purpose-Of-Use": "COC"})).status_code == 200
+    for purpose, reason in (("HMARKT", None), ("ETREAT", "patient unconscious")):
+        headers = {"X-Purpose-Of-Use": purpose}
+        if reason:
+            headers["X-Break-Glass-Reason"] = reason
+        refused = await client.get("/fhir/Organization", headers=headers)
+        assert refused.status_code in (400, 403), refused.text
+        assert refused.json()["resourceType"] == "OperationOutcome"

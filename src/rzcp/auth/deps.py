@@ -48,6 +48,7 @@ def bearer_token(request: Request) -> str:
 async def current_principal(request: Request) -> Principal:
     auth = _auth(request)
     settings = auth.settings
+    policy = request.app.state.runtime.policy  # the region's purposes and emergency rule
     if not settings.auth_enabled:
         principal = UNAUTHENTICATED_BENCH
     else:
@@ -59,8 +60,8 @@ async def current_principal(request: Request) -> Principal:
             raise InvalidToken("the token does not name its holder") from None
     context = parse_context(
         request.headers,
-        allowed=frozenset(settings.purposes_of_use),
-        break_glass_enabled=settings.break_glass_enabled,
+        allowed=policy.purposes,
+        break_glass_enabled=policy.document.emergency.enabled,
         default="PATRQT" if principal.is_patient else "TREAT",
     )
     principal = principal.with_context(context)

@@ -313,13 +313,16 @@ def run_demo(port: int, folder: Path | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     _log(f"rzcp demo: preparing the region in {folder}")
     facts = asyncio.run(prepare(folder, port))
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a terminated demo stops its children too
     processes = _children(folder, port, facts["database"])
     try:
         _wait_up([f"{m.base}/metadata" for m in MEMBERS] + [f"http://127.0.0.1:{port}/healthz"], processes)
-        client_id, key = facts["clients"]["gp"]
-        token = _token(port, client_id, key)
-        pharmacy_token = _token(port, *facts["clients"]["pharmacy"])
-        _print_next(port, facts, token, pharmacy_token, _message(folder, facts["bsn"]), folder)
+        tokens = {key: _token(port, *facts["clients"][key]) for key in ("hospital", "gp", "pharmacy")}
+        _print_next(port, facts, tokens, _message(folder, facts["bsn"]), folder)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         _log("rzcp demo: a process stopped; stopping the others")
@@ -337,14 +340,14 @@ def run_demo(port: int, folder: Path | None) -> None:
 
 
 def _print_next(
-    port: int, facts: dict[str, Any], token: str, pharmacy_token: str, message: Path, folder: Path
+    port: int, facts: dict[str, Any], tokens: dict[str, str], message: Path, folder: Path
 ) -> None:
     base = f"http://127.0.0.1:{port}/fhir"
     patient = facts["patient"]
-    headers = (
-        f'-H "Authorization: Bearer $TOKEN" -H "X-Purpose-Of-Use: TREAT" '
-        f'-H "X-Acting-Practitioner: {PRACTITIONER}"'
-    )
+    context = f'-H "X-Purpose-Of-Use: TREAT" -H "X-Acting-Practitioner: {PRACTITIONER}"'
+    headers = f'-H "Authorization: Bearer $TOKEN" {context}'
+    gp_headers = f'-H "Authorization: Bearer $GP_TOKEN" {context}'
+    pharmacy_headers = f'-H "Authorization: Bearer $PHARMACY_TOKEN" {context}'
     ggz = MEMBERS[3]
     ggz_local = next(local for local, bsn in (ggz.patients or {}).items() if bsn == facts["bsn"])
     lines = [
@@ -355,19 +358,21 @@ def _print_next(
         *(f"  {m.name:<28} {m.base}   URA {m.ura} ({m.category})" for m in MEMBERS),
         f"  demo folder {folder}  (databases, the clients' private keys, message.json)",
         "",
-        "A token for the GP practice's system (valid one hour):",
+        "Tokens (valid one hour) for the hospital's, the GP practice's and the pharmacy's systems:",
         "",
-        f"export TOKEN={token}",
+        f"export TOKEN={tokens['hospital']}",
+        f"export GP_TOKEN={tokens['gp']}",
+        f"export PHARMACY_TOKEN={tokens['pharmacy']}",
         "",
         f"Patient 'Ms. 85' is Patient/{patient} at the region (BSN {facts['bsn']}, a test number).",
         "Her consents: GP practices and hospitals may see everything, pharmacies only medication;",
         "nothing from the GGZ clinic.",
         "",
-        "# a permitted pull: the GP asks the region for her conditions; each entry names its source in",
-        "# meta.security, her psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
+        "# a permitted pull: the hospital asks the region for her conditions; each entry names its source",
+        "# in meta.security; her psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
         f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100"',
         "",
-        "# everything the region may show the GP about her (hospital observations, procedures, ...):",
+        "# everything the region may show the hospital about her (GP and pharmacy data):",
         f'curl -s {headers} "{base}/Patient/{patient}/\\$everything?_count=50"',
         "",
         "# a shielded member: the GGZ clinic does hold conditions for her ...",
@@ -376,13 +381,12 @@ def _print_next(
         f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100" | grep -c {ggz.ura}',
         "",
         "# the pharmacy sees her medication, but not her conditions (an empty Bundle, as for no data):",
-        f'curl -s -H "Authorization: Bearer {pharmacy_token}" -H "X-Acting-Practitioner: {PRACTITIONER}" '
-        f'"{base}/Condition?patient=Patient/{patient}"',
+        f'curl -s {pharmacy_headers} "{base}/Condition?patient=Patient/{patient}"',
         "",
         "# a push: the GP sends a discharge letter to the hospital; follow the Location header",
-        f'curl -si {headers} -H "Content-Type: application/fhir+json" --data @{message} \\',
+        f'curl -si {gp_headers} -H "Content-Type: application/fhir+json" --data @{message} \\',
         f'  "{base}/\\$process-message"',
-        f'curl -s {headers} "<the Location above>"',
+        f'curl -s {gp_headers} "<the Location above>"',
         "",
         "# the member directory",
         f'curl -s {headers} "{base}/Organization"',
