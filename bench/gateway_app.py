@@ -11,8 +11,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from rzcp.app import create_app
+from rzcp.audit.http import AuditMiddleware
 from rzcp.settings import Settings
 
 
 def create() -> FastAPI:
     return create_app(Settings(fhir_resource_types=["*"], auto_migrate=True))
+
+
+def create_unaudited() -> FastAPI:
+    """The same gateway without its audit middleware: for `run_store.py --audit-variant` only, to show
+    what recording every request costs. Production has no such switch (no audit record, no response)."""
+    app = create()
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not AuditMiddleware]
+    return app

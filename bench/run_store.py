@@ -240,9 +240,10 @@ class WrkResult:
     p50_ms: float
 
 
-def wrk(url: str, *, connections: int, seconds: float) -> WrkResult:
+def wrk(url: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None) -> WrkResult:
+    """`headers` are sent besides the member's context headers (bench_auth.py: the bearer token)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
-    for name, value in CONTEXT_HEADERS.items():
+    for name, value in {**CONTEXT_HEADERS, **(headers or {})}.items():
         command[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -269,6 +270,8 @@ class Bench:
     gate_rps: list[float] = field(default_factory=list)
     base_p50: list[float] = field(default_factory=list)
     gate_p50: list[float] = field(default_factory=list)
+    #: --audit-variant: the gateway without its audit middleware, measured right after the gateway.
+    free_rps: list[float] = field(default_factory=list)
 
     @property
     def baseline_path(self) -> str:
@@ -323,17 +326,26 @@ def prepare(gateway: Server, workdir: Path) -> list[Bench]:
     return benches
 
 
-def measure(benches: list[Bench], base: Server, gate: Server, args: argparse.Namespace) -> None:
+def measure(
+    benches: list[Bench], base: Server, gate: Server, args: argparse.Namespace, free: Server | None = None
+) -> None:
     for bench in benches:  # warm both (caches, connection pools), results discarded
         wrk(base.base + bench.baseline_path, connections=args.connections, seconds=1)
         wrk(gate.base + bench.path, connections=args.connections, seconds=1)
+        if free is not None:
+            wrk(free.base + bench.path, connections=args.connections, seconds=1)
     for rnd in range(args.rounds):
         for bench in benches:
             b = wrk(base.base + bench.baseline_path, connections=args.connections, seconds=args.seconds)
             g = wrk(gate.base + bench.path, connections=args.connections, seconds=args.seconds)
             bench.base_rps.append(b.rps)
             bench.gate_rps.append(g.rps)
-            print(f"  round {rnd + 1} {bench.name:<15} {b.rps:>9,.0f} vs {g.rps:>8,.0f} req/s")
+            extra = ""
+            if free is not None:
+                f = wrk(free.base + bench.path, connections=args.connections, seconds=args.seconds)
+                bench.free_rps.append(f.rps)
+                extra = f" ({f.rps:,.0f} without audit)"
+            print(f"  round {rnd + 1} {bench.name:<15} {b.rps:>9,.0f} vs {g.rps:>8,.0f} req/s{extra}")
     for _ in range(args.rounds):
         for bench in benches:
             b = wrk(base.base + bench.baseline_path, connections=1, seconds=args.latency_seconds)
@@ -364,6 +376,19 @@ def report(title: str, benches: list[Bench], args: argparse.Namespace) -> bool:
             f"{b.name:<15} {b.note:<36} {med(b.base_rps):>10,.0f} {med(b.gate_rps):>10,.0f} {b.ratio:>6.2f} "
             f"{med(b.base_p50):>7.2f}ms {med(b.gate_p50):>7.2f}ms  {aim}"
         )
+    if any(b.free_rps for b in benches):
+        print()
+        print("the audit's share (--audit-variant: the same gateway without its audit middleware):")
+        for b in benches:
+            # one worker process at saturation: 1/req-per-s is the process's time per request
+            cost = statistics.median(
+                (1 / g - 1 / f) * 1e6 for g, f in zip(b.gate_rps, b.free_rps, strict=True)
+            )
+            print(
+                f"  {b.name:<15} {med(b.free_rps):>8,.0f} req/s without audit, ratio "
+                f"{statistics.median(f / x for f, x in zip(b.free_rps, b.base_rps, strict=True)):.2f}; "
+                f"the audit costs {cost:,.0f} µs of the process per request"
+            )
     return met
 
 
@@ -383,7 +408,12 @@ def run_one(kind: str, args: argparse.Namespace, workdir: Path) -> bool:
             benches = prepare(gateway, workdir)
             manifest = {"BENCH_BASELINE_MANIFEST": str(workdir / "manifest.json")}
             baseline = procs.start_uvicorn(f"baseline-{kind}", "baseline_app:create", manifest, "/docs")
-            measure(benches, baseline, gateway, args)
+            free = None
+            if args.audit_variant:
+                free = procs.start_uvicorn(
+                    f"unaudited-{kind}", "gateway_app:create_unaudited", env, "/fhir/metadata"
+                )
+            measure(benches, baseline, gateway, args, free)
             procs.stop_all()  # before the database is dropped
             return report(title, benches, args)
     finally:
@@ -399,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=3, help="length of each 1-connection round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--audit-variant",
+        action="store_true",
+        help="also measure the gateway without its audit middleware, to show what the audit costs",
+    )
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 < args.latency_seconds <= 600 and 1 <= args.rounds <= 50):
         parser.error("--seconds/--latency-seconds must be in (0, 600] and --rounds in [1, 50]")

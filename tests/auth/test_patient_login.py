@@ -15,6 +15,7 @@ import pytest_asyncio
 from rzcp.app import create_app
 from rzcp.auth.authorize import s256
 from rzcp.auth.bsn import BSN_SYSTEM, is_valid_bsn
+from rzcp.consent.cases import consent_from_compact
 from tests.conftest import BASE, FHIR, make_settings
 
 REDIRECT = "https://app.example/callback"
@@ -184,27 +185,18 @@ async def test_invalid_bsn_is_refused_by_the_dev_idp(browser: httpx.AsyncClient)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def two_patients(browser: httpx.AsyncClient, client: httpx.AsyncClient) -> dict[str, Any]:
+async def two_patients(browser: httpx.AsyncClient, client: httpx.AsyncClient, app: Any) -> dict[str, Any]:
     """Patient A with a token, patient B with a Consent and an Observation of their own."""
     a = await patient_token(browser, new_bsn())
     b = await patient_token(browser, new_bsn())
 
     async def consent(patient_id: str, performer: str) -> str:
-        body = {
-            "performer": [{"reference": f"Patient/{performer}"}],
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{patient_id}"},
-        }
+        body = consent_from_compact({"id": "draft", "permit": {"to": "huisartsen"}}, app.state.runtime.policy)
+        del body["id"], body["meta"]
+        body["performer"] = [{"reference": f"Patient/{performer}"}]
+        body["patient"] = {"reference": f"Patient/{patient_id}"}
+        # an administrator records a consent on the patient's documented request only
+        body["sourceAttachment"] = {"title": "Consent form signed by the patient"}
         response = await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
         assert response.status_code == 201, response.text
         return response.json()["id"]
@@ -281,22 +273,15 @@ async def test_patient_token_does_not_reach_another_patient(
         # writes of another patient's resources
         denied = await http.delete(f"/fhir/Consent/{b_consent}")
         assert denied.status_code == 404
-        foreign = {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{b['patient']}"},
-        }
+        foreign = consent_from_compact(
+            {"id": "draft", "permit": {"to": "huisartsen"}}, login_app.state.runtime.policy
+        )
+        del foreign["id"], foreign["meta"]
+        foreign["patient"] = {"reference": f"Patient/{b['patient']}"}
         created = await http.post("/fhir/Consent", json=foreign, headers={"Content-Type": FHIR})
-        assert created.status_code == 403
+        # a patient's consent is always their own, whatever the body says
+        assert created.status_code == 201, created.text
+        assert created.json()["patient"]["reference"] == f"Patient/{a['patient']}"
         # other resource types and type-level history are out of reach
         assert (await http.get("/fhir/Observation")).status_code == 403
         assert (await http.get("/fhir/Organization")).status_code == 403
@@ -312,24 +297,18 @@ async def test_patient_token_does_not_reach_another_patient(
 
 async def test_patient_writes_their_own_consent(login_app: Any, two_patients: dict[str, Any]) -> None:
     a = two_patients["a"]
-    own = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{a['patient']}"},
-    }
+    own = consent_from_compact(
+        {"id": "draft", "permit": {"to": "huisartsen"}}, login_app.state.runtime.policy
+    )
+    del own["id"], own["meta"]
+    own["patient"] = {"reference": f"Patient/{a['patient']}"}
     async with as_patient(login_app, a["access_token"]) as http:
         created = await http.post("/fhir/Consent", json=own, headers={"Content-Type": FHIR})
         assert created.status_code == 201, created.text
         cid = created.json()["id"]
         moved = {**created.json(), "patient": {"reference": f"Patient/{two_patients['b']['patient']}"}}
         response = await http.put(f"/fhir/Consent/{cid}", json=moved, headers={"Content-Type": FHIR})
-        assert response.status_code == 403  # rolled back
+        assert response.status_code == 200  # the patient is forced back to the token's own
         assert (await http.get(f"/fhir/Consent/{cid}")).json()["patient"] == own["patient"]
 
 

@@ -114,6 +114,37 @@ async def test_token_used_after_its_member_was_suspended(app: Any) -> None:
         assert_401(await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR}))
 
 
+async def test_read_by_id_after_revocation_or_suspension(app: Any) -> None:
+    """The read folds the liveness check into its own SELECT: it must hold for found, deleted and
+    unknown ids alike (a 401, never a 200, 404 or 410), and for a suspended member too."""
+    system = await register_system(app, scope="system/Patient.cruds")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, system, "system/Patient.cruds")
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {token}") as http:
+        created = await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR})
+        gone = await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR})
+        assert (await http.delete(f"/fhir/Patient/{gone.json()['id']}")).status_code == 204
+    paths = [
+        f"/fhir/Patient/{created.json()['id']}",
+        f"/fhir/Patient/{gone.json()['id']}",
+        "/fhir/Patient/nope",
+    ]
+    assert [(await get(app, path, token)).status_code for path in paths] == [200, 410, 404]
+    async with app.state.runtime.db.write() as conn:
+        await registry.revoke_client(conn, system.client_id)
+    for path in paths:
+        assert_401(await get(app, path, token))
+
+    other = await register_system(app, scope="system/Patient.rs")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, other, "system/Patient.rs")
+    assert (await get(app, paths[0], token)).status_code == 200
+    async with app.state.runtime.db.write() as conn:
+        await registry.suspend_member(conn, other.member_ura)
+    for path in paths:
+        assert_401(await get(app, path, token))
+
+
 async def test_scope_for_another_resource_type(app: Any) -> None:
     token = await token_for(app, "system/Observation.rs")
     assert (await get(app, "/fhir/Observation", token)).status_code == 200

@@ -26,13 +26,20 @@ def free_port() -> int:
 
 @contextmanager
 def serve(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run `app` on 127.0.0.1 in a thread; yields its base URL; stops it (bounded) on exit."""
-    port = port or free_port()
+    """Run `app` on 127.0.0.1 in a thread; yields its base URL; stops it (bounded) on exit.
+
+    The socket is bound here and handed to uvicorn, so no other server can take the port in between."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port or 0))
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -44,6 +51,7 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, str], bytes]]]

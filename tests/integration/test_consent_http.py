@@ -158,3 +158,16 @@ async def test_purposes_come_from_the_regions_policy(client: httpx.AsyncClient, 
         refused = await client.get("/fhir/Organization", headers=headers)
         assert refused.status_code in (400, 403), refused.text
         assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_directives_of_other_scopes_are_clinical_data_not_privacy_consents(
+    client: httpx.AsyncClient,
+) -> None:
+    """An advance directive (scope adr) is stored as written: no policy check, never read by the engine."""
+    from tests.conftest import SHARED_DATA, load_json
+
+    directive = load_json(SHARED_DATA / "nl-core" / "nl-core-AdvanceDirective-01.json")
+    directive.pop("id", None)
+    response = await client.post("/fhir/Consent", json=directive, headers={"Content-Type": FHIR})
+    assert response.status_code == 201, response.text
+    assert response.json()["scope"] == directive["scope"]

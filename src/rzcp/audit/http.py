@@ -28,6 +28,7 @@ _NOT_AUDITED = ("/fhir/metadata", "/fhir/.well-known/")
 _AUDITED = ("/fhir", "/auth/token")
 
 _PATIENT_PARAMS = ("patient", "subject", "beneficiary")
+_PATIENT_KEYS = tuple(f'"{name}"' for name in _PATIENT_PARAMS)
 
 
 @dataclass
@@ -45,6 +46,14 @@ class AuditNote:
         """Take the patient from a resource read or written (the Patient itself, or its patient/subject)."""
         if self.patient is None:
             self.patient = patient_of(resource)
+
+    def about_stored(self, res_type: str, res_id: str, content: str) -> None:
+        """`about` for a stored resource's JSON text, parsed only when it can name a patient."""
+        if self.patient is None:
+            if res_type == "Patient":
+                self.patient = f"Patient/{res_id}"
+            elif any(key in content for key in _PATIENT_KEYS):
+                self.patient = patient_of(orjson.loads(content))
 
     def sent(self, resource_type: str, count: int, source: str | None = None) -> None:
         if count:

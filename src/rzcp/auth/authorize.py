@@ -135,7 +135,9 @@ async def issue_code(
         if identity.bsn is None or not is_valid_bsn(identity.bsn):
             return pending.error_redirect("access_denied", "the identity provider gave no valid BSN")
         async with auth.db.write() as conn:
-            patient_id = await patient_for_bsn(conn, registry, identity.bsn)
+            patient_id = await patient_for_bsn(
+                conn, registry, identity.bsn, bsn_secret=auth.settings.bsn_secret
+            )
         claims.update(kind="patient", sub=patient_id, patient=patient_id)
         scope = pending.scope
     else:

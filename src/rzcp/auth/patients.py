@@ -1,31 +1,18 @@
-"""The patient behind a login: the Patient resource in the store that carries the BSN as identifier,
-created when there is none. Its id (never the BSN) is what patient tokens carry."""
+"""The patient behind a login: the region's Patient for their BSN, from the patient locator (made when no
+member announced the BSN yet). Its id, never the BSN, is what patient tokens carry; the BSN itself is kept
+only as the locator keeps it, hashed for look-up and encrypted for display."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.exchange.locator import Locator
+from rzcp.exchange.secrets import BsnProtector
 from rzcp.fhir.search.definitions import SearchRegistry
-from rzcp.fhir.search.parser import parse_search
-from rzcp.store.resources import ResourceStore
-from rzcp.store.search_sql import execute_search
 
 
-async def patient_for_bsn(conn: AsyncConnection, registry: SearchRegistry, bsn: str) -> str:
-    """The id of the patient with this BSN (the oldest, if the store holds more than one)."""
-    query = parse_search(
-        "Patient",
-        [("identifier", f"{BSN_SYSTEM}|{bsn}"), ("_sort", "_lastUpdated")],
-        registry,
-        strict=True,
-        default_count=1,
-        max_count=1,
-    )
-    result = await execute_search(conn, query, offset=0)
-    if result.matches:
-        return result.matches[0].res_id
-    created = await ResourceStore(conn, registry).create(
-        {"resourceType": "Patient", "identifier": [{"system": BSN_SYSTEM, "value": bsn}]}
-    )
-    return created.res_id
+async def patient_for_bsn(
+    conn: AsyncConnection, registry: SearchRegistry, bsn: str, *, bsn_secret: str
+) -> str:
+    """The regional Patient id of this BSN."""
+    return await Locator(BsnProtector(bsn_secret)).regional_patient(conn, registry, bsn)

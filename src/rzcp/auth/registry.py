@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth.keys import utcnow
@@ -212,14 +212,35 @@ async def revoke_client(conn: AsyncConnection, client_id: str, *, at: datetime |
 _LIVE = (
     select(clients.c.client_id)
     .join(members)
-    .where(clients.c.revoked.is_(False), members.c.status == "active")
+    .where(
+        clients.c.revoked.is_(False),
+        members.c.status == "active",
+        clients.c.client_id == bindparam("client_id"),
+    )
 )
+
+
+#: `ensure_live` as a column of another statement (None when the client is no longer live); bound by
+#: `client_id`. The read path adds it to its own SELECT: one round trip instead of two.
+LIVE_COLUMN = _LIVE.scalar_subquery().label("rzcp_live")
+
+
+def needs_live_check(principal: Principal) -> bool:
+    return (
+        principal.kind == "system"
+        and principal.client_id is not None
+        and principal.subject != "auth-disabled"
+    )
+
+
+def refuse_dead() -> InvalidToken:
+    return InvalidToken("the client or its member is no longer active")
 
 
 async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
     """Refuse a system token whose client was revoked or whose member was suspended since it was issued."""
-    if principal.kind != "system" or principal.client_id is None or principal.subject == "auth-disabled":
+    if not needs_live_check(principal):
         return
-    found = await conn.scalar(_LIVE.where(clients.c.client_id == principal.client_id))
+    found = await conn.scalar(_LIVE, {"client_id": principal.client_id})  # built once: no compile cost
     if found is None:
-        raise InvalidToken("the client or its member is no longer active")
+        raise refuse_dead()

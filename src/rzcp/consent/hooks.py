@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import list_members
 from rzcp.consent.cache import note_consent_change
+from rzcp.consent.compiled import PRIVACY_SCOPE
 from rzcp.consent.policy import Policy
 from rzcp.consent.service import check_and_prepare_consent
 from rzcp.errors import InvalidResource
@@ -28,7 +29,13 @@ class ConsentHook:
     async def prepare(
         self, conn: AsyncConnection, principal: Principal, resource: dict[str, Any]
     ) -> dict[str, Any]:
-        """The Consent to store, checked; raises InvalidResource naming the problem."""
+        """The Consent to store, checked; raises InvalidResource naming the problem.
+
+        Only privacy consents (scope patient-privacy) are the registry's and pass the policy; a Consent of
+        another scope (an advance or treatment directive) is clinical data the engine never reads. A patient's
+        own writes are always privacy consents."""
+        if not principal.is_patient and not _is_privacy(resource):
+            return resource
         if principal.is_patient and principal.patient_id:
             patient_ref = f"Patient/{principal.patient_id}"
         else:
@@ -57,6 +64,11 @@ class ConsentHook:
 
     async def deleted(self, conn: AsyncConnection, previous_content: str, res_id: str) -> None:
         await self.written(conn, previous_content, res_id)
+
+
+def _is_privacy(resource: dict[str, Any]) -> bool:
+    codings = (resource.get("scope") or {}).get("coding") or []
+    return any(isinstance(c, dict) and c.get("code") == PRIVACY_SCOPE for c in codings)
 
 
 def _patient_of(resource: dict[str, Any]) -> str | None:

@@ -277,6 +277,12 @@ def _due(now: datetime) -> Any:
     )
 
 
+async def any_due(conn: AsyncConnection) -> bool:
+    """Whether any message is due now (one indexed read; the worker skips its write transaction if not)."""
+    found = await conn.execute(select(outbox.c.id).where(_due(utcnow())).limit(1))
+    return found.first() is not None
+
+
 async def claim(conn: AsyncConnection, token: str, *, lease_seconds: float, limit: int = 10) -> list[Message]:
     """Claim up to `limit` due messages for `token` (one worker's claim); call in a write transaction."""
     now = utcnow()

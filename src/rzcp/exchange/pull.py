@@ -357,17 +357,37 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
     return out
 
 
-def _rewrite(value: Any, local: str, regional: str) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str) and (item == local or item.endswith("/" + local)):
-                out[key] = regional
-            else:
-                out[key] = _rewrite(item, local, regional)
-        return out
-    if isinstance(value, list):
-        return [_rewrite(item, local, regional) for item in value]
+def _rewrite(resource: Mapping[str, Any], local: str, regional: str) -> dict[str, Any]:
+    """The resource with its references to the member's patient (top-level elements and the elements of
+    top-level lists and objects: subject, patient, performer[].actor ...) pointing at the regional one.
+    Copies only what it changes."""
+    out = dict(resource)
+    for key, value in resource.items():
+        if isinstance(value, dict):
+            changed = _rewrite_reference(value, local, regional)
+            if changed is not value:
+                out[key] = changed
+        elif isinstance(value, list):
+            items = [
+                _rewrite_reference(item, local, regional) if isinstance(item, dict) else item
+                for item in value
+            ]
+            if any(a is not b for a, b in zip(items, value, strict=True)):
+                out[key] = items
+    return out
+
+
+def _rewrite_reference(value: dict[str, Any], local: str, regional: str) -> dict[str, Any]:
+    reference = value.get("reference")
+    if isinstance(reference, str):
+        if reference == local or reference.endswith("/" + local):
+            return {**value, "reference": regional}
+        return value
+    for key, inner in value.items():  # one level deeper: performer[].actor, participant[].individual ...
+        if isinstance(inner, dict) and isinstance(inner.get("reference"), str):
+            ref = inner["reference"]
+            if ref == local or ref.endswith("/" + local):
+                return {**value, key: {**inner, "reference": regional}}
     return value
 
 

@@ -337,7 +337,7 @@ async def regional_patient_search(
 ) -> Response | None:
     """The hook of the FHIR router's Patient search: `Patient?identifier=<BSN system>|<bsn>` is answered
     from the locator (the stored regional Patient carries no BSN), with the BSN added for display.
-    None for any other Patient search, which the store answers."""
+    None for any other Patient search, and for a BSN no member announced: the store answers those."""
     identifiers = [v for k, v in pairs if k == "identifier"]
     if len(identifiers) != 1 or not identifiers[0].startswith(BSN_SYSTEM + "|"):
         return None
@@ -346,6 +346,8 @@ async def regional_patient_search(
     base = _base(request, runtime)
     entries = []
     patient_id = await exchange.locator.find(conn, bsn)
+    if patient_id is None:
+        return None  # not announced: the store answers (a Patient made by a patient's login, say)
     if patient_id is not None:
         try:
             version = await ResourceStore(conn, runtime.registry).read("Patient", patient_id)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rzcp.audit.events import AuditFacts, Returned
-from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, claim, finish
+from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, any_due, claim, finish
 from rzcp.exchange.service import Exchange
 from rzcp.settings import Settings
 from rzcp.store.db import Database
@@ -83,6 +83,9 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Claim one batch and deliver it; how many messages were attempted."""
+        async with self.db.query() as conn:  # a cheap read first: no write lock while nothing is due
+            if not await any_due(conn):
+                return 0
         token = f"{self.name}:{uuid.uuid4().hex[:12]}"
         async with self.db.write() as conn:
             messages = await claim(conn, token, lease_seconds=self.lease, limit=self.batch)

@@ -23,7 +23,10 @@ _RESULT_PARAMS = ("_count", "_sort", "_summary", "_elements", "_include", "_revi
 
 
 def capability_statement(runtime: Runtime, base: str) -> dict[str, Any]:
-    return _build(runtime.registry, tuple(sorted(runtime.served_types)), base)
+    from rzcp.exchange.capability import with_exchange  # the pulled types and the exchange's operations
+
+    statement = _build(runtime.registry, tuple(sorted(runtime.served_types)), base)
+    return with_exchange(statement, runtime.policy, runtime.registry, runtime.served_types)
 
 
 @lru_cache(maxsize=8)

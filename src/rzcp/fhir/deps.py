@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth.access import Access, authorize_interaction
-from rzcp.auth.deps import CurrentPrincipal
-from rzcp.auth.registry import ensure_live
+from rzcp.auth.deps import CurrentPrincipal, current_principal
+from rzcp.auth.principal import Principal
+from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead
 from rzcp.errors import BadRequest, NotFound
 from rzcp.fhir.wire import check_accept
 from rzcp.runtime import Runtime
+from rzcp.store.resources import READ_STATEMENT, ResourceStore, Version
 
 # Every dependency is `async def`: FastAPI runs a plain `def` one in the thread pool, a hop that costs
 # more than the work of all of them together (bench/README.md).
@@ -56,18 +60,29 @@ ReadConn = Annotated[AsyncConnection, Depends(_read_conn)]
 WriteConn = Annotated[AsyncConnection, Depends(_write_conn)]
 
 
-async def _resource_type(
-    request: Request, res_type: Annotated[str, Path(alias="type", max_length=64)]
-) -> str:
+#: The path's resource type and id as endpoint parameters (for routes that check them themselves).
+TypePath = Annotated[str, Path(alias="type", max_length=64)]
+IdPath = Annotated[str, Path(alias="id", max_length=64)]
+
+
+def check_type(request: Request, runtime: Runtime, res_type: str) -> None:
     check_accept(request)
-    if not _runtime(request).serves(res_type):
+    if not runtime.serves(res_type):
         raise NotFound(f"this server does not serve resource type {res_type!r}", code="not-supported")
+
+
+def check_id(res_id: str) -> None:
+    if not _ID.fullmatch(res_id):
+        raise BadRequest(f"{res_id!r} is not a valid FHIR id", code="value")
+
+
+async def _resource_type(request: Request, res_type: TypePath) -> str:
+    check_type(request, _runtime(request), res_type)
     return res_type
 
 
-async def _resource_id(res_id: Annotated[str, Path(alias="id", max_length=64)]) -> str:
-    if not _ID.fullmatch(res_id):
-        raise BadRequest(f"{res_id!r} is not a valid FHIR id", code="value")
+async def _resource_id(res_id: IdPath) -> str:
+    check_id(res_id)
     return res_id
 
 
@@ -90,6 +105,58 @@ CanUpdate = Annotated[Access, Depends(_can("update"))]
 CanDelete = Annotated[Access, Depends(_can("delete"))]
 CanReadHistory = Annotated[Access, Depends(_can("history-instance"))]
 CanSearchHistory = Annotated[Access, Depends(_can("history-type"))]
+
+
+async def instance_access(
+    request: Request, res_type: str, res_id: str, interaction: str
+) -> tuple[Runtime, Access]:
+    """What `RuntimeDep, ResourceType, ResourceId, Can...` give, in one call and the same order (406/404
+    for the type, 400 for the id, then the caller: 401, 400/403 for the context, 403 for the scopes).
+
+    For the hot instance routes (read, vread): FastAPI resolving those six dependencies cost more than
+    the rest of a read together (bench/README.md). Pair it with `live_query`."""
+    runtime = _runtime(request)
+    check_type(request, runtime, res_type)
+    check_id(res_id)
+    principal = await current_principal(request)
+    return runtime, authorize_interaction(principal, res_type, interaction, runtime.registry)
+
+
+_READ_LIVE = READ_STATEMENT.add_columns(LIVE_COLUMN)
+
+
+async def read_checked(
+    conn: AsyncConnection, runtime: Runtime, access: Access, res_type: str, res_id: str
+) -> Version:
+    """`ensure_live`, the compartment check and the store's read, for a connection from `db.query()`.
+
+    A member system's liveness check rides in the read's own SELECT (a scalar subquery): the same
+    database check on every request, one round trip instead of two. When no resource is found it is
+    asked on its own first, so a revoked client gets its 401 and never learns what exists."""
+    principal = access.principal
+    store = ResourceStore(conn, runtime.registry)
+    if access.compartment is not None or not needs_live_check(principal):
+        await ensure_live(conn, principal)
+        if access.compartment is not None:
+            await access.compartment.check(conn, res_type, res_id)
+        return await store.read(res_type, res_id)
+
+    async def check(row: Row[Any] | None) -> None:
+        if row is None:
+            await ensure_live(conn, principal)
+        elif row.rzcp_live is None:
+            raise refuse_dead()
+
+    params = {"client_id": principal.client_id}
+    return await store.read(res_type, res_id, statement=_READ_LIVE, params=params, check=check)
+
+
+@asynccontextmanager
+async def live_query(runtime: Runtime, principal: Principal) -> AsyncIterator[AsyncConnection]:
+    """`ReadConn` as a context manager: an autocommit read connection, the caller checked live first."""
+    async with runtime.db.query() as conn:
+        await ensure_live(conn, principal)
+        yield conn
 
 
 @dataclass(frozen=True)

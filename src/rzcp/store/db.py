@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 
 def is_sqlite(url: str) -> bool:
@@ -31,6 +33,8 @@ class Database:
             self.engine = _sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
             self._write_engine = _sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=2)
             self._inline_engine = _sqlite_inline_engine(url, echo=echo)
+            #: Inline read connections kept open between requests (see `query()`).
+            self._inline_idle: list[Connection] = []
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
             self._write_engine = self.engine
@@ -56,10 +60,26 @@ class Database:
         Each statement sees the data committed when it starts (on PostgreSQL that is what READ COMMITTED
         gives inside a transaction too). Use `read()` where several statements need one snapshot, and
         for server-side cursors.
+
+        On SQLite the connection is taken from (and given back to) a list of idle ones this process
+        keeps open: a pool checkout and check-in cost more than the read itself. A connection that saw an
+        database error is closed instead.
         """
         if self.is_sqlite:
-            with self._inline_engine.connect() as sync_conn:
+            idle = self._inline_idle
+            sync_conn = idle.pop() if idle else self._inline_engine.connect()
+            keep = False
+            try:
                 yield cast(AsyncConnection, InlineConnection(sync_conn))
+                keep = True
+            except Exception as exc:  # a 404 keeps its connection; a database error does not
+                keep = not isinstance(exc, DBAPIError)
+                raise
+            finally:
+                if keep and len(idle) < INLINE_IDLE_MAX and not sync_conn.invalidated:
+                    idle.append(sync_conn)
+                else:
+                    sync_conn.close()
             return
         async with self._query_engine.connect() as conn:
             yield conn
@@ -72,6 +92,8 @@ class Database:
 
     async def dispose(self) -> None:
         if self.is_sqlite:
+            while self._inline_idle:
+                self._inline_idle.pop().close()
             self._inline_engine.dispose()
             engines = {self.engine, self._write_engine}
         else:
@@ -99,13 +121,18 @@ class InlineConnection:
         return self._conn.scalar(statement, parameters)
 
 
+#: Inline read connections `Database.query()` keeps for the next request; more are opened when needed.
+INLINE_IDLE_MAX = 8
+
+
 def _sqlite_inline_engine(url: str, *, echo: bool) -> Engine:
+    """The synchronous engine of the inline reads. Its pool never makes a checkout wait: a wait would
+    block the event loop, and with it the requests that would give a connection back (`query()` keeps
+    its own idle connections, so a checkout from this pool is rare)."""
     engine = create_engine(
         url.replace("sqlite+aiosqlite", "sqlite+pysqlite"),
         echo=echo,
-        pool_size=4,
-        max_overflow=4,
-        pool_reset_on_return=None,
+        poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         connect_args={"timeout": 30, "check_same_thread": False},
     )

@@ -9,13 +9,13 @@ transaction; the store only executes statements in it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.errors import Gone, NotFound, PreconditionFailed
@@ -68,6 +68,15 @@ def _stamp(resource: dict[str, Any], res_id: str, version_id: int, moment: datet
     return orjson.dumps(stamped).decode()
 
 
+#: Built once: constructing a select() costs about as much as running it (`read` is the hottest statement).
+READ_STATEMENT = select(
+    resources.c.version_id, resources.c.last_updated, resources.c.deleted, resources.c.content
+).where(resources.c.res_type == bindparam("res_type"), resources.c.res_id == bindparam("res_id"))
+
+#: Awaited with the row `read` found (None when none) before it concludes anything from it.
+RowCheck = Callable[[Row[Any] | None], Awaitable[None]]
+
+
 class ResourceStore:
     def __init__(self, conn: AsyncConnection, registry: SearchRegistry) -> None:
         self.conn = conn
@@ -97,14 +106,22 @@ class ResourceStore:
         await self._reindex(pk, res_type, orjson.loads(content), fresh=True)
         return Version(res_type, res_id, 1, moment, False, content, "create")
 
-    async def read(self, res_type: str, res_id: str) -> Version:
+    async def read(
+        self,
+        res_type: str,
+        res_id: str,
+        *,
+        statement: Select[Any] = READ_STATEMENT,
+        params: dict[str, Any] | None = None,
+        check: RowCheck | None = None,
+    ) -> Version:
+        """`statement`: READ_STATEMENT with more columns (and their `params`) that `check` looks at first,
+        so a check the request needs anyway costs no round trip of its own (fhir.deps.read_checked)."""
         row = (
-            await self.conn.execute(
-                select(
-                    resources.c.version_id, resources.c.last_updated, resources.c.deleted, resources.c.content
-                ).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
-            )
+            await self.conn.execute(statement, {"res_type": res_type, "res_id": res_id, **(params or {})})
         ).first()
+        if check is not None:
+            await check(row)
         if row is None:
             raise NotFound(f"{res_type}/{res_id} is not known")
         version = Version(res_type, res_id, row.version_id, row.last_updated, row.deleted, row.content)
