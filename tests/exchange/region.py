@@ -127,7 +127,7 @@ def gateway_settings(database_url: str, **overrides: Any) -> Settings:
         "outbox_poll_seconds": 0.1,
         "outbox_retry_seconds": 0.2,
         "outbox_retry_max_seconds": 1.0,
-        "outbox_lease_seconds": 5.0,
+        "outbox_lease_seconds": 10.0,
     }
     values.update(overrides)
     return Settings(**values)
