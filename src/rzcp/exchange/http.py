@@ -3,8 +3,9 @@
 httpx is the project's client API; underneath it runs aiohttp's connection handling through the
 httpx-aiohttp transport, chosen by measurement (bench/README.md, "The outgoing HTTP transport": plain
 httpx's pool costs 2 to 6 times the CPU per request under concurrency, encode/httpx#3215). Whoever
-builds the adapters (the app's lifespan, a test, the demo) builds this client once, passes it in an `AdapterContext` and closes it at the
-end. Tests hand in any `httpx.AsyncBaseTransport` (for example `httpx.MockTransport`) instead.
+builds the adapters (the app's lifespan, a test, the demo) builds this client once, passes it in an
+`AdapterContext` and closes it at the end. Tests hand in any `httpx.AsyncBaseTransport` (for example
+`httpx.MockTransport`) instead.
 """
 
 from __future__ import annotations
