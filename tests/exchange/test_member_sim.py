@@ -69,7 +69,12 @@ def limits() -> ResponseLimits:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def member_sim(database_url: str) -> AsyncIterator[tuple[Member, LoadReport]]:
+async def member_sim(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Member, LoadReport]]:
+    # A member organisation keeps its own database; on SQLite that is a file of its own.
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('member') / 'member.db'}"
     report = await load_member_data(database_url, [SYNTHEA, *NL_CORE], id_prefix=PREFIX)
     app = create_member_app(
         name="Huisartsenpraktijk Test", ura="90000001", database_url=database_url, token=TOKEN
