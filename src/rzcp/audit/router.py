@@ -17,6 +17,7 @@ from rzcp.auth.deps import CurrentPrincipal
 from rzcp.errors import BadRequest, Forbidden, MethodNotAllowed
 from rzcp.fhir import bundles, paging
 from rzcp.fhir.deps import RuntimeDep
+from rzcp.fhir.interactions import page_size
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.fhir.wire import FHIR_JSON, check_accept, render
 
@@ -66,15 +67,6 @@ def _after(moment: datetime) -> datetime:
     return moment + timedelta(microseconds=1)
 
 
-def _count(pairs: list[tuple[str, str]], runtime: Any) -> int:
-    raw = dict(pairs).get("_count")
-    if raw is None:
-        return runtime.settings.default_page_size
-    if not raw.isdigit():
-        raise BadRequest("_count must be a whole number", code="value")
-    return min(int(raw), runtime.settings.max_page_size)
-
-
 @router.get("/AuditEvent", responses={200: {"content": {"application/fhir+json": {}}}})
 async def search_audit(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Auditors search the whole trail; a patient's token sees the records about them only."""
@@ -87,7 +79,7 @@ async def search_audit(request: Request, runtime: RuntimeDep, principal: Current
     bound = paging.binding("/AuditEvent", pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
     offset = runtime.sealer.open(token, bound) if token else 0
-    count = _count(pairs, runtime)
+    count = page_size(dict(pairs).get("_count"), runtime)
     page = await search_events(runtime.db, **criteria, offset=offset, count=count)
     base = str(request.base_url).rstrip("/") + "/fhir"
     next_url = None
@@ -115,7 +107,7 @@ async def access_log(request: Request, runtime: RuntimeDep, principal: CurrentPr
     lang = request.query_params.get("lang", "nl")
     if lang not in ("nl", "en"):
         raise BadRequest("lang is nl or en", code="value")
-    count = _count(list(request.query_params.multi_items()), runtime)
+    count = page_size(request.query_params.get("_count"), runtime)
     total, entries = await patient_access_log(
         runtime.db, f"Patient/{principal.patient_id}", lang=lang, count=count
     )

@@ -139,7 +139,7 @@ async def history(
     bound = paging.binding(path, pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
     offset = runtime.sealer.open(token, bound) if token else 0
-    count = _count(dict(pairs).get("_count"), runtime)
+    count = page_size(dict(pairs).get("_count"), runtime)
     versions, has_more = await ResourceStore(conn, runtime.registry).history(
         res_type,
         res_id,
@@ -160,7 +160,8 @@ async def history(
     )
 
 
-def _count(raw: str | None, runtime: Runtime) -> int:
+def page_size(raw: str | None, runtime: Runtime) -> int:
+    """`_count` for history and the audit trail: the default when absent, capped at the maximum."""
     settings = runtime.settings
     if raw is None:
         return settings.default_page_size
