@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime.build(settings)
     exchange = Exchange.build(
-        settings, runtime.registry, policy=runtime.policy, consent_cache=runtime.consents
+        settings, runtime.registry, policy=runtime.policy, consent_cache=runtime.consents, http=runtime.http
     )
 
     @asynccontextmanager

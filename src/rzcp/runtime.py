@@ -13,6 +13,7 @@ from rzcp.auth.service import AuthRuntime
 from rzcp.consent.cache import ConsentCache
 from rzcp.consent.hooks import ConsentHook
 from rzcp.consent.policy import Policy, load_policy
+from rzcp.exchange.http import build_http_client
 from rzcp.fhir.paging import PageSealer
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.settings import Settings
@@ -25,7 +26,7 @@ class Runtime:
     db: Database
     registry: SearchRegistry
     sealer: PageSealer
-    #: The process's one outgoing HTTP client (JWKS fetches now; adapters later).
+    #: The process's one outgoing HTTP client: JWKS fetches and the member adapters.
     http: httpx.AsyncClient
     auth: AuthRuntime
     #: The region's consent policy (consent/policy.yaml), validated at start-up.
@@ -54,9 +55,7 @@ class Runtime:
             served = frozenset(settings.fhir_resource_types)
         db = Database(settings.database_url)
         policy = load_policy(settings.consent_policy_path)
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(5.0, connect=2.0), limits=httpx.Limits(max_connections=100)
-        )
+        http = build_http_client()
         return cls(
             settings=settings,
             db=db,

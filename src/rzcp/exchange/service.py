@@ -51,6 +51,7 @@ class Exchange:
     search: SearchRegistry
     pull_types: tuple[str, ...]
     http: httpx.AsyncClient
+    _owns_http: bool = field(default=True, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -63,9 +64,13 @@ class Exchange:
         consent_cache: ConsentCache | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         breakers: BreakerBoard | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> Exchange:
+        """`http` is the process's one client (the gateway's runtime owns and closes it); without it the
+        exchange builds and owns its own, for tests and tools that run an exchange alone."""
         policy = policy or load_policy(settings.consent_policy_path)
-        http = build_http_client(transport)
+        owns_http = http is None
+        http = http or build_http_client(transport)
         context = AdapterContext(http=http, breakers=breakers or BreakerBoard())
         return cls(
             settings=settings,
@@ -77,6 +82,7 @@ class Exchange:
             search=search,
             pull_types=covered_types(policy, search),
             http=http,
+            _owns_http=owns_http,
         )
 
     @property
@@ -88,4 +94,5 @@ class Exchange:
             return
         self._closed = True
         await self.adapters.aclose()
-        await self.http.aclose()
+        if self._owns_http:
+            await self.http.aclose()
