@@ -9,11 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: A list given in the environment as `a,b,c` (or as JSON).
 CommaList = Annotated[list[str], NoDecode]
+
+Role = Literal["member", "auditor", "admin"]
+
+
+def _roles(value: object) -> object:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+#: One person's roles, given as `admin,auditor` (or a JSON list); never empty.
+PersonRoles = Annotated[list[Role], BeforeValidator(_roles), Field(min_length=1)]
 
 #: The registry resources the gateway keeps for itself (later issues add their behaviour).
 REGISTRY_TYPES = ("Organization", "Endpoint", "Patient", "Consent", "AuditEvent")
@@ -50,13 +60,19 @@ class Settings(BaseSettings):
     jwks_allowed_hosts: CommaList = Field(default_factory=list)
     #: How long a fetched JWKS is used before it is fetched again (an unknown kid refetches sooner).
     jwks_cache_seconds: int = Field(default=300, ge=0)
-    #: The patient app's OAuth client (public, PKCE) and the redirect URIs registered for it.
+    #: The patient app's OAuth client (public, PKCE) and the redirect URIs registered for it, beside the
+    #: gateway's own `/app/` (always registered: the patient app this gateway serves).
     patient_app_client_id: str = "rzcp-patient-app"
     patient_app_redirect_uris: CommaList = Field(default_factory=list)
+    #: The administrators' console's OAuth client (public, PKCE); its one redirect URI is `/admin/`.
+    admin_console_client_id: str = "rzcp-admin-console"
     #: The most a patient token may carry.
-    patient_scopes: str = "patient/Patient.rs patient/Consent.cruds patient/AuditEvent.rs"
-    #: People (the identity provider's subject) who log in to the administrators' console, and their role.
-    person_roles: dict[str, Literal["member", "auditor", "admin"]] = Field(default_factory=dict)
+    patient_scopes: str = (
+        "patient/Patient.rs patient/Consent.cruds patient/AuditEvent.rs patient/Organization.rs"
+    )
+    #: People (the identity provider's subject) who log in to the administrators' console, and their roles:
+    #: `{"dev:alice": "auditor", "dev:carol": "admin,auditor"}`; an admin reads the trail only as an auditor.
+    person_roles: dict[str, PersonRoles] = Field(default_factory=dict)
     #: The production identity provider (OpenID Connect discovery URL and this gateway's client there).
     oidc_metadata_url: str | None = None
     oidc_client_id: str | None = None

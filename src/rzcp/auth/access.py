@@ -5,7 +5,8 @@
   log) patients; a person reading it must have logged in with a second factor (NEN 7513);
 - a member system touching patient data must name the acting practitioner, and never reads or writes a
   patient's consents (it gets decisions);
-- a patient token is confined to the patient's compartment (`compartment.PatientCompartment`).
+- a patient token is confined to the patient's compartment (`compartment.PatientCompartment`), and may read
+  the region's directory of organisations (to name one in a consent).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rzcp.fhir.search.definitions import SearchRegistry
 _SCOPE_CONTEXT = {"system": "system", "patient": "patient", "person": "user"}
 AUDIT_TYPE = "AuditEvent"
 CONSENT_TYPE = "Consent"
+#: The region's directory: no patient data, and what a patient must see to name an organisation in a consent.
+DIRECTORY_TYPES = frozenset({"Organization"})
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,14 @@ def authorize_interaction(
     if res_type == AUDIT_TYPE and not principal.is_patient:
         if principal.role not in ("auditor", "admin"):
             raise Forbidden("the audit trail is for auditors")
-        if principal.kind == "person" and not principal.has_second_factor:
-            raise Forbidden("reading the audit trail needs a login with a second factor")
+        if principal.kind == "person":
+            if "auditor" not in principal.roles:
+                raise Forbidden("the audit trail is for auditors; the admin role alone does not read it")
+            if not principal.has_second_factor:
+                raise Forbidden("reading the audit trail needs a login with a second factor")
     if principal.is_patient:
+        if res_type in DIRECTORY_TYPES and interaction in ("read", "search-type"):
+            return Access(principal)  # the region's member organisations, which a consent names
         if principal.patient_id is None or compartment_param(registry, res_type) is None:
             raise Forbidden(f"a patient token does not reach {res_type} resources")
         if interaction == "history-type":

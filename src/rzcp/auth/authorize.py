@@ -68,13 +68,35 @@ def _with_query(uri: str, **params: str) -> str:
     return uri + ("&" if "?" in uri else "?") + urlencode(params)
 
 
-def check_request(auth: AuthRuntime, params: Mapping[str, str], endpoints: Endpoints) -> PendingLogin:
+@dataclass(frozen=True)
+class PublicClient:
+    """A public (PKCE) client: the patient app (patients; staff too, for third-party staff apps) or the
+    administrators' console (staff only). The gateway's own pages are always registered at its own root."""
+
+    redirect_uris: frozenset[str]
+    contexts: frozenset[str]
+
+
+def public_clients(auth: AuthRuntime, endpoints: Endpoints) -> dict[str, PublicClient]:
     settings = auth.settings
+    return {
+        settings.patient_app_client_id: PublicClient(
+            frozenset([*settings.patient_app_redirect_uris, f"{endpoints.root}/app/"]),
+            frozenset({"patient", "user"}),
+        ),
+        settings.admin_console_client_id: PublicClient(
+            frozenset({f"{endpoints.root}/admin/"}), frozenset({"user"})
+        ),
+    }
+
+
+def check_request(auth: AuthRuntime, params: Mapping[str, str], endpoints: Endpoints) -> PendingLogin:
     client_id = params.get("client_id", "")
     redirect_uri = params.get("redirect_uri", "")
-    if client_id != settings.patient_app_client_id:
+    client = public_clients(auth, endpoints).get(client_id)
+    if client is None:
         raise AuthorizeError("invalid_client", "unknown client_id")
-    if redirect_uri not in settings.patient_app_redirect_uris:
+    if redirect_uri not in client.redirect_uris:
         raise AuthorizeError("invalid_request", "redirect_uri is not registered for this client")
     state = params.get("state", "")
 
@@ -102,6 +124,10 @@ def check_request(auth: AuthRuntime, params: Mapping[str, str], endpoints: Endpo
     except ScopeError as exc:
         raise fail("invalid_scope", str(exc)) from None
     contexts = requested.contexts()
+    if not contexts <= client.contexts:
+        raise fail(
+            "invalid_scope", f"this client asks for {' or '.join(sorted(client.contexts))}/ scopes only"
+        )
     if contexts == {"patient"}:
         granted, audience = auth.patient_scopes.narrow(requested), "patient"
     elif contexts == {"user"}:
@@ -141,17 +167,22 @@ async def issue_code(
         claims.update(kind="patient", sub=patient_id, patient=patient_id)
         scope = pending.scope
     else:
-        role = auth.settings.person_roles.get(identity.subject)
-        if role is None:
+        roles = auth.settings.person_roles.get(identity.subject)
+        if not roles:
             return pending.error_redirect("access_denied", "this person has no role in the region")
+        role = _primary(roles)
         if role in ("admin", "auditor") and not SECOND_FACTORS.intersection(identity.amr):
             return pending.error_redirect(
                 "access_denied", f"the {role} role needs a login with a second factor"
             )
-        granted = _PERSON_MAX[role].narrow(ScopeSet.parse(pending.scope, lenient=True))
+        requested = ScopeSet.parse(pending.scope, lenient=True)
+        granted_resource: list[Any] = []
+        for each in roles:
+            granted_resource.extend(_PERSON_MAX[each].narrow(requested).resource)
+        granted = ScopeSet(tuple(dict.fromkeys(granted_resource)))
         if not granted.resource:
             return pending.error_redirect("access_denied", f"the {role} role cannot be granted these scopes")
-        claims.update(kind="person", sub=identity.subject, role=role)
+        claims.update(kind="person", sub=identity.subject, role=role, roles=sorted(set(roles)))
         scope = str(granted)
     code = secrets.token_urlsafe(32)
     async with auth.db.write() as conn:
@@ -169,6 +200,11 @@ async def issue_code(
     return _with_query(pending.redirect_uri, code=code, state=pending.state)
 
 
+def _primary(roles: list[str]) -> str:
+    """The role a token names first: admin over auditor over member (`roles` carries them all)."""
+    return next(role for role in ("admin", "auditor", "member") if role in roles)
+
+
 def _hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
@@ -184,7 +220,7 @@ async def redeem_code(auth: AuthRuntime, form: Mapping[str, str], endpoints: End
     verifier = form.get("code_verifier")
     if not verifier:
         raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
-    if form.get("client_id") != auth.settings.patient_app_client_id:
+    if form.get("client_id") not in public_clients(auth, endpoints):
         raise OAuthError("invalid_client", "unknown client_id")
     async with auth.db.write() as conn:
         row = (await conn.execute(select(codes).where(codes.c.code_hash == _hash(code)))).first()

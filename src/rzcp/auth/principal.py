@@ -49,6 +49,8 @@ class Principal:
     subject: str
     scopes: ScopeSet
     role: Role | None = None
+    #: every role a person holds (a system has its one `role`): an admin reads the trail only as an auditor
+    roles: tuple[Role, ...] = ()
     client_id: str | None = None
     member_ura: str | None = None
     patient_id: str | None = None
@@ -78,11 +80,15 @@ class Principal:
         if kind not in ("system", "patient", "person"):
             raise ValueError("token of unknown kind")
         amr = claims.get("amr") or ()
+        role = claims.get("role") if claims.get("role") in ROLES else None
+        listed = claims.get("roles")
+        roles = tuple(r for r in listed if r in ROLES) if isinstance(listed, list) else ()
         return cls(
             kind=kind,
             subject=str(claims["sub"]),
             scopes=ScopeSet.parse(str(claims.get("scope", "")), lenient=True),
-            role=claims.get("role") if claims.get("role") in ROLES else None,
+            role=role,
+            roles=roles or ((role,) if role else ()),
             client_id=claims.get("client_id"),
             member_ura=claims.get("ura"),
             patient_id=claims.get("patient"),

@@ -128,7 +128,21 @@ async def introspect(request: Request, auth: AuthDep, urls: EndpointsDep) -> Res
             await ensure_live(conn, Principal.from_claims(claims))
     except (InvalidToken, ValueError, KeyError):
         return _json({"active": False})
-    shown = ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "ura", "role", "patient", "acr", "amr")
+    shown = (
+        "scope",
+        "client_id",
+        "sub",
+        "exp",
+        "iat",
+        "iss",
+        "aud",
+        "ura",
+        "role",
+        "roles",
+        "patient",
+        "acr",
+        "amr",
+    )
     return _json({"active": True, "token_type": "Bearer", **{k: claims[k] for k in shown if k in claims}})
 
 

@@ -7,7 +7,7 @@ for the rest of their lifetime: the bytes cannot change, and expiry is checked o
 
     kind     system | patient | person
     sub      the client id (system), the patient's Patient id (patient), the provider's subject (person)
-    client_id, ura, role           systems (and role for persons)
+    client_id, ura, role           systems (and role, roles for persons)
     patient                        patient tokens: the Patient resource id, never the BSN
     scope, acr, amr, iat, exp, jti, iss, aud
 """
