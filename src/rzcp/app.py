@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 import rzcp
 from rzcp import health
+from rzcp.admin.router import router as admin_router
 from rzcp.audit.http import AuditMiddleware
 from rzcp.audit.router import router as audit_router
 from rzcp.auth import devidp
@@ -25,6 +26,7 @@ from rzcp.observability import RequestContextMiddleware, metrics_endpoint
 from rzcp.runtime import Runtime
 from rzcp.settings import Settings
 from rzcp.store.migrate import upgrade
+from rzcp.web import router as web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pull_router([t for t in exchange.pull_types if not runtime.serves(t)]))
     app.include_router(fhir_router)
     app.include_router(health.router)
+    app.include_router(admin_router)  # before web.mount: the static /admin would take /admin/api
+    web.mount(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(RequestContextMiddleware)  # outermost: the audit record carries its request id

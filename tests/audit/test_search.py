@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rzcp.audit import Decision, Practitioner, Returned, patient_access_log, search_events
+from rzcp.audit import Decision, Practitioner, Returned, build_event, patient_access_log, search_events
+from rzcp.audit.search import describe_access
 from rzcp.audit.writer import AuditWriter
 from rzcp.store.db import Database
 
@@ -107,3 +108,32 @@ async def test_patient_access_log(audit_db: Database, writer: AuditWriter) -> No
     other_total, other = await patient_access_log(audit_db, "p2")
     assert other_total == 1 and len(other) == 1
     assert (await patient_access_log(audit_db, "p3")) == (0, [])
+
+
+def test_a_message_and_its_delivery_in_the_patients_words() -> None:
+    """A push: the sender "sent a message about you (documents)", the receiver "received a message about
+    you"; the envelope (Bundle, MessageHeader) is not the patient's data."""
+    sent = build_event(
+        make_facts(
+            interaction="operation",
+            operation="process-message",
+            resource_type=None,
+            query=None,
+            returned=(Returned("MessageHeader", 1, None), Returned("DocumentReference", 1, None)),
+        )
+    )
+    delivered = build_event(
+        make_facts(
+            interaction="operation",
+            operation="process-message-delivery",
+            resource_type=None,
+            query=None,
+            purpose=None,
+            returned=(Returned("Bundle", 1, "00000201"),),
+        )
+    )
+    assert describe_access(sent, "en").what == "sent a message about you (documents (1))"
+    entry = describe_access(delivered, "nl", {"00000201": "Ziekenhuis Rijnstad"})
+    assert entry.what == "ontving een bericht over u"
+    assert entry.why == "een bericht tussen zorgverleners"
+    assert "Bundle" not in entry.text

@@ -4,8 +4,11 @@ for patients."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +163,7 @@ async def test_fail_closed_when_the_trail_cannot_be_written(tmp_path: Path) -> N
 
 
 async def test_a_patient_reads_their_own_log_and_not_anothers(
-    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient, app: Any
+    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient, app: Any, admin_system: Any
 ) -> None:
     mine = await log_reader_token(browser, new_bsn())
     theirs = await patient_token(browser, new_bsn())
@@ -172,8 +175,17 @@ async def test_a_patient_reads_their_own_log_and_not_anothers(
         assert log.status_code == 200, log.text
         accesses = [p for p in log.json()["parameter"] if p["name"] == "access"]
         assert accesses
+        # every moment is a FHIR instant in UTC, and recent (it once said "...+01:00Z")
+        for access in accesses:
+            when = next(p["valueInstant"] for p in access["part"] if p["name"] == "when")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", when), when
+            moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            assert abs((datetime.now(UTC) - moment).total_seconds()) < 600
         texts = " ".join(part.get("valueString", "") for a in accesses for part in a["part"])
         assert their_id not in texts
+        # NEN 7513: the person and the organisation, by name where the region knows it
+        assert "care provider with UZI number 900012345" in texts
+        assert f"at Member {admin_system.member_ura} viewed" in texts
         trail = await me.get("/fhir/AuditEvent", params={"patient": f"Patient/{their_id}"})
         assert trail.status_code == 200
         assert all(f"Patient/{my_id}" in str(e["resource"]) for e in trail.json().get("entry", []))
@@ -207,3 +219,19 @@ async def test_a_member_cannot_read_the_trail_and_an_auditor_can(app: Any) -> No
             headers={"Authorization": f"Bearer {auditor_token}", "Content-Type": FHIR},
         )
         assert written.status_code in (403, 405)
+
+
+async def test_a_hostile_id_is_answered_and_recorded_without_failing_the_batch(
+    client: httpx.AsyncClient,
+) -> None:
+    """A path id far longer than any column (found by schemathesis on PostgreSQL: the record's write failed,
+    and with it the 503 of every request in the same group commit)."""
+    hostile = "x" * 5000
+    answers = await asyncio.gather(
+        client.get(f"/fhir/Patient/{hostile}/_history/1"),
+        client.get(f"/fhir/Patient/{hostile}"),
+        client.get("/fhir/metadata"),
+    )
+    assert [a.status_code for a in answers[:2]] in ([404, 404], [400, 400], [400, 404], [404, 400])
+    assert all(a.json()["resourceType"] == "OperationOutcome" for a in answers[:2])
+    assert answers[2].status_code == 200

@@ -171,3 +171,45 @@ async def test_directives_of_other_scopes_are_clinical_data_not_privacy_consents
     response = await client.post("/fhir/Consent", json=directive, headers={"Content-Type": FHIR})
     assert response.status_code == 201, response.text
     assert response.json()["scope"] == directive["scope"]
+
+
+async def draft_decision(http: httpx.AsyncClient, draft: dict[str, Any], **values: str) -> httpx.Response:
+    body = evaluate_body(**values)
+    body["parameter"].append({"name": "draft", "resource": draft})
+    return await http.post("/fhir/Consent/$evaluate", json=body, headers={"Content-Type": FHIR})
+
+
+async def test_a_draft_previews_the_decision_without_storing_anything(
+    login_app: Any, browser: httpx.AsyncClient
+) -> None:
+    """The patient app's preview: "if I save this, what will the hospital see?" (and a revocation's)."""
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    medication = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "MedicationRequest"}
+    allergies = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "AllergyIntolerance"}
+    async with as_patient(login_app, token) as patient:
+        saved = await patient.post(
+            "/fhir/Consent",
+            json=consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}}),
+            headers={"Content-Type": FHIR},
+        )
+        assert saved.status_code == 201, saved.text
+        before = len((await patient.get("/fhir/Consent")).json()["entry"])
+
+        more = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["allergieen"]}})
+        answer = await draft_decision(patient, more, **allergies)
+        assert answer.status_code == 200, answer.text
+        assert next(p["valueCode"] for p in answer.json()["parameter"] if p["name"] == "decision") == "permit"
+        assert await decision(patient, **allergies) == "deny"  # the draft was not saved ...
+
+        revoked = {**saved.json(), "status": "inactive"}
+        answer = await draft_decision(patient, revoked, **medication)
+        assert next(p["valueCode"] for p in answer.json()["parameter"] if p["name"] == "decision") == "deny"
+        assert await decision(patient, **medication) == "permit"  # ... nor the revocation
+        assert len((await patient.get("/fhir/Consent")).json()["entry"]) == before == 1
+
+        broken = {**more, "provision": {"type": "maybe"}}
+        refused = await draft_decision(patient, broken, **allergies)
+        assert 400 <= refused.status_code < 500
+        assert refused.json()["resourceType"] == "OperationOutcome"
+        not_a_consent = await draft_decision(patient, {"resourceType": "Patient"}, **allergies)
+        assert not_a_consent.status_code == 400

@@ -19,6 +19,8 @@ Shaped after IHE Basic Audit Log Patterns (BALP) with the NEN 7513 fields:
 | basis: emergency procedure | purposeOfEvent ETREAT and an `emergency` entity with the stated reason     |
 | outcome                    | outcome 0/4/8/12, outcomeDesc                                              |
 | correlation id             | entity BALP XrequestId                                                     |
+| console action (admins)    | type `console` (this gateway's code) and a `console` entity: the action    |
+|                            | and its parameters (never a BSN)                                           |
 
 No clinical content: types, counts, ids and codes only. `index_columns` reads back the searched columns from
 a built event, so the writer needs nothing but the dict.
@@ -32,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
+
+from rzcp.audit.tables import audit_events
 
 if TYPE_CHECKING:
     from rzcp.auth.principal import Principal
@@ -58,6 +62,8 @@ CLIENT_ID = "https://rzcp.nl/fhir/NamingSystem/client-id"
 PERSON_SUBJECT = "https://rzcp.nl/fhir/NamingSystem/person"
 
 EMERGENCY_PURPOSE = "ETREAT"
+#: The type code (system RZCP) of the administrators' console's records.
+CONSOLE = "console"
 Outcome = Literal["0", "4", "8", "12"]
 
 #: restful-interaction code -> (AuditEvent.action, BALP profile stem)
@@ -165,6 +171,10 @@ class AuditFacts:
     recorded: datetime | None = None
     event_id: str | None = None
     #: The audit source: this gateway.
+    #: An action in the administrators' console (`members.add`, `audit.search` ...): the event's type is then
+    #: `console`, and `console_params` (name, value) say with what (never a BSN: "bsn given").
+    console_action: str | None = None
+    console_params: tuple[tuple[str, str], ...] = ()
     site: str = "RZCP"
     observer: str = "rzcp-gateway"
     extra_profiles: tuple[str, ...] = field(default=())
@@ -239,7 +249,7 @@ def build_event(facts: AuditFacts) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": facts.event_id or str(uuid.uuid4()),
-        "type": _coding(EVENT_TYPE, "rest", "Restful Operation"),
+        "type": _coding(RZCP, CONSOLE) if facts.console_action else _coding(EVENT_TYPE, "rest"),
         "subtype": subtype,
         "action": action,
         "recorded": recorded,
@@ -374,7 +384,11 @@ def _entities(facts: AuditFacts) -> list[dict[str, Any]]:
         if facts.resource_type:
             query["detail"] = [_detail("resourceType", facts.resource_type)]
         entities.append(query)
-    if facts.target or (facts.resource_type and not facts.interaction.startswith("search")):
+    if (
+        facts.target
+        or facts.operation
+        or (facts.resource_type and not facts.interaction.startswith("search"))
+    ):
         asked: dict[str, Any] = {
             "type": _coding(ENTITY_TYPE, "2", "System Object"),
             "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
@@ -426,6 +440,11 @@ def _entities(facts: AuditFacts) -> list[dict[str, Any]]:
                 "role": _coding(OBJECT_ROLE, "13", "Security Resource"),
             }
         )
+    if facts.console_action:
+        console: dict[str, Any] = {"type": _coding(RZCP, CONSOLE), "description": facts.console_action}
+        if facts.console_params:
+            console["detail"] = [_detail(name, value[:500]) for name, value in facts.console_params]
+        entities.append(console)
     if facts.emergency:
         entities.append(
             {
@@ -445,7 +464,16 @@ def _entities(facts: AuditFacts) -> list[dict[str, Any]]:
 # --- reading the searched columns back ------------------------------------------------------------------
 
 
-def _first_code(value: Any) -> str | None:
+#: The searched columns' lengths (rzcp.audit.tables.audit_events), for `_fitted`.
+_COLUMN_LIMITS = {
+    column.name: column.type.length
+    for column in audit_events.columns
+    if isinstance(getattr(column.type, "length", None), int)
+}
+
+
+def first_code(value: Any) -> str | None:
+    """The code of a Coding, or of a CodeableConcept's first coding (how the records carry each code)."""
     if isinstance(value, Mapping):
         if "code" in value:
             return value.get("code")
@@ -459,7 +487,7 @@ def index_columns(event: Mapping[str, Any]) -> dict[str, Any]:
     _, recorded = _instant(datetime.fromisoformat(event["recorded"].replace("Z", "+00:00")))
     agent = member = client = None
     for item in event.get("agent", ()):
-        kind = _first_code(item.get("type"))
+        kind = first_code(item.get("type"))
         who = item.get("who") or {}
         ident = who.get("identifier") or {}
         if item.get("requestor") and agent is None and kind != "110153":
@@ -470,27 +498,40 @@ def index_columns(event: Mapping[str, Any]) -> dict[str, Any]:
             client = ident.get("value")
     patient = correlation = None
     for entity in event.get("entity", ()):
-        role = _first_code(entity.get("role"))
-        kind = _first_code(entity.get("type"))
+        role = first_code(entity.get("role"))
+        kind = first_code(entity.get("type"))
         if role == "1" and patient is None:
             patient = (entity.get("what") or {}).get("reference")
         elif kind == "XrequestId":
             correlation = ((entity.get("what") or {}).get("identifier") or {}).get("value")
     purposes = event.get("purposeOfEvent") or ()
-    purpose = _first_code(purposes[0]) if purposes else None
+    purpose = first_code(purposes[0]) if purposes else None
     subtypes = event.get("subtype") or ()
-    return {
-        "recorded": recorded,
-        "event_id": event["id"],
-        "type_code": _first_code(event.get("type")) or "",
-        "subtype": subtypes[0].get("code") if subtypes else None,
-        "action": event.get("action"),
-        "outcome": event.get("outcome", "0"),
-        "patient": patient,
-        "agent": agent,
-        "member_ura": member,
-        "client_id": client,
-        "purpose": purpose,
-        "emergency": purpose == EMERGENCY_PURPOSE,
-        "correlation_id": correlation,
-    }
+    return _fitted(
+        {
+            "recorded": recorded,
+            "event_id": event["id"],
+            "type_code": first_code(event.get("type")) or "",
+            "subtype": subtypes[0].get("code") if subtypes else None,
+            "action": event.get("action"),
+            "outcome": event.get("outcome", "0"),
+            "patient": patient,
+            "agent": agent,
+            "member_ura": member,
+            "client_id": client,
+            "purpose": purpose,
+            "emergency": purpose == EMERGENCY_PURPOSE,
+            "correlation_id": correlation,
+        }
+    )
+
+
+def _fitted(columns: dict[str, Any]) -> dict[str, Any]:
+    """Each text cut to its column's length. A hostile request (a 10,000-character id in the path, a long
+    X-Request-ID) must not fail the write of its record, nor of the batch it shares with others; the full
+    value stays in the record's content, and no real id, URA or code is that long."""
+    for name, limit in _COLUMN_LIMITS.items():
+        value = columns.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            columns[name] = value[:limit]
+    return columns

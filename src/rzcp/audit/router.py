@@ -4,7 +4,7 @@ gateway: a client's create, update or delete of an AuditEvent is refused."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -114,7 +114,7 @@ async def access_log(request: Request, runtime: RuntimeDep, principal: CurrentPr
     parameters: list[dict[str, Any]] = [{"name": "total", "valueInteger": total}]
     for entry in entries:
         parts: list[dict[str, Any]] = [
-            {"name": "when", "valueInstant": entry.when.isoformat(timespec="seconds") + "Z"},
+            {"name": "when", "valueInstant": _instant(entry.when)},
             {"name": "what", "valueString": entry.what},
             {"name": "why", "valueString": entry.why},
             {"name": "emergency", "valueBoolean": entry.emergency},
@@ -129,6 +129,12 @@ async def access_log(request: Request, runtime: RuntimeDep, principal: CurrentPr
     return Response(
         orjson.dumps({"resourceType": "Parameters", "parameter": parameters}), media_type=FHIR_JSON
     )
+
+
+def _instant(moment: datetime) -> str:
+    """A FHIR instant in UTC (`...Z`), from the local time the entry's words use or a naive UTC time."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return utc.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @router.post("/AuditEvent", include_in_schema=False)

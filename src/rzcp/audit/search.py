@@ -7,17 +7,20 @@ read newest first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import product
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, false, func, select, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rzcp.audit.events import EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_TYPES, RZCP
+from rzcp.audit.events import EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_TYPES, RZCP, first_code
 from rzcp.audit.tables import audit_events as t
+from rzcp.auth.tables import members
 from rzcp.store.db import Database
 
 try:
@@ -30,12 +33,16 @@ MAX_COUNT = 1000
 
 @dataclass(frozen=True)
 class AuditPage:
-    #: How many records match in all.
+    #: How many records match in all; with `total_limit`, at most that many (see `more_than_total`).
     total: int
     offset: int
     count: int
     #: The AuditEvents of this page, newest first.
     events: list[dict[str, Any]]
+    #: The chain seq of each event of this page (for a keyset `before_seq` to the next page).
+    seqs: list[int] = field(default_factory=list)
+    #: True when the count stopped at `total_limit`: more than `total` records match.
+    more_than_total: bool = False
 
 
 def _naive_utc(moment: datetime | None) -> datetime | None:
@@ -44,25 +51,34 @@ def _naive_utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+#: A criterion given several values (any matches): the column and the values.
+Choice = tuple[Any, list[Any]]
+
+
 def _filters(
     *,
     patient: str | None,
-    agent: str | None,
+    agent: str | Sequence[str] | None,
     member: str | None,
     client: str | None,
     since: datetime | None,
     until: datetime | None,
     purpose: str | None,
-    outcome: str | None,
+    outcome: str | Sequence[str] | None,
     emergency: bool | None,
     correlation_id: str | None,
     subtype: str | None,
-) -> list[ColumnElement[bool]]:
+) -> tuple[list[ColumnElement[bool]], list[Choice]]:
+    """The criteria as conditions, and apart from them those given several values: how a choice is
+    best read differs between counting (one IN) and paging (`_newest`)."""
     where: list[ColumnElement[bool]] = []
+    choices: list[Choice] = []
     if patient is not None:
         where.append(t.c.patient == (patient if "/" in patient else f"Patient/{patient}"))
-    if agent is not None:
+    if isinstance(agent, str):
         where.append(t.c.agent == agent)
+    elif agent is not None:
+        choices.append((t.c.agent, list(dict.fromkeys(agent))))
     if member is not None:
         where.append(t.c.member_ura == member)
     if client is not None:
@@ -73,41 +89,90 @@ def _filters(
         where.append(t.c.recorded < _naive_utc(until))
     if purpose is not None:
         where.append(t.c.purpose == purpose)
-    if outcome is not None:
+    if isinstance(outcome, str):
         where.append(t.c.outcome == outcome)
+    elif outcome is not None:
+        choices.append((t.c.outcome, list(dict.fromkeys(outcome))))
     if emergency is not None:
         where.append(t.c.emergency == emergency)
     if correlation_id is not None:
         where.append(t.c.correlation_id == correlation_id)
     if subtype is not None:
         where.append(t.c.subtype == subtype)
-    return where
+    return where, choices
+
+
+def _matching(where: list[ColumnElement[bool]], choices: list[Choice]) -> list[ColumnElement[bool]]:
+    return [*where, *(column.in_(values) for column, values in choices)]
+
+
+def _newest(
+    where: list[ColumnElement[bool]], choices: list[Choice], *, offset: int, limit: int
+) -> Select[Any]:
+    """(seq, content) of the matching records, newest first.
+
+    A choice of several values is read as one index-ordered read per value (the (column, seq) indexes),
+    merged: a single read with IN cannot walk such an index in seq order, so the planner walked the whole
+    trail backwards instead (PostgreSQL: 40,000 rows at a million records to find a practitioner's 21
+    under three identifiers, bench_admin_audit.py). Each value's read stops at offset + limit rows."""
+    combos = list(product(*([column == value for value in values] for column, values in choices)))
+    if len(combos) == 1:
+        return (
+            select(t.c.seq, t.c.content)
+            .where(*where, *combos[0])
+            .order_by(t.c.seq.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+    if not combos:  # a choice among no values: nothing matches
+        return select(t.c.seq, t.c.content).where(false())
+    reads = [
+        select(t.c.seq).where(*where, *combo).order_by(t.c.seq.desc()).limit(offset + limit).subquery()
+        for combo in combos
+    ]
+    merged = union_all(*(select(read.c.seq) for read in reads)).subquery()
+    page = select(merged.c.seq).order_by(merged.c.seq.desc()).offset(offset).limit(limit).subquery()
+    return select(t.c.seq, t.c.content).join(page, page.c.seq == t.c.seq).order_by(t.c.seq.desc())
+
+
+async def _count(conn: AsyncConnection, where: list[ColumnElement[bool]], limit: int | None) -> int:
+    """Every match, or with a limit, the matches up to one past it (what grows with the trail stops)."""
+    matching = select(t.c.seq).where(*where)
+    if limit is not None:
+        matching = matching.limit(limit + 1)
+    return (await conn.execute(select(func.count()).select_from(matching.subquery()))).scalar_one()
 
 
 async def search_events(
     db: Database,
     *,
     patient: str | None = None,
-    agent: str | None = None,
+    agent: str | Sequence[str] | None = None,
     member: str | None = None,
     client: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     purpose: str | None = None,
-    outcome: str | None = None,
+    outcome: str | Sequence[str] | None = None,
     emergency: bool | None = None,
     correlation_id: str | None = None,
     subtype: str | None = None,
     offset: int = 0,
     count: int = 20,
+    before_seq: int | None = None,
+    total_limit: int | None = None,
 ) -> AuditPage:
     """AuditEvents matching every given criterion, newest first.
 
-    patient: `Patient/<id>` or the bare id; agent: the practitioner as `system|value` (or `Patient/<id>`);
-    member: URA; since (inclusive) / until (exclusive): datetimes, naive = UTC; purpose: v3 code;
-    outcome: 0/4/8/12; emergency: break-the-glass or not."""
+    patient: `Patient/<id>` or the bare id; agent: the practitioner as `system|value` (or `Patient/<id>`),
+    or several of them (any matches); member: URA; since (inclusive) / until (exclusive): datetimes,
+    naive = UTC; purpose: v3 code; outcome: 0/4/8/12 or several; emergency: break-the-glass or not.
+    `before_seq` pages by the chain's order instead of an offset (the console's `next`): a deep page costs
+    what the first one does. `total` counts every match, whatever the page; with `total_limit` it counts
+    no further than that (`more_than_total` then says there are more), so a search that matches a large
+    part of a long trail costs what a narrow one does."""
     offset, count = max(offset, 0), min(max(count, 0), MAX_COUNT)
-    where = _filters(
+    where, choices = _filters(
         patient=patient,
         agent=agent,
         member=member,
@@ -121,15 +186,46 @@ async def search_events(
         subtype=subtype,
     )
     async with db.read() as conn:
-        total = (await conn.execute(select(func.count()).select_from(t).where(*where))).scalar_one()
+        total = await _count(conn, _matching(where, choices), total_limit)
         rows = []
         if count:
-            rows = (
-                await conn.execute(
-                    select(t.c.content).where(*where).order_by(t.c.seq.desc()).offset(offset).limit(count)
-                )
-            ).all()
-    return AuditPage(total, offset, count, [orjson.loads(row.content) for row in rows])
+            page = where if before_seq is None else [*where, t.c.seq < before_seq]
+            rows = (await conn.execute(_newest(page, choices, offset=offset, limit=count))).all()
+    more = total_limit is not None and total > total_limit
+    return AuditPage(
+        min(total, total_limit) if total_limit is not None else total,
+        offset,
+        count,
+        [orjson.loads(row.content) for row in rows],
+        [row.seq for row in rows],
+        more,
+    )
+
+
+async def iter_events(
+    db: Database, *, chunk: int = 1000, **criteria: Any
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every AuditEvent matching `criteria` (as `search_events` takes them), newest first, a chunk at a
+    time: each chunk is one indexed read after the last seq of the one before, so an export of the whole
+    trail holds one chunk in memory and no read transaction open between chunks."""
+    where, choices = _filters(**{name: criteria.get(name) for name in _FILTER_NAMES})
+    before: int | None = None
+    while True:
+        page = where if before is None else [*where, t.c.seq < before]
+        async with db.read() as conn:
+            rows = (await conn.execute(_newest(page, choices, offset=0, limit=chunk))).all()
+        if not rows:
+            return
+        yield [orjson.loads(row.content) for row in rows]
+        if len(rows) < chunk:
+            return
+        before = rows[-1].seq
+
+
+_FILTER_NAMES = (
+    "patient", "agent", "member", "client", "since", "until", "purpose", "outcome", "emergency",
+    "correlation_id", "subtype",
+)  # fmt: skip
 
 
 # --- the patient's access log ---------------------------------------------------------------------------
@@ -175,6 +271,17 @@ _MONTHS_NL = (
 )  # fmt: skip
 
 
+#: The operations of a message push, in a patient's words (Dutch, English).
+DELIVERY = "process-message-delivery"
+_MESSAGE_WORDS = {
+    "process-message": ("stuurde een bericht over u ({data})", "sent a message about you ({data})"),
+    DELIVERY: ("ontving een bericht over u", "received a message about you"),
+}
+_DELIVERY_WHY = ("een bericht tussen zorgverleners", "a message between care providers")
+#: Resource types that carry a message, not the patient's data.
+_ENVELOPE = frozenset({"Bundle", "MessageHeader"})
+
+
 @dataclass(frozen=True)
 class AccessEntry:
     """One time someone looked at (or asked for) the patient's data."""
@@ -191,38 +298,58 @@ class AccessEntry:
     text: str
 
 
-def _code(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        if "code" in value:
-            return value["code"]
-        codings = value.get("coding") or ()
-        return codings[0].get("code") if codings else None
-    return None
+#: Registers a practitioner is named by, as a patient reads them (X-Acting-Practitioner's systems).
+PRACTITIONER_REGISTERS = {
+    "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers": "UZI",
+    "http://fhir.nl/fhir/NamingSystem/agb-z": "AGB",
+    "http://fhir.nl/fhir/NamingSystem/big": "BIG",
+}
 
 
-def describe_access(event: Mapping[str, Any], lang: Lang = "nl") -> AccessEntry:
-    """The AuditEvent as one entry of a patient's access log, in Dutch or English."""
+def _practitioner_words(who: Mapping[str, Any], en: bool) -> str | None:
+    """ "zorgverlener met UZI-nummer 900012345" when no name was passed on: NEN 7513 names the person, and
+    the number is what the member's system gave."""
+    ident = who.get("identifier") or {}
+    if not ident.get("value"):
+        return None
+    register = PRACTITIONER_REGISTERS.get(ident.get("system", ""))
+    if register is None:
+        return f"care provider no. {ident['value']}" if en else f"zorgverlener nr. {ident['value']}"
+    return (
+        f"care provider with {register} number {ident['value']}"
+        if en
+        else f"zorgverlener met {register}-nummer {ident['value']}"
+    )
+
+
+def describe_access(
+    event: Mapping[str, Any], lang: Lang = "nl", member_names: Mapping[str, str] | None = None
+) -> AccessEntry:
+    """The AuditEvent as one entry of a patient's access log, in Dutch or English; `member_names` (URA to
+    name) names an organisation the record knows by its URA only."""
     en = lang == "en"
     pick = 1 if en else 0
     when = datetime.fromisoformat(event["recorded"].replace("Z", "+00:00")).astimezone(LOCAL)
     who = role = organisation = None
     for agent in event.get("agent", ()):
-        kind = _code(agent.get("type"))
+        kind = first_code(agent.get("type"))
+        actor = agent.get("who") or {}
         if kind == "IRCP":
-            who = agent.get("name") or (agent.get("who") or {}).get("display")
+            who = agent.get("name") or actor.get("display") or _practitioner_words(actor, en)
             roles = agent.get("role") or ()
             role = roles[0].get("text") if roles else None
         elif kind == "PROV":
-            ident = (agent.get("who") or {}).get("identifier") or {}
-            organisation = (agent.get("who") or {}).get("display") or (
-                f"{'organisation with URA' if en else 'organisatie met URA'} {ident.get('value')}"
-            )
+            ura = (actor.get("identifier") or {}).get("value")
+            name = actor.get("display") or (member_names or {}).get(ura or "")
+            organisation = name or f"{'organisation with URA' if en else 'organisatie met URA'} {ura}"
     counts: dict[str, int] = {}
-    reason = None
+    reason = operation = None
     permitted = denied = 0
     for entity in event.get("entity", ()):
         etype = entity.get("type") or {}
         details = {d.get("type"): d.get("valueString") for d in entity.get("detail") or ()}
+        if etype.get("system") == ENTITY_TYPE and first_code(entity.get("role")) == "4":
+            operation = entity.get("description") or operation
         if etype.get("system") == RESOURCE_TYPES and entity.get("description") == "returned":
             counts[etype["code"]] = counts.get(etype["code"], 0) + int(details.get("count") or 0)
         elif etype.get("system") == RZCP and etype.get("code") == "emergency":
@@ -232,22 +359,30 @@ def describe_access(event: Mapping[str, Any], lang: Lang = "nl") -> AccessEntry:
                 permitted += 1
             else:
                 denied += 1
-        elif etype.get("system") == ENTITY_TYPE and _code(entity.get("role")) == "24" and not counts:
+        elif etype.get("system") == ENTITY_TYPE and first_code(entity.get("role")) == "24" and not counts:
             for d in entity.get("detail") or ():
                 if d.get("type") == "resourceType":
                     counts.setdefault(d.get("valueString"), 0)
     purposes = event.get("purposeOfEvent") or ()
-    purpose = _code(purposes[0]) if purposes else None
+    purpose = first_code(purposes[0]) if purposes else None
     emergency = purpose == EMERGENCY_PURPOSE
     why = PURPOSE_WORDS.get(purpose or "", (purpose or "", purpose or ""))[pick] if purpose else ""
     shared = event.get("outcome") == "0" and any(counts.values())
     parts = []
     for rtype, n in counts.items():
+        if rtype in _ENVELOPE:
+            continue
         words = TYPE_WORDS.get(rtype, (rtype, rtype))[pick]
         parts.append(f"{words} ({n})" if n else words)
     data = ", ".join(parts) or ("your data" if en else "uw gegevens")
+    message = _MESSAGE_WORDS.get(operation or "")
+    if message is not None:
+        # a message pushed to another member, and its delivery by the region's exchange
+        what = message[pick].format(data=data)
+        why = why or _DELIVERY_WHY[pick]
     if en:
-        what = f"viewed {data}" if shared else f"asked for {data}; nothing was shared"
+        if message is None:
+            what = f"viewed {data}" if shared else f"asked for {data}; nothing was shared"
         stamp = f"{when.day} {when.strftime('%B')} {when.year} at {when:%H:%M}"
         actor = who or "someone"
         text_ = (
@@ -262,7 +397,8 @@ def describe_access(event: Mapping[str, Any], lang: Lang = "nl") -> AccessEntry:
             text_ += " This was an emergency access"
             text_ += (f" (reason given: {reason})" if reason else "") + "."
     else:
-        what = f"bekeek {data}" if shared else f"vroeg {data} op; er is niets gedeeld"
+        if message is None:
+            what = f"bekeek {data}" if shared else f"vroeg {data} op; er is niets gedeeld"
         stamp = f"{when.day} {_MONTHS_NL[when.month - 1]} {when.year} om {when:%H:%M}"
         actor = who or "iemand"
         text_ = (
@@ -299,4 +435,5 @@ async def patient_access_log(
                 select(t.c.content).where(*where).order_by(t.c.seq.desc()).offset(offset).limit(count)
             )
         ).all()
-    return total, [describe_access(orjson.loads(row.content), lang) for row in rows]
+        names = dict((await conn.execute(select(members.c.ura, members.c.name))).tuples().all())
+    return total, [describe_access(orjson.loads(row.content), lang, names) for row in rows]

@@ -1,6 +1,10 @@
 """`POST /fhir/Consent/$evaluate`: the consent engine as a dry run. The patient app asks "what would my GP
 see?"; an administrator checks a complaint. Nothing is shared by it: it answers with the decision, its
-basis, the deciding consents and the reason, as a Parameters resource."""
+basis, the deciding consents and the reason, as a Parameters resource.
+
+`GET /consent/policy`: the region's policy as plain JSON for apps that let a patient write consents (which
+categories of organisations and of data exist, which purposes, whether break-the-glass is on). It is public
+policy, readable without a token, and outside /fhir because it is not a FHIR resource."""
 
 from __future__ import annotations
 
@@ -15,25 +19,39 @@ from rzcp.audit.http import note as audit_note
 from rzcp.auth.access import authorize_interaction
 from rzcp.auth.deps import CurrentPrincipal
 from rzcp.auth.registry import list_members
+from rzcp.consent.compiled import PARTICIPATION_SYSTEM, PRIVACY_SCOPE, SCOPE_SYSTEM
 from rzcp.consent.model import Request as ConsentRequest
-from rzcp.consent.service import evaluate, to_parameters
+from rzcp.consent.policy import PURPOSE_SYSTEM, RESOURCE_TYPE_SYSTEM, URA_SYSTEM
+from rzcp.consent.service import evaluate, evaluate_draft, to_parameters
 from rzcp.errors import BadRequest, Forbidden
 from rzcp.fhir.deps import RuntimeDep
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
 
-router = APIRouter(prefix="/fhir", tags=["Consent"])
+router = APIRouter(tags=["Consent"])
 
 _VALUE_KEYS = ("valueString", "valueCode", "valueDateTime", "valueInstant", "valueUri", "valueId")
 
 
-def _values(parameters: dict[str, Any]) -> dict[str, list[str]]:
+def _values(parameters: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """The string-valued parameters by name, and the `draft` Consent (a `resource` part) if given."""
     if parameters.get("resourceType") != "Parameters" or not isinstance(parameters.get("parameter"), list):
         raise BadRequest("$evaluate takes a Parameters resource", code="structure")
     found: dict[str, list[str]] = {}
+    draft: dict[str, Any] | None = None
     for parameter in parameters["parameter"]:
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise BadRequest("each parameter needs a name", code="structure")
+        if parameter["name"] == "draft":
+            resource = parameter.get("resource")
+            if (
+                draft is not None
+                or not isinstance(resource, dict)
+                or resource.get("resourceType") != "Consent"
+            ):
+                raise BadRequest("draft is one Consent, given as the parameter's resource", code="value")
+            draft = resource
+            continue
         value = next((parameter[k] for k in _VALUE_KEYS if isinstance(parameter.get(k), str)), None)
         reference = parameter.get("valueReference")
         if value is None and isinstance(reference, dict) and isinstance(reference.get("reference"), str):
@@ -43,7 +61,7 @@ def _values(parameters: dict[str, Any]) -> dict[str, list[str]]:
                 f"parameter {parameter['name']!r} needs a string, code or reference value", code="value"
             )
         found.setdefault(parameter["name"], []).append(value)
-    return found
+    return found, draft
 
 
 def _one(values: dict[str, list[str]], name: str, *, required: bool = True) -> str | None:
@@ -55,14 +73,18 @@ def _one(values: dict[str, list[str]], name: str, *, required: bool = True) -> s
     return given[0] if given else None
 
 
-@router.post("/Consent/$evaluate", responses={200: {"content": {"application/fhir+json": {}}}})
+@router.post("/fhir/Consent/$evaluate", responses={200: {"content": {"application/fhir+json": {}}}})
 async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Parameters in: patient, requester (URA) and/or requesterCategory, source (URA) and/or
     sourceCategory, purpose (default TREAT), resourceType, code and label (repeatable `system|code`
-    tokens), moment (default now). A patient's token evaluates their own consents only."""
+    tokens), moment (default now). A patient's token evaluates their own consents only.
+
+    `draft` (a Consent in `resource`) answers "what if": the decision as if that consent were saved, beside
+    the patient's others (replacing the one with its id; `status: inactive` previews a revocation). It is
+    checked as a write would be, and nothing is stored."""
     check_accept(request)
     authorize_interaction(principal, "Consent", "read", runtime.registry)
-    values = _values(await read_json_body(request, runtime.settings.max_body_bytes))
+    values, draft = _values(await read_json_body(request, runtime.settings.max_body_bytes))
     if principal.is_patient:
         patient = f"Patient/{principal.patient_id}"
         asked = _one(values, "patient", required=False)
@@ -96,5 +118,28 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
             codes=frozenset(values["code"]) if "code" in values else None,
             labels=frozenset(values.get("label", ())),
         )
-        decision = await evaluate(conn, runtime.consents, runtime.policy, patient, question)
+        if draft is None:
+            decision = await evaluate(conn, runtime.consents, runtime.policy, patient, question)
+        else:
+            decision = await evaluate_draft(
+                conn, runtime.policy, patient, question, draft, known_members=categories.keys()
+            )
     return Response(orjson.dumps(to_parameters(decision)), media_type=FHIR_JSON)
+
+
+@router.get("/consent/policy", responses={200: {"content": {"application/json": {}}}})
+async def public_policy(runtime: RuntimeDep) -> Response:
+    """The policy document as validated at start-up, with the code systems a Consent written against it
+    uses, so an app builds valid consents without hard-coding the region's choices."""
+    body = runtime.policy.document.model_dump(mode="json")
+    body["systems"] = {
+        "organisation_category": runtime.policy.category_system,
+        "organisation": URA_SYSTEM,
+        "purpose": PURPOSE_SYSTEM,
+        "resource_type": RESOURCE_TYPE_SYSTEM,
+        "participation": PARTICIPATION_SYSTEM,
+        "scope": f"{SCOPE_SYSTEM}|{PRIVACY_SCOPE}",
+    }
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers={"cache-control": "public, max-age=300"}
+    )

@@ -24,17 +24,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.consent.cache import ConsentCache, note_consent_change, rules_for
-from rzcp.consent.compiled import CompiledConsents
+from rzcp.consent.compiled import CompiledConsents, compile_consents
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Decision, Request
 from rzcp.consent.policy import Policy
-from rzcp.consent.repository import patient_reference
+from rzcp.consent.repository import current_consents, patient_reference
 from rzcp.consent.validation import KnownMembers, validate_consent
 from rzcp.fhir.search.values import parse_date_range
 
 __all__ = [
     "check_and_prepare_consent",
     "evaluate",
+    "evaluate_draft",
     "filter_resources",
     "note_consent_change",
     "request_for_resource",
@@ -66,6 +67,32 @@ async def evaluate(
     """The decision for one request about the patient, from their current compiled consents."""
     compiled = await rules_for(conn, cache, patient_ref)
     return decide(compiled, policy, request)
+
+
+async def evaluate_draft(
+    conn: AsyncConnection,
+    policy: Policy,
+    patient_ref: str,
+    request: Request,
+    draft: Mapping[str, Any],
+    *,
+    known_members: KnownMembers,
+) -> Decision:
+    """The decision as if `draft` were saved among the patient's consents (the patient app's preview):
+    checked like a write, compiled with the others (replacing the consent with its id), never stored nor
+    cached."""
+    prepared = check_and_prepare_consent(
+        draft, patient_ref=patient_ref, policy=policy, known_members=known_members
+    )
+    draft_id = str(prepared.get("id") or DRAFT_ID)
+    prepared["id"] = draft_id
+    prepared.setdefault("meta", {}).setdefault("versionId", "draft")
+    others = [c for c in await current_consents(conn, patient_ref) if c.get("id") != draft_id]
+    return decide(compile_consents([*others, prepared]), policy, request)
+
+
+#: The id a draft without one is decided under (it names the draft in the decision's deciding consents).
+DRAFT_ID = "draft"
 
 
 def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:

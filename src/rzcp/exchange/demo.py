@@ -32,6 +32,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from rzcp.auth import registry
+from rzcp.auth.devidp import DEV_OTP
 from rzcp.consent.cache import note_consent_change
 from rzcp.consent.cases import consent_from_compact
 from rzcp.consent.policy import load_policy
@@ -100,6 +101,10 @@ MEMBERS = [
     ),
     DemoMember("ggz", "GGZ De Oever", "00000401", "ggz", "ggz-", ["Condition", "CarePlan"], SYNTHEA[:1]),
 ]
+
+
+#: The demo's staff at the development identity provider (user name `admin`, `auditor` or `chief`).
+DEMO_PEOPLE = {"dev:admin": "admin", "dev:auditor": "auditor", "dev:chief": "admin,auditor"}
 
 
 def _log(text: str) -> None:
@@ -219,6 +224,10 @@ def _children(folder: Path, port: int, database_url: str) -> list[subprocess.Pop
         "RZCP_DATABASE_URL": database_url,
         "RZCP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/fhir",
         "RZCP_ACCESS_TOKEN_SECONDS": "3600",
+        # the web apps' logins go through the development identity provider (a BSN form; staff with the
+        # development second factor): never in production, which refuses RZCP_DEV_IDP
+        "RZCP_DEV_IDP": "1",
+        "RZCP_PERSON_ROLES": orjson.dumps(DEMO_PEOPLE).decode(),
     }
     gateway = [*python, "serve", "--port", str(port)]
     processes.append(subprocess.Popen(gateway, env=env))  # noqa: S603 - our own command
@@ -253,6 +262,28 @@ def _token(port: int, client_id: str, key: Any) -> str:
     response = httpx.post(token_url, data=form, timeout=10)
     response.raise_for_status()
     return response.json()["access_token"]
+
+
+def _first_traffic(port: int, facts: dict[str, Any], tokens: dict[str, str], message: Path) -> None:
+    """A few exchanges, so the patient's access log and the console's charts show something from the start:
+    the hospital's pull and $everything, the pharmacy's (partly withheld) pull, and the GP's push."""
+    base = f"http://127.0.0.1:{port}/fhir"
+    patient = facts["patient"]
+    context = {"X-Purpose-Of-Use": "TREAT", "X-Acting-Practitioner": PRACTITIONER}
+    calls = [
+        ("hospital", "GET", f"{base}/Condition?patient=Patient/{patient}&_count=100", None),
+        ("hospital", "GET", f"{base}/Patient/{patient}/$everything?_count=50", None),
+        ("pharmacy", "GET", f"{base}/Condition?patient=Patient/{patient}", None),
+        ("pharmacy", "GET", f"{base}/MedicationRequest?patient=Patient/{patient}", None),
+        ("gp", "POST", f"{base}/$process-message", message.read_bytes()),
+    ]
+    with httpx.Client(timeout=30) as http:
+        for who, method, url, body in calls:
+            headers = {"Authorization": f"Bearer {tokens[who]}", **context}
+            if body is not None:
+                headers["Content-Type"] = "application/fhir+json"
+            with contextlib.suppress(httpx.HTTPError):
+                http.request(method, url, headers=headers, content=body)
 
 
 def _message(folder: Path, bsn: str) -> Path:
@@ -322,7 +353,9 @@ def run_demo(port: int, folder: Path | None) -> None:
     try:
         _wait_up([f"{m.base}/metadata" for m in MEMBERS] + [f"http://127.0.0.1:{port}/healthz"], processes)
         tokens = {key: _token(port, *facts["clients"][key]) for key in ("hospital", "gp", "pharmacy")}
-        _print_next(port, facts, tokens, _message(folder, facts["bsn"]), folder)
+        message = _message(folder, facts["bsn"])
+        _first_traffic(port, facts, tokens, message)
+        _print_next(port, facts, tokens, message, folder)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         _log("rzcp demo: a process stopped; stopping the others")
@@ -390,6 +423,11 @@ def _print_next(
         "",
         "# the member directory",
         f'curl -s {headers} "{base}/Organization"',
+        "",
+        "The web apps (log in at the development identity provider; the demo made a few exchanges already):",
+        f"  patient app   http://127.0.0.1:{port}/app/     log in as Ms. 85 with BSN {facts['bsn']}",
+        f"  console       http://127.0.0.1:{port}/admin/   user admin, auditor or chief (both roles);",
+        f"                second factor {DEV_OTP} (the development code; without it the console refuses)",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -1,0 +1,53 @@
+"""Who may do what in the console: role `admin` manages members and clients, role `auditor` reads the
+trail; a person needs a login with a second factor for either (a system token has no factors to show:
+its key is the proof). A person's roles all count; a system has its one role."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from rzcp.auth.deps import CurrentPrincipal
+from rzcp.auth.principal import Principal
+from rzcp.auth.registry import ensure_live, needs_live_check
+from rzcp.errors import Forbidden
+
+
+def roles_of(principal: Principal) -> tuple[str, ...]:
+    if principal.kind == "person":
+        return principal.roles
+    if principal.kind == "system" and principal.role:
+        return (principal.role,)
+    return ()
+
+
+def require(principal: Principal, role: str) -> Principal:
+    if role not in roles_of(principal):
+        raise Forbidden(f"this needs the {role} role", code="forbidden")
+    if principal.kind == "person" and not principal.has_second_factor:
+        raise Forbidden("log in with a second factor to use the console", code="forbidden")
+    return principal
+
+
+async def _live(request: Request, principal: CurrentPrincipal) -> Principal:
+    """The caller, refused when its client was revoked or its member suspended since the token was issued."""
+    if needs_live_check(principal):
+        async with request.app.state.runtime.db.query() as conn:
+            await ensure_live(conn, principal)
+    return principal
+
+
+LoggedIn = Annotated[Principal, Depends(_live)]
+
+
+async def _admin(principal: LoggedIn) -> Principal:
+    return require(principal, "admin")
+
+
+async def _auditor(principal: LoggedIn) -> Principal:
+    return require(principal, "auditor")
+
+
+Admin = Annotated[Principal, Depends(_admin)]
+Auditor = Annotated[Principal, Depends(_auditor)]

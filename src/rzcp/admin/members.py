@@ -1,0 +1,98 @@
+"""Members and their clients as the console shows and changes them: the same functions as `rzcp members`
+and `rzcp clients` (a member through the exchange's directory, so its Organization and Endpoint follow),
+shaped as the API's JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rzcp.admin.health import MemberHealth
+from rzcp.auth import registry
+from rzcp.auth.registry import Client, Member
+from rzcp.errors import BadRequest
+from rzcp.exchange.directory import Directory
+from rzcp.fhir.search.definitions import SearchRegistry
+
+
+def member_json(member: Member, health: MemberHealth) -> dict[str, Any]:
+    return {
+        "ura": member.ura,
+        "name": member.name,
+        "category": member.category,
+        "endpoint": member.endpoint,
+        "adapter": member.adapter,
+        "status": member.status,
+        "health": health.json(),
+    }
+
+
+def client_json(client: Client) -> dict[str, Any]:
+    if client.revoked:
+        status = "revoked"
+    elif client.member_status != "active":
+        status = "member-suspended"
+    else:
+        status = "active"
+    kids = [key.get("kid") for key in (client.jwks or {}).get("keys", ())]
+    return {
+        "client_id": client.client_id,
+        "member_ura": client.member_ura,
+        "scope": client.scope,
+        "role": client.role,
+        "jwks_url": client.jwks_url,
+        "kids": [kid for kid in kids if isinstance(kid, str)],
+        "status": status,
+    }
+
+
+def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{name} is required, as a string")
+    return value.strip()
+
+
+async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
+    return next((m for m in await registry.list_members(conn) if m.ura == ura), None)
+
+
+async def add_member(
+    conn: AsyncConnection, directory: Directory, search: SearchRegistry, body: dict[str, Any]
+) -> Member:
+    """`rzcp members add`: the registry's row, its endpoint details, its Organization and Endpoint."""
+    ura = text_field(body, "ura")
+    await directory.add_member(
+        conn,
+        search,
+        ura=ura or "",
+        name=text_field(body, "name") or "",
+        category=text_field(body, "category") or "",
+        endpoint=text_field(body, "endpoint") or "",
+        adapter=text_field(body, "adapter", required=False) or "fhir-rest",
+    )
+    found = await get_member(conn, ura or "")
+    assert found is not None  # just written in this transaction
+    return found
+
+
+async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str]) -> Client:
+    """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
+    jwks = body.get("jwks")
+    if jwks is not None and not isinstance(jwks, dict):
+        raise BadRequest('jwks is a JWKS object: {"keys": [...]}')
+    role = text_field(body, "role", required=False) or "member"
+    client = await registry.add_client(
+        conn,
+        client_id=text_field(body, "client_id") or "",
+        member_ura=text_field(body, "member_ura") or "",
+        scope=text_field(body, "scope") or "",
+        role=role,
+        jwks=jwks,
+        jwks_url=text_field(body, "jwks_url", required=False),
+        allowed_hosts=allowed_hosts,
+    )
+    return client

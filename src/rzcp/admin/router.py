@@ -1,0 +1,204 @@
+"""`/admin/api/...`: the administrators' console's JSON API (docs/admin-api.md). Thin: each route checks
+the role, parses, calls the module that does the work and shapes nothing itself. Every call is audited
+(rzcp.admin.console_audit); errors are OperationOutcomes from rzcp.errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from rzcp.admin import audit_views, members, stats, verify_runs
+from rzcp.admin.access import Admin, Auditor, LoggedIn
+from rzcp.admin.console_audit import ConsoleRoute, console_params
+from rzcp.admin.health import UNKNOWN, member_health, outbox_backlog
+from rzcp.admin.rollup import catch_up
+from rzcp.audit import signer_from_settings
+from rzcp.audit.search import LOCAL
+from rzcp.auth import registry
+from rzcp.errors import BadRequest, NotFound
+from rzcp.exchange.locator import Locator
+from rzcp.exchange.secrets import BsnProtector
+from rzcp.fhir.wire import read_json_body
+from rzcp.runtime import Runtime
+
+router = APIRouter(prefix="/admin/api", tags=["admin console"], route_class=ConsoleRoute)
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    body = await read_json_body(request, _runtime(request).settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise BadRequest("the body is a JSON object")
+    return body
+
+
+@router.get("/me", name="me")
+async def me(principal: LoggedIn) -> dict[str, Any]:
+    roles = principal.roles if principal.kind == "person" else ((principal.role,) if principal.role else ())
+    return {"subject": principal.subject, "roles": list(roles), "second_factor": principal.has_second_factor}
+
+
+@router.get("/categories", name="categories")
+async def categories(request: Request, _: Admin) -> dict[str, Any]:
+    entries = _runtime(request).policy.document.organisation_categories.entries
+    return {"categories": [{"code": entry.code, "name": entry.name} for entry in entries]}
+
+
+@router.get("/members", name="members.list")
+async def list_members(request: Request, _: Admin) -> dict[str, Any]:
+    db = _runtime(request).db
+    await catch_up(db)
+    async with db.read() as conn:
+        found = await registry.list_members(conn)
+        health = await member_health(conn)
+    return {"members": [members.member_json(m, health.get(m.ura, UNKNOWN)) for m in found]}
+
+
+@router.post("/members", name="members.add", status_code=201)
+async def add_member(request: Request, _: Admin) -> dict[str, Any]:
+    runtime = _runtime(request)
+    body = await _body(request)
+    console_params(request).update(
+        {k: str(body[k]) for k in ("ura", "name", "category", "endpoint", "adapter") if k in body}
+    )
+    async with runtime.db.write() as conn:
+        member = await members.add_member(conn, request.app.state.exchange.directory, runtime.registry, body)
+    return members.member_json(member, UNKNOWN)
+
+
+@router.post("/members/{ura}/suspend", name="members.suspend")
+async def suspend_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
+    runtime = _runtime(request)
+    async with runtime.db.write() as conn:
+        await request.app.state.exchange.directory.suspend_member(conn, runtime.registry, ura)
+        member = await members.get_member(conn, ura)
+        health = await member_health(conn)
+    assert member is not None  # suspend_member raised NotFound otherwise
+    return members.member_json(member, health.get(ura, UNKNOWN))
+
+
+@router.get("/clients", name="clients.list")
+async def list_clients(request: Request, _: Admin) -> dict[str, Any]:
+    async with _runtime(request).db.read() as conn:
+        found = await registry.list_clients(conn)
+    return {"clients": [members.client_json(c) for c in found]}
+
+
+@router.post("/clients", name="clients.add", status_code=201)
+async def add_client(request: Request, _: Admin) -> dict[str, Any]:
+    runtime = _runtime(request)
+    body = await _body(request)
+    noted = {k: str(body[k]) for k in ("client_id", "member_ura", "scope", "role", "jwks_url") if k in body}
+    if isinstance(body.get("jwks"), dict):
+        keys = body["jwks"].get("keys")
+        kids = [k.get("kid") for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
+        noted["kids"] = ",".join(str(kid) for kid in kids)
+    console_params(request).update(noted)
+    async with runtime.db.write() as conn:
+        client = await members.add_client(conn, body, runtime.settings.jwks_allowed_hosts)
+        stored = await registry.get_client(conn, client.client_id)
+    return members.client_json(stored or client)
+
+
+@router.post("/clients/{client_id}/revoke", name="clients.revoke")
+async def revoke_client(request: Request, client_id: str, _: Admin) -> dict[str, Any]:
+    async with _runtime(request).db.write() as conn:
+        await registry.revoke_client(conn, client_id)
+        client = await registry.get_client(conn, client_id)
+    if client is None:
+        raise NotFound(f"no client with id {client_id}")
+    return members.client_json(client)
+
+
+@router.get("/health", name="health")
+async def health(request: Request, _: Admin) -> dict[str, Any]:
+    db = _runtime(request).db
+    await catch_up(db)
+    async with db.read() as conn:
+        found = await registry.list_members(conn)
+        by_ura = await member_health(conn)
+        backlog = await outbox_backlog(conn)
+    last = await verify_runs.last_run(db)
+    active = [m for m in found if m.status == "active"]
+    failing = [m for m in active if by_ura.get(m.ura, UNKNOWN).state == "failing"]
+    degraded = bool(failing) or backlog["failed"] > 0 or (last is not None and not last["ok"])
+    return {
+        "status": "degraded" if degraded else "ok",
+        "members": {"active": len(active), "suspended": len(found) - len(active), "failing": len(failing)},
+        "failing_members": [
+            {
+                "ura": m.ura,
+                "name": m.name,
+                "failures_24h": by_ura[m.ura].failures_24h,
+                "last_failure": by_ura[m.ura].json()["last_failure"],
+            }
+            for m in failing
+        ],
+        "outbox": backlog,
+        "audit_verify": last,
+    }
+
+
+async def _criteria(request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    locator = Locator(BsnProtector(runtime.settings.bsn_secret))
+    async with runtime.db.read() as conn:
+        found = await audit_views.criteria(conn, locator, request.query_params)
+    if request.query_params.get("bsn"):
+        console_params(request)["patient"] = found["patient"]  # the regional id, for the trail's readers
+    return found
+
+
+@router.get("/audit/events", name="audit.search")
+async def search_events(request: Request, _: Auditor) -> dict[str, Any]:
+    found = await _criteria(request)
+    count = audit_views.page_size(request.query_params.get("count"))
+    return await audit_views.search(
+        _runtime(request).db, found, count=count, page=request.query_params.get("page")
+    )
+
+
+@router.get("/audit/events/{event_id}", name="audit.read")
+async def read_event(request: Request, event_id: str, _: Auditor) -> dict[str, Any]:
+    runtime = _runtime(request)
+    return await audit_views.event_detail(runtime.db, runtime.registry, event_id)
+
+
+@router.get("/audit/export", name="audit.export")
+async def export(request: Request, _: Auditor) -> StreamingResponse:
+    fmt = request.query_params.get("format", "ndjson")
+    if fmt not in ("ndjson", "csv"):
+        raise BadRequest("format is ndjson or csv")
+    found = await _criteria(request)
+    today = datetime.now(LOCAL).date().isoformat()
+    media = "application/x-ndjson" if fmt == "ndjson" else "text/csv; charset=utf-8"
+    return StreamingResponse(
+        audit_views.export(_runtime(request).db, found, fmt),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="rzcp-audit-{today}.{fmt}"'},
+    )
+
+
+@router.get("/audit/verify", name="audit.verify.last")
+async def last_verify(request: Request, _: Auditor) -> dict[str, Any]:
+    return {"last": await verify_runs.last_run(_runtime(request).db)}
+
+
+@router.post("/audit/verify", name="audit.verify.run")
+async def run_verify(request: Request, principal: Auditor) -> dict[str, Any]:
+    runtime = _runtime(request)
+    signer = signer_from_settings(runtime.settings)
+    return {"last": await verify_runs.run_and_record(runtime.db, signer, by=principal.subject)}
+
+
+@router.get("/audit/stats", name="audit.stats")
+async def exchange_stats(request: Request, _: Auditor) -> JSONResponse:
+    today = datetime.now(UTC).astimezone(LOCAL).date()
+    days = stats.period(request.query_params.get("since"), request.query_params.get("until"), today=today)
+    return JSONResponse(await stats.exchange_stats(_runtime(request).db, days))

@@ -1,0 +1,145 @@
+// Clients: the member systems that call the gateway, each with its public keys (a JWKS, pasted, uploaded or
+// fetched from a jwks_uri). Register one, revoke one (its tokens are refused from that moment on).
+
+import { t } from "/web/common/i18n.js";
+import { el, clear, notice, table, field } from "/web/common/dom.js";
+import { call } from "./consoleapi.js";
+import { confirmButton } from "./confirm.js";
+
+const ROLES = ["member", "auditor", "admin"];
+
+function statusTag(status) {
+  return el("span", { class: `tag ${status === "active" ? "ok" : "bad"}` }, t(`status.${status}`));
+}
+
+export async function render(box, ctx) {
+  const messages = el("div", { class: "messages" });
+  const list = el("div", { "aria-busy": "true" });
+  box.append(el("h2", { id: "view-title", tabindex: "-1" }, t("clients.title")), messages, list);
+  let memberNames = {};
+
+  async function refresh() {
+    const [{ clients }, { members }] = await Promise.all([call("clients"), call("members")]);
+    memberNames = Object.fromEntries(members.map((m) => [m.ura, m.name]));
+    clear(list).removeAttribute("aria-busy");
+    if (!clients.length) {
+      list.append(el("p", {}, t("clients.none")));
+      return members;
+    }
+    const rows = clients.map((c) =>
+      el(
+        "tr",
+        { dataset: { client: c.client_id } },
+        el("td", {}, el("code", {}, c.client_id)),
+        el("td", {}, memberNames[c.member_ura] ? `${memberNames[c.member_ura]} (${c.member_ura})` : c.member_ura),
+        el("td", {}, el("code", {}, c.scope)),
+        el("td", {}, t(`role.${c.role}`)),
+        el("td", { class: "url" }, c.jwks_url ? c.jwks_url : t("clients.kids", { kids: (c.kids || []).join(", ") || "-" })),
+        el("td", {}, statusTag(c.status)),
+        el("td", {}, c.status === "active" ? confirmButton(t("clients.revoke"), t("clients.revokeQuestion", { client: c.client_id }), () => revoke(c)) : ""),
+      ),
+    );
+    list.append(
+      table(t("clients.caption", { count: clients.length }), [t("clients.id"), t("clients.member"), t("clients.scope"), t("clients.role"), t("clients.keys"), t("clients.status"), t("members.actions")], rows, { id: "clients-table" }),
+    );
+    return members;
+  }
+
+  async function revoke(client) {
+    clear(messages);
+    try {
+      await call(`clients/${encodeURIComponent(client.client_id)}/revoke`, { method: "POST" });
+      messages.append(notice("ok", t("clients.revoked", { client: client.client_id })));
+    } catch (error) {
+      ctx.fail(messages, error);
+    }
+    await refresh().catch((error) => ctx.fail(messages, error));
+  }
+
+  const members = await refresh();
+  box.append(registerForm(members || [], messages, refresh, ctx));
+}
+
+function registerForm(members, messages, refresh, ctx) {
+  const clientId = el("input", { required: true, autocomplete: "off", pattern: "[A-Za-z0-9._:\\-]{3,64}" });
+  const member = el("select", { required: true }, el("option", { value: "" }, t("form.choose")));
+  for (const m of members.filter((m) => m.status === "active")) member.append(el("option", { value: m.ura }, `${m.name} (${m.ura})`));
+  const scope = el("input", { required: true, value: "system/*.cruds", autocomplete: "off" });
+  const role = el("select", {}, ROLES.map((r) => el("option", { value: r }, t(`role.${r}`))));
+  const jwks = el("textarea", { rows: "6", spellcheck: "false", class: "mono" });
+  const file = el("input", { type: "file", accept: ".json,.jwks,application/json" });
+  const jwksUrl = el("input", { type: "url", placeholder: "https://…/.well-known/jwks.json" });
+  const byKeys = el("input", { type: "radio", name: "keysource", value: "jwks", id: "ks-jwks", checked: true });
+  const byUrl = el("input", { type: "radio", name: "keysource", value: "url", id: "ks-url" });
+  const keysPart = el("div", {}, field("f-jwks", t("clients.jwks"), jwks, t("clients.jwksHint")), field("f-jwks-file", t("clients.jwksFile"), file));
+  const urlPart = el("div", { hidden: true }, field("f-jwks-url", t("clients.jwksUrl"), jwksUrl, t("clients.jwksUrlHint")));
+  const switchSource = () => {
+    keysPart.hidden = !byKeys.checked;
+    urlPart.hidden = !byUrl.checked;
+  };
+  byKeys.addEventListener("change", switchSource);
+  byUrl.addEventListener("change", switchSource);
+  file.addEventListener("change", async () => {
+    if (file.files.length) jwks.value = await file.files[0].text();
+  });
+
+  const form = el(
+    "form",
+    { id: "client-form", novalidate: true },
+    el("h3", { id: "client-form-title" }, t("clients.register")),
+    field("f-client-id", t("clients.id"), clientId, t("clients.idHint")),
+    field("f-member", t("clients.member"), member),
+    field("f-scope", t("clients.scope"), scope, t("clients.scopeHint")),
+    field("f-role", t("clients.role"), role),
+    el(
+      "fieldset",
+      {},
+      el("legend", {}, t("clients.keySource")),
+      el("div", { class: "choice" }, byKeys, el("label", { for: "ks-jwks" }, t("clients.byJwks"))),
+      el("div", { class: "choice" }, byUrl, el("label", { for: "ks-url" }, t("clients.byUrl"))),
+      keysPart,
+      urlPart,
+    ),
+    el("p", {}, el("button", { type: "submit" }, t("clients.registerButton"))),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(messages);
+    const problems = [clientId, member, scope].filter((input) => !input.checkValidity()).map((i) => form.querySelector(`label[for="${i.id}"]`).textContent);
+    const body = { client_id: clientId.value.trim(), member_ura: member.value, scope: scope.value.trim(), role: role.value };
+    if (byUrl.checked) {
+      if (!jwksUrl.value.trim().startsWith("https://")) problems.push(t("clients.jwksUrl"));
+      body.jwks_url = jwksUrl.value.trim();
+    } else {
+      const parsed = parseJwks(jwks.value);
+      if (!parsed) problems.push(t("clients.jwks"));
+      body.jwks = parsed;
+    }
+    if (problems.length) {
+      messages.append(notice("error", t("form.invalid", { fields: problems.join(", ") })));
+      messages.scrollIntoView({ block: "nearest" });
+      return;
+    }
+    try {
+      const created = await call("clients", { method: "POST", body });
+      messages.append(notice("ok", t("clients.registered", { client: created.client_id })));
+      form.reset();
+      switchSource();
+      await refresh();
+    } catch (error) {
+      ctx.fail(messages, error);
+    }
+    messages.scrollIntoView({ block: "nearest" });
+  });
+  return el("section", { class: "card", "aria-labelledby": "client-form-title" }, form);
+}
+
+/** A JWKS object with at least one key, or null when the text is not one (said in plain words by the caller). */
+function parseJwks(text) {
+  try {
+    const value = JSON.parse(text);
+    return value && Array.isArray(value.keys) && value.keys.length ? value : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,57 @@
+// The console's JSON API (/admin/api/...) through the shared session, and every failure in plain words.
+
+import { api, session, ApiError, SessionExpired, Unreachable } from "/web/common/oauth.js";
+import { t } from "/web/common/i18n.js";
+
+const JSON_HEADERS = { Accept: "application/json", "Content-Type": "application/json" };
+
+/** GET (or POST with `body`) on /admin/api/<path>; returns the parsed JSON answer. */
+export async function call(path, { method = "GET", body } = {}) {
+  const answer = await api(`/admin/api/${path}`, { method, body, headers: JSON_HEADERS });
+  return answer.body;
+}
+
+/** A query string from a form's filled-in fields (empty ones are left out). */
+export function query(params) {
+  const pairs = Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== "");
+  return pairs.length ? `?${new URLSearchParams(pairs)}` : "";
+}
+
+/** A download (the export) needs the token too, so it cannot be a plain link: fetch it and hand the
+ * browser a file. Returns the file name the gateway gave. */
+export async function download(path, fallbackName) {
+  const current = session();
+  if (!current) throw new SessionExpired();
+  let response;
+  try {
+    response = await fetch(`/admin/api/${path}`, { headers: { Authorization: `Bearer ${current.token}` } });
+  } catch (e) {
+    throw new Unreachable(String(e));
+  }
+  if (response.status === 401) throw new SessionExpired();
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="?([^";]+)"?/) || [])[1] || fallbackName;
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  return name;
+}
+
+/** What went wrong, as a person can read it: never the raw answer. */
+export function plainError(error) {
+  if (error instanceof SessionExpired) return t("error.session");
+  if (error instanceof Unreachable) return t("error.unreachable");
+  if (error instanceof ApiError) {
+    const general = t(`error.status.${error.status}`) === `error.status.${error.status}` ? t("error.status.other", { status: error.status }) : t(`error.status.${error.status}`);
+    const detail = error.outcome && error.outcome.issue ? error.message : "";
+    return detail ? `${general} ${t("error.detail", { detail })}` : general;
+  }
+  return t("error.unexpected");
+}

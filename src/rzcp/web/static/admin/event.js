@@ -1,0 +1,116 @@
+// One event of the audit trail in full: what happened, the decision, and the consent (the version) that
+// decided it; the FHIR record itself is available for whoever needs every field.
+
+import { t, formatMoment } from "/web/common/i18n.js";
+import { el, facts } from "/web/common/dom.js";
+import { call } from "./consoleapi.js";
+import { outcomeTag } from "./audit.js";
+
+function codingText(value) {
+  const codings = Array.isArray(value) ? value : value && value.coding ? value.coding : value ? [value] : [];
+  return codings.map((c) => c.display || c.code).filter(Boolean).join(", ");
+}
+
+/** A code of the AuditEvent (agent type, entity type) in words when the console knows it. */
+function named(prefix, code, fallback) {
+  const text = t(`${prefix}.${code}`);
+  return text === `${prefix}.${code}` ? fallback || code : text;
+}
+
+function who(agent) {
+  const w = agent.who || {};
+  const id = w.identifier ? `${w.identifier.value}` : "";
+  return [w.display, w.reference, id].filter(Boolean).join(" · ");
+}
+
+function technical(label, resource) {
+  return el("details", { class: "technical" }, el("summary", {}, label), el("pre", { class: "mono" }, JSON.stringify(resource, null, 2)));
+}
+
+function consentPart(consent, decision) {
+  const part = el("section", { "aria-labelledby": "consent-title", id: "event-consent" }, el("h3", { id: "consent-title" }, t("event.consentTitle")));
+  if (decision) {
+    const tag = el("span", { class: `tag ${decision.decision === "permit" ? "ok" : "bad"}` }, t(`decision.${decision.decision}`));
+    const reasons = (decision.reason || "").split("; ").filter(Boolean);
+    // A pull is decided per member and data type: many reasons read better as a list, folded away.
+    part.append(
+      reasons.length > 3
+        ? el("details", { id: "event-decision" }, el("summary", {}, tag, " ", t("event.decisions", { count: reasons.length })), el("ul", {}, reasons.map((r) => el("li", {}, r))))
+        : el("p", { id: "event-decision" }, tag, " ", reasons.join("; ")),
+    );
+  }
+  if (!consent) {
+    part.append(el("p", {}, t("event.noConsent")));
+    return part;
+  }
+  const provision = consent.provision || {};
+  const actors = (provision.actor || []).map((a) => {
+    const r = a.reference || {};
+    return r.display || (r.identifier && r.identifier.value) || r.reference || "";
+  });
+  const period = provision.period || {};
+  part.append(
+    facts([
+      [t("event.consentId"), `Consent/${consent.id}${consent.meta && consent.meta.versionId ? ` (${t("event.version", { version: consent.meta.versionId })})` : ""}`],
+      [t("event.consentStatus"), consent.status],
+      [t("event.consentDate"), formatMoment(consent.dateTime)],
+      [t("event.consentRule"), provision.type ? t(`provision.${provision.type}`) : ""],
+      [t("event.consentActors"), actors.filter(Boolean).join(", ")],
+      [t("event.consentPeriod"), period.start || period.end ? `${formatMoment(period.start)} – ${formatMoment(period.end)}` : ""],
+      [t("event.consentPurpose"), codingText(provision.purpose)],
+      [t("event.consentData"), (provision.provision || []).length ? t("event.consentNested", { count: provision.provision.length }) : ""],
+    ]),
+    technical(t("event.consentJson"), consent),
+  );
+  return part;
+}
+
+export async function render(box, ctx, id) {
+  const back = el("p", {}, el("a", { href: "#audit" }, t("event.back")));
+  if (!id) {
+    box.append(el("h2", { id: "view-title", tabindex: "-1" }, t("event.title")), back);
+    return;
+  }
+  const { summary: s, event, consent, decision } = await call(`audit/events/${encodeURIComponent(id)}`);
+  box.append(
+    el("h2", { id: "view-title", tabindex: "-1" }, t("event.heading", { when: formatMoment(s.recorded) })),
+    back,
+    facts([
+      [t("audit.when"), formatMoment(s.recorded)],
+      [t("audit.kind"), t(`kind.${s.kind}`) === `kind.${s.kind}` ? s.kind : t(`kind.${s.kind}`)],
+      [t("event.action"), t(`action.${s.action}`)],
+      [t("audit.outcome"), outcomeTag(s.outcome)],
+      [t("audit.member"), s.member_name ? `${s.member_name} (${s.member_ura})` : s.member_ura],
+      [t("event.client"), s.client_id],
+      [t("audit.practitioner"), s.practitioner],
+      [t("audit.patient"), s.patient],
+      [t("audit.purpose"), s.purpose ? `${t(`purpose.${s.purpose}`)} (${s.purpose})` : ""],
+      [t("audit.emergency"), s.emergency ? t("emergency.true") : t("emergency.false")],
+      [t("audit.what"), s.what],
+    ]),
+    consentPart(consent, decision),
+  );
+  const agents = (event.agent || []).map((a) => {
+    const type = a.type && a.type.coding ? a.type.coding[0] : a.type || {};
+    return [named("agentType", type.code, type.display || t("event.agent")), who(a)];
+  });
+  const entities = (event.entity || []).map((e) => [
+    named("entityRole", e.role && e.role.code, e.type && (e.type.display || e.type.code)) || t("event.entity"),
+    [e.what && (e.what.reference || e.what.display), e.description].filter(Boolean).join(" · "),
+  ]);
+  box.append(
+    el(
+      "section",
+      { "aria-labelledby": "record-title" },
+      el("h3", { id: "record-title" }, t("event.recordTitle")),
+      facts([
+        [t("event.type"), [codingText(event.type), codingText(event.subtype)].filter(Boolean).join(" / ")],
+        [t("event.period"), event.period ? `${formatMoment(event.period.start)} – ${formatMoment(event.period.end)}` : ""],
+        [t("event.source"), event.source && event.source.observer ? event.source.observer.display || event.source.observer.reference || "" : ""],
+        ...agents,
+        ...entities,
+      ]),
+      technical(t("event.recordJson"), event),
+    ),
+  );
+}

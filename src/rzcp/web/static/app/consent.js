@@ -1,0 +1,103 @@
+// A patient's choice as a FHIR R4 Consent (scope patient-privacy) and back into words. The app writes the
+// same resource any third-party app could; consents written elsewhere (by an administrator, by another
+// app) are described as well as their provisions allow.
+
+import { formatDate, t } from "/web/common/i18n.js";
+import { categoryName, current, dataKeyOf, dataName, isGeneral, purposeName } from "./policy.js";
+
+const ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const RECIPIENTS = new Set(["IRCP", "PRCP"]);
+
+/**
+ * choice: {who: {kind: "category", code} | {kind: "organisation", ura, name}, effect: "permit"|"deny",
+ *          data: "all" | [keys], purpose: code|null, end: "YYYY-MM-DD"|""}
+ */
+export function buildConsent(patientRef, choice) {
+  const policy = current();
+  const systems = policy.systems;
+  const [scopeSystem, scopeCode] = systems.scope.split("|");
+  const provision = { type: choice.effect, actor: [actorFor(choice.who, systems)] };
+  if (choice.end) provision.period = { end: choice.end };
+  if (choice.purpose) provision.purpose = [{ system: systems.purpose, code: choice.purpose }];
+  if (choice.data !== "all") {
+    provision.class = choice.data.map((key) => {
+      const entry = policy.data_categories.find((c) => c.key === key);
+      return { system: entry.system, code: entry.code };
+    });
+  }
+  return {
+    resourceType: "Consent",
+    status: "active",
+    scope: { coding: [{ system: scopeSystem, code: scopeCode }] },
+    category: [{ coding: [{ system: "http://loinc.org", code: "59284-0" }] }],
+    patient: { reference: patientRef },
+    dateTime: new Date().toISOString(),
+    policyRule: { coding: [{ system: ACT_CODE, code: choice.effect === "permit" ? "OPTIN" : "OPTOUT" }] },
+    provision,
+  };
+}
+
+function actorFor(who, systems) {
+  const role = { coding: [{ system: systems.participation, code: "IRCP" }] };
+  if (who.kind === "organisation") {
+    return {
+      role,
+      reference: { type: "Organization", identifier: { system: systems.organisation, value: who.ura }, display: who.name },
+    };
+  }
+  return { role, reference: { type: "Group", identifier: { system: systems.organisation_category, value: who.code } } };
+}
+
+/** Who a provision is about, in words: its recipients, or "everyone" when it names none. */
+export function recipientWords(provision) {
+  const names = (provision.actor || [])
+    .filter((a) => ((a.role && a.role.coding) || []).some((c) => RECIPIENTS.has(c.code)))
+    .map((a) => actorWords(a.reference || {}));
+  return names.length ? names.join(", ") : t("consent.someone");
+}
+
+function actorWords(reference) {
+  const identifier = reference.identifier || {};
+  const systems = current().systems;
+  if (identifier.system === systems.organisation) {
+    return reference.display ? t("consent.org", { name: reference.display }) : t("consent.orgUra", { ura: identifier.value });
+  }
+  if (identifier.system === systems.organisation_category) return categoryName(identifier.value);
+  return reference.display || identifier.value || t("log.unknown");
+}
+
+/** The data a provision covers, in words; "all your data" when it names no category (or the general one). */
+export function dataWords(provision) {
+  const names = [];
+  for (const coding of provision.class || []) {
+    const key = dataKeyOf(coding);
+    if (key && isGeneral(key)) return t("consent.allData");
+    names.push(key ? dataName(key) : coding.code);
+  }
+  for (const label of provision.securityLabel || []) names.push(label.display || label.code);
+  return names.length ? names.join(", ") : t("consent.allData");
+}
+
+/** A consent as a headline and detail lines, for the overview and the history. */
+export function describe(consent) {
+  const provision = consent.provision || {};
+  const who = recipientWords(provision);
+  const headline = t(provision.type === "deny" ? "consent.deny" : "consent.permit", { who, data: dataWords(provision) });
+  const details = [];
+  const purposes = (provision.purpose || []).map((p) => purposeName(p.code));
+  details.push(t("consent.for", { purposes: purposes.length ? purposes.join(", ") : t("consent.anyPurpose") }));
+  const period = provision.period || {};
+  if (period.start) details.push(t("consent.from", { date: formatDate(period.start) }));
+  details.push(period.end ? t("consent.until", { date: formatDate(period.end) }) : t("consent.noEnd"));
+  const exceptions = (provision.provision || []).map((p) =>
+    t(p.type === "deny" ? "consent.exceptDeny" : "consent.exceptPermit", { data: dataWords(p) }),
+  );
+  if (exceptions.length) details.push(t("consent.except", { rules: exceptions.join("; ") }));
+  return { headline, details };
+}
+
+export function statusWords(status) {
+  if (status === "active") return t("consent.status.active");
+  if (status === "inactive") return t("consent.status.inactive");
+  return t("consent.status.other");
+}

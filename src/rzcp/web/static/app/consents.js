@@ -1,0 +1,42 @@
+// The patient's consents through the FHIR API, as any third-party app would read and write them.
+
+import { api } from "/web/common/oauth.js";
+
+/** All of the patient's consents (in force or not), newest change first. */
+export async function listConsents(patient) {
+  const query = new URLSearchParams({ patient, _count: "100" });
+  const { body } = await api(`/fhir/Consent?${query}`);
+  const consents = (body.entry || []).map((e) => e.resource).filter((r) => r && r.resourceType === "Consent");
+  return consents.sort((a, b) => lastChanged(b).localeCompare(lastChanged(a)));
+}
+
+export function lastChanged(consent) {
+  return (consent.meta && consent.meta.lastUpdated) || consent.dateTime || "";
+}
+
+export async function createConsent(resource) {
+  return (await api("/fhir/Consent", { method: "POST", body: resource })).body;
+}
+
+/** Revoking keeps the consent and its history: it is set inactive, so it no longer applies from now on. */
+export async function revokeConsent(consent) {
+  const changed = { ...consent, status: "inactive" };
+  const headers = consent.meta && consent.meta.versionId ? { "If-Match": `W/"${consent.meta.versionId}"` } : {};
+  return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
+}
+
+/** The versions of one consent, newest first: [{version, when, resource|null, deleted}]. */
+export async function consentHistory(id) {
+  const { body } = await api(`/fhir/Consent/${encodeURIComponent(id)}/_history`);
+  return (body.entry || []).map((entry) => {
+    const resource = entry.resource || null;
+    const method = (entry.request && entry.request.method) || "";
+    return {
+      version: resource && resource.meta ? resource.meta.versionId : (entry.response && entry.response.etag) || "",
+      when: (resource && resource.meta && resource.meta.lastUpdated) || (entry.response && entry.response.lastModified) || "",
+      resource,
+      method,
+      deleted: !resource || method === "DELETE",
+    };
+  });
+}

@@ -1,0 +1,408 @@
+"""The console's API over HTTP: who may do what, members and clients with their effect at once, the
+audit search, detail, export, verification, charts, and the console's own record of every call."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from rzcp.admin.audit_views import PRACTITIONER_SYSTEMS
+from rzcp.audit.events import AuditFacts, Decision, Practitioner
+from rzcp.audit.search import search_events
+from rzcp.auth import registry
+from rzcp.exchange.locator import Locator
+from rzcp.exchange.secrets import BsnProtector
+from rzcp.membersim.bsn import derive_test_bsn
+from tests.admin.conftest import as_bearer, minted_person_token, person_token
+from tests.conftest import PRACTITIONER, SystemClient, fetch_token, new_key, register_system
+
+
+def outcome_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return body
+
+
+def new_ura() -> str:
+    return f"{uuid.uuid4().int % 10**8:08d}"
+
+
+async def console_records(http: httpx.AsyncClient, action: str) -> list[dict[str, Any]]:
+    """The console's own records of `action`, newest first (read through the export, as an auditor)."""
+    response = await http.get("/admin/api/audit/export", params={"format": "ndjson", "since": "2020-01-01"})
+    events = [orjson.loads(line) for line in response.content.splitlines()]
+    return [
+        e
+        for e in events
+        if e["type"]["code"] == "console" and any(x.get("description") == action for x in e["entity"])
+    ]
+
+
+# --- who may do what --------------------------------------------------------------------------------
+
+
+async def test_me_names_the_person_their_roles_and_second_factor(chief: httpx.AsyncClient) -> None:
+    response = await chief.get("/admin/api/me")
+    assert response.status_code == 200
+    assert response.json() == {"subject": "dev:chief", "roles": ["admin", "auditor"], "second_factor": True}
+
+
+async def test_roles_decide_and_a_person_needs_the_second_factor(
+    console_app: Any, ada: httpx.AsyncClient, otto: httpx.AsyncClient
+) -> None:
+    outcome_of(await otto.get("/admin/api/members"), 403)
+    outcome_of(await otto.post("/admin/api/members", json={"ura": new_ura()}), 403)
+    outcome_of(await ada.get("/admin/api/audit/events"), 403)
+    assert (await ada.get("/admin/api/members")).status_code == 200
+    assert (await otto.get("/admin/api/audit/events")).status_code == 200
+    one_factor = await minted_person_token(console_app, "dev:ada", ["admin"], ["pwd"])
+    async with as_bearer(console_app, one_factor) as http:
+        assert (await http.get("/admin/api/me")).json()["second_factor"] is False
+        outcome_of(await http.get("/admin/api/members"), 403)
+    member = await person_token(console_app, "mia", otp=False)
+    async with as_bearer(console_app, member) as http:
+        outcome_of(await http.get("/admin/api/clients"), 403)
+    async with as_bearer(console_app, None) as http:
+        outcome_of(await http.get("/admin/api/me"), 401)
+    async with as_bearer(console_app, "not-a-token") as http:
+        outcome_of(await http.get("/admin/api/audit/events"), 401)
+
+
+async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) -> None:
+    outcome_of(await chief.post("/admin/api/members", json={"ura": "12", "name": "x"}), 400)
+    outcome_of(
+        await chief.post("/admin/api/members", content=b"[1]", headers={"content-type": "application/json"}),
+        400,
+    )
+    outcome_of(
+        await chief.post("/admin/api/members", content=b"{", headers={"content-type": "application/json"}),
+        400,
+    )
+    bad = [{"bsn": "123456789"}, {"member": "abc"}, {"since": "yesterday"}, {"outcome": "maybe"},
+           {"emergency": "perhaps"}, {"count": "0"}, {"page": "!!"}, {"purpose": "treat me"}]  # fmt: skip
+    for params in bad:
+        outcome_of(await chief.get("/admin/api/audit/events", params=params), 400)
+    outcome_of(await chief.get("/admin/api/audit/export", params={"format": "xml"}), 400)
+    outcome_of(
+        await chief.get("/admin/api/audit/stats", params={"since": "2026-02-01", "until": "2026-01-01"}), 400
+    )
+    outcome_of(await chief.get("/admin/api/audit/events/no-such-event"), 404)
+    outcome_of(await chief.post("/admin/api/members/00000000/suspend"), 404)
+    outcome_of(await chief.post("/admin/api/clients/nobody/revoke"), 404)
+
+
+# --- members and clients ----------------------------------------------------------------------------
+
+
+async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    categories = (await chief.get("/admin/api/categories")).json()["categories"]
+    assert {"code": "huisartsen", "name": "Huisartsen"} in categories
+    ura = new_ura()
+    member = {
+        "ura": ura,
+        "name": "Praktijk Test",
+        "category": "huisartsen",
+        "endpoint": f"https://{ura}.example/fhir",
+    }
+    created = await chief.post("/admin/api/members", json=member)
+    assert created.status_code == 201, created.text
+    assert created.json() == {
+        **member,
+        "adapter": "fhir-rest",
+        "status": "active",
+        "health": {"state": "unknown", "failures_24h": 0, "last_failure": None},
+    }
+    outcome_of(await chief.post("/admin/api/members", json=member), 409)
+    listed = (await chief.get("/admin/api/members")).json()["members"]
+    assert next(m for m in listed if m["ura"] == ura)["status"] == "active"
+    key = new_key()
+    client = {"client_id": f"ehr-{ura}", "member_ura": ura, "scope": "system/*.rs", "role": "member",
+              "jwks": {"keys": [key.as_dict(private=False)]}}  # fmt: skip
+    added = await chief.post("/admin/api/clients", json=client)
+    assert added.status_code == 201, added.text
+    assert added.json() == {
+        **{k: client[k] for k in ("client_id", "member_ura", "scope", "role")},
+        **{"jwks_url": None, "kids": [key.kid], "status": "active"},
+    }
+    private = {**client, "jwks": {"keys": [key.as_dict(private=True)]}, "client_id": f"x-{ura}"}
+    outcome_of(await chief.post("/admin/api/clients", json=private), 400)
+    jwks_url = {"jwks": None, "jwks_url": "https://keys.example/jwks.json"}
+    by_url = await chief.post("/admin/api/clients", json={**client, "client_id": f"u-{ura}", **jwks_url})
+    assert by_url.status_code == 201 and by_url.json()["jwks_url"] == "https://keys.example/jwks.json"
+
+    system = SystemClient(f"ehr-{ura}", ura, key)
+    async with as_bearer(console_app, None) as http:
+        token = await fetch_token(http, system, "system/*.rs")
+        http.headers["Authorization"] = f"Bearer {token}"
+        http.headers["X-Acting-Practitioner"] = PRACTITIONER
+        assert (await http.get(f"/fhir/Organization/ura-{ura}")).status_code == 200
+        revoked = await chief.post(f"/admin/api/clients/ehr-{ura}/revoke")
+        assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+        assert (await http.get(f"/fhir/Organization/ura-{ura}")).status_code == 401
+    second = await register_system(console_app)
+    async with as_bearer(console_app, None) as http:
+        token = await fetch_token(http, second, "system/*.cruds")
+        http.headers["Authorization"] = f"Bearer {token}"
+        assert (await http.get("/fhir/Organization", params={"_count": "1"})).status_code == 200
+        suspended = await chief.post(f"/admin/api/members/{second.member_ura}/suspend")
+        assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
+        assert (await http.get("/fhir/Organization", params={"_count": "1"})).status_code == 401
+    clients = (await chief.get("/admin/api/clients")).json()["clients"]
+    assert next(c for c in clients if c["client_id"] == second.client_id)["status"] == "member-suspended"
+    endpoint = await chief.get("/admin/api/members")
+    assert (
+        next(m for m in endpoint.json()["members"] if m["ura"] == second.member_ura)["status"] == "suspended"
+    )
+    added_records = [e for e in await console_records(chief, "members.add") if ("ura", ura) in _details(e)]
+    assert [e["outcome"] for e in added_records] == ["4", "0"]  # the 409, then the registration
+    assert {_who(e) for e in added_records} == {"dev:chief"}
+
+
+def _details(event: dict[str, Any]) -> set[tuple[str, str]]:
+    console = next(x for x in event["entity"] if x["type"]["code"] == "console")
+    return {(d["type"], d["valueString"]) for d in console.get("detail", ())}
+
+
+def _who(event: dict[str, Any]) -> str:
+    return next(a["who"]["identifier"]["value"] for a in event["agent"] if a.get("requestor"))
+
+
+async def test_an_admin_system_token_uses_the_api(console_app: Any) -> None:
+    system = await register_system(console_app, role="admin")
+    async with as_bearer(console_app, None) as http:
+        token = await fetch_token(http, system)
+        http.headers["Authorization"] = f"Bearer {token}"
+        assert (await http.get("/admin/api/health")).status_code == 200
+        outcome_of(await http.get("/admin/api/audit/events"), 403)
+
+
+# --- the audit trail --------------------------------------------------------------------------------
+
+
+async def test_search_by_bsn_and_by_practitioner_finds_the_event(
+    chief: httpx.AsyncClient, console_app: Any, client: httpx.AsyncClient
+) -> None:
+    runtime = console_app.state.runtime
+    bsn = derive_test_bsn(uuid.uuid4().hex, set())
+    async with runtime.db.write() as conn:
+        patient = await Locator(BsnProtector(runtime.settings.bsn_secret)).regional_patient(
+            conn, runtime.registry, bsn
+        )
+    uzi = f"9{uuid.uuid4().int % 10**8:08d}"
+    read = await client.get(
+        f"/fhir/Patient/{patient}",
+        headers={"X-Acting-Practitioner": f"http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|{uzi}"},
+    )
+    assert read.status_code == 200
+    by_bsn = (await chief.get("/admin/api/audit/events", params={"bsn": bsn})).json()
+    assert by_bsn["total"] >= 1
+    event = next(e for e in by_bsn["events"] if e["practitioner"] and e["practitioner"].endswith(uzi))
+    assert (
+        event["patient"] == f"Patient/{patient}" and event["kind"] == "read" and event["outcome"] == "success"
+    )
+    by_uzi = (await chief.get("/admin/api/audit/events", params={"practitioner": uzi})).json()
+    assert by_uzi["total"] == 1 and by_uzi["events"][0]["id"] == event["id"]
+    full = f"http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|{uzi}"
+    assert (await chief.get("/admin/api/audit/events", params={"practitioner": full})).json()["total"] == 1
+    detail = (await chief.get(f"/admin/api/audit/events/{event['id']}")).json()
+    assert detail["summary"] == event and detail["event"]["resourceType"] == "AuditEvent"
+    assert detail["consent"] is None and detail["decision"] is None
+    unknown = derive_test_bsn(uuid.uuid4().hex, {bsn})
+    assert (await chief.get("/admin/api/audit/events", params={"bsn": unknown})).json()["total"] == 0
+    [search] = (await console_records(chief, "audit.search"))[:1]  # newest: the search for `unknown`
+    assert bsn not in orjson.dumps(search).decode() and unknown not in orjson.dumps(search).decode()
+    assert ("bsn", "bsn given") in _details(search)
+
+
+async def test_paging_and_export(chief: httpx.AsyncClient, console_app: Any) -> None:
+    ura = await _records(console_app, day=_unique_day(), pulls=5)
+    first = (await chief.get("/admin/api/audit/events", params={"member": ura, "count": "2"})).json()
+    assert (
+        first["total"] == 5 and not first["more_than_total"] and len(first["events"]) == 2 and first["next"]
+    )
+    seen = [e["id"] for e in first["events"]]
+    page = first
+    while page["next"]:
+        page = (
+            await chief.get(
+                "/admin/api/audit/events", params={"member": ura, "count": "2", "page": page["next"]}
+            )
+        ).json()
+        seen += [e["id"] for e in page["events"]]
+    assert len(seen) == len(set(seen)) == 5
+    ndjson = await chief.get("/admin/api/audit/export", params={"member": ura, "format": "ndjson"})
+    assert ndjson.status_code == 200
+    assert ndjson.headers["content-disposition"].startswith('attachment; filename="rzcp-audit-')
+    assert ndjson.headers["content-disposition"].endswith('.ndjson"')
+    assert [orjson.loads(line)["id"] for line in ndjson.content.splitlines()] == seen
+    as_csv = await chief.get("/admin/api/audit/export", params={"member": ura, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [r["id"] for r in rows] == seen and {r["kind"] for r in rows} == {"pull"}
+    assert rows[0]["member_name"] == f"Member {ura}"
+
+
+async def test_a_practitioner_under_several_registers_is_one_list_newest_first(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    number = f"9{uuid.uuid4().int % 10**8:08d}"
+    written = []
+    for i, status in enumerate([200, 200, 500, 200, 403, 200, 503]):
+        written.append(uuid.uuid4().hex)
+        await console_app.state.runtime.audit.record(
+            AuditFacts(
+                interaction="read",
+                status=status,
+                correlation_id="c",
+                kind="system",
+                practitioner=Practitioner(PRACTITIONER_SYSTEMS[i % 3], number),
+                event_id=written[-1],
+            )
+        )
+    newest_first = written[::-1]
+    seen: list[str] = []
+    page: dict[str, Any] = {"next": None}
+    while True:
+        params = {"practitioner": number, "count": "2", **({"page": page["next"]} if page["next"] else {})}
+        page = (await chief.get("/admin/api/audit/events", params=params)).json()
+        assert page["total"] == 7
+        seen += [e["id"] for e in page["events"]]
+        if not page["next"]:
+            break
+    assert seen == newest_first
+    failed = await chief.get("/admin/api/audit/events", params={"practitioner": number, "outcome": "failed"})
+    assert [e["id"] for e in failed.json()["events"]] == [newest_first[0], newest_first[4]]
+    export = await chief.get("/admin/api/audit/export", params={"practitioner": number, "format": "ndjson"})
+    assert [orjson.loads(line)["id"] for line in export.content.splitlines()] == newest_first
+
+
+async def test_a_bounded_total_counts_up_to_its_limit_and_says_when_there_are_more(console_app: Any) -> None:
+    ura = await _records(console_app, day=_unique_day(), pulls=5)
+    db = console_app.state.runtime.db
+    capped = await search_events(db, member=ura, total_limit=3)
+    assert (capped.total, capped.more_than_total, len(capped.events)) == (3, True, 5)
+    exact = await search_events(db, member=ura, total_limit=5)
+    assert (exact.total, exact.more_than_total) == (5, False)
+    unbounded = await search_events(db, member=ura)
+    assert (unbounded.total, unbounded.more_than_total) == (5, False)
+
+
+async def test_a_pull_shows_its_consent_decision(chief: httpx.AsyncClient, console_app: Any) -> None:
+    ura = await _records(console_app, day=_unique_day(), pulls=1)
+    [event] = (await chief.get("/admin/api/audit/events", params={"member": ura})).json()["events"]
+    detail = (await chief.get(f"/admin/api/audit/events/{event['id']}")).json()
+    assert detail["decision"] == {
+        "decision": "permit",
+        "reason": "permit Condition from 11111111: default-permit",
+    }
+
+
+async def test_verify_runs_are_recorded_and_shown(chief: httpx.AsyncClient, otto: httpx.AsyncClient) -> None:
+    ran = await chief.post("/admin/api/audit/verify")
+    assert ran.status_code == 200, ran.text
+    last = ran.json()["last"]
+    assert last["by"] == "dev:chief" and last["records"] > 0 and isinstance(last["ok"], bool)
+    assert last["message"].startswith("audit trail")
+    assert (await otto.get("/admin/api/audit/verify")).json() == {"last": last}
+    assert (await chief.get("/admin/api/health")).json()["audit_verify"] == last
+
+
+# --- the charts ---------------------------------------------------------------------------------------
+
+
+_DAYS: set[int] = set()
+
+
+def _unique_day() -> datetime:
+    """A day of the 2010s that no other test writes records on (the charts count per day)."""
+    while True:
+        n = uuid.uuid4().int % 3000
+        if n not in _DAYS:
+            _DAYS.add(n)
+            return datetime(2011, 1, 1, 11, 0) + timedelta(days=n)
+
+
+async def _records(app: Any, *, day: datetime, pulls: int = 0, pushes: int = 0, denied: int = 0,
+                   emergencies: int = 0, failures: int = 0) -> str:  # fmt: skip
+    """Audit records of a new member on `day`, written through the gateway's writer."""
+    ura = f"{uuid.uuid4().int % 10**8:08d}"
+    async with app.state.runtime.db.write() as conn:
+        await registry.add_member(
+            conn, ura=ura, name=f"Member {ura}", category="Z3", endpoint="https://m.example/fhir"
+        )
+    permit = Decision(True, "11111111", "Condition", rule="default-permit")
+    deny = Decision(False, "11111111", "Condition", rule="default-deny")
+    base = {"kind": "system", "member_ura": ura, "client_id": f"ehr-{ura}", "recorded": day,
+            "correlation_id": "c", "patient": "Patient/p"}  # fmt: skip
+    facts = [AuditFacts(interaction="search-type", status=200, decisions=(permit,), **base)] * pulls
+    facts += [
+        AuditFacts(
+            interaction="operation", operation="process-message", status=202, decisions=(permit,), **base
+        )
+    ] * pushes
+    facts += [AuditFacts(interaction="search-type", status=200, decisions=(deny,), **base)] * denied
+    facts += [
+        AuditFacts(interaction="search-type", status=200, decisions=(permit,), purpose="ETREAT", **base)
+    ] * emergencies
+    facts += [
+        AuditFacts(
+            interaction="search-type",
+            status=200,
+            decisions=(permit,),
+            outcome_desc="source 22222222 failed",
+            **base,
+        )
+    ] * failures
+    for each in facts:
+        await app.state.runtime.audit.record(each)
+    return ura
+
+
+async def test_stats_count_the_records_made(chief: httpx.AsyncClient, console_app: Any) -> None:
+    day = _unique_day()
+    ura = await _records(console_app, day=day, pulls=3, pushes=2, denied=1, emergencies=2, failures=1)
+    before, on = (day - timedelta(days=1)).date().isoformat(), day.date().isoformat()
+    response = await chief.get("/admin/api/audit/stats", params={"since": before, "until": on})
+    assert response.status_code == 200, response.text
+    stats = response.json()
+    assert stats["days"] == [before, on]
+    assert stats["members"][ura] == f"Member {ura}"
+    assert stats["pulls"][ura] == [0, 3 + 1 + 2 + 1]  # every pull, the denied and the emergency ones too
+    assert stats["pushes"][ura] == [0, 2]
+    assert stats["denials"] == [0, 1] and stats["emergencies"] == [0, 2]
+    assert stats["upstream_failures"]["22222222"] == [0, 1]
+    again = (await chief.get("/admin/api/audit/stats", params={"since": before, "until": on})).json()
+    assert again["pulls"][ura] == [0, 7]  # counted once, however often the chart is read
+    default = (await chief.get("/admin/api/audit/stats")).json()
+    assert len(default["days"]) == 30
+
+
+async def test_health_lists_a_failing_member(chief: httpx.AsyncClient, console_app: Any) -> None:
+    ura = new_ura()
+    await chief.post("/admin/api/members", json={"ura": ura, "name": "Wankel", "category": "ggz",
+                                                 "endpoint": "https://w.example/fhir"})  # fmt: skip
+    permit = Decision(True, ura, "Condition", rule="default-permit")
+    await console_app.state.runtime.audit.record(
+        AuditFacts(
+            interaction="search-type",
+            status=200,
+            correlation_id="c",
+            decisions=(permit,),
+            outcome_desc=f"source {ura} timeout",
+        )
+    )
+    health = (await chief.get("/admin/api/health")).json()
+    assert health["status"] == "degraded"
+    failing = next(m for m in health["failing_members"] if m["ura"] == ura)
+    assert failing["name"] == "Wankel" and failing["failures_24h"] == 1 and failing["last_failure"]
+    listed = (await chief.get("/admin/api/members")).json()["members"]
+    assert next(m for m in listed if m["ura"] == ura)["health"]["state"] == "failing"
+    assert set(health["outbox"]) == {"pending", "failed"}

@@ -1,0 +1,335 @@
+"""The administrators' console in a real browser against a live gateway: the second factor at login, each
+role seeing only its own part (and the API refusing the rest), members and clients registered in the page
+and their tokens refused the moment they are revoked or suspended, the audit trail searched by patient and
+by practitioner, and the charts drawn from real traffic."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.conftest import SystemClient, new_key
+from tests.integration.conftest import new_bsn
+from tests.web.conftest import LiveGateway, dev_login_person, screenshot
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
+UZI_SYSTEM = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers"
+
+
+async def open_console(page: Page, username: str, *, second_factor: bool = True) -> None:
+    """Open /admin/ in English and log in at the development identity provider."""
+    await page.goto("/admin/")
+    await page.get_by_role("button", name="English").click()
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await dev_login_person(page, username, second_factor=second_factor)
+    await page.wait_for_url("**/admin/**")
+    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+
+
+async def person_token(page: Page) -> str:
+    """The logged-in person's token, to call the console's API directly as the page would."""
+    return str(await page.evaluate("JSON.parse(sessionStorage.getItem('rzcp.session')).token"))
+
+
+async def console_api(
+    gateway: LiveGateway, token: str, method: str, path: str, **kwargs: Any
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        return await http.request(
+            method,
+            f"/admin/api/{path}",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            **kwargs,
+        )
+
+
+async def nav_links(page: Page) -> list[str]:
+    return [text.strip() for text in await page.locator("#nav a").all_inner_texts()]
+
+
+async def system_token(gateway: LiveGateway, system: SystemClient) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        form = system.form("system/*.cruds", aud=f"{gateway.url}/auth/token")
+        return await http.post("/auth/token", data=form)
+
+
+async def fhir_status(gateway: LiveGateway, token: str) -> int:
+    """The status of an ordinary API call with this token (a search any member system may make)."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        response = await http.get(
+            "/fhir/Organization",
+            params={"_count": "1"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/fhir+json",
+                "X-Acting-Practitioner": f"{UZI_SYSTEM}|900012345",
+            },
+        )
+        return response.status_code
+
+
+async def test_login_needs_the_second_factor_and_an_admin_cannot_read_the_trail(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    await open_console(page, "admin", second_factor=False)
+    refusal = page.get_by_role("alert")
+    await expect(refusal).to_contain_text("The identity provider refused the login")
+    await expect(refusal).to_contain_text("second factor")
+    await expect(page.locator("#nav")).to_be_hidden()
+    await screenshot(page, "console-login-refused")
+
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await dev_login_person(page, "admin")
+    await expect(page.get_by_role("heading", name="Health overview")).to_be_visible()
+    assert await nav_links(page) == ["Health", "Members", "Clients"]
+    await expect(page.locator("#health-status")).to_be_visible()
+    await screenshot(page, "console-health")
+    await page.get_by_role("button", name="Nederlands").click()
+    await expect(page.get_by_role("heading", name="Overzicht")).to_be_visible()
+    assert await nav_links(page) == ["Overzicht", "Leden", "Systemen"]
+    await page.get_by_role("button", name="English").click()
+    await expect(page.get_by_role("heading", name="Health overview")).to_be_visible()
+
+    await page.evaluate("location.hash = '#audit'")
+    await expect(page.get_by_text("That section is not part of your role.")).to_be_visible()
+    await expect(page.locator("#audit-form")).to_have_count(0)
+    token = await person_token(page)
+    assert (await console_api(live_gateway, token, "GET", "audit/events")).status_code == 403
+    assert (await console_api(live_gateway, token, "GET", "audit/stats")).status_code == 403
+
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
+
+
+async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_suspended(
+    page: Page, live_gateway: LiveGateway, tmp_path: Path
+) -> None:
+    await open_console(page, "admin")
+    ura = f"{uuid.uuid4().int % 10**8:08d}"
+    name = f"Huisartsenpraktijk {ura}"
+    await page.get_by_role("link", name="Members").click()
+    await page.get_by_label("URA").fill(ura)
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Category").select_option(index=1)
+    await page.get_by_label("FHIR endpoint").fill(f"https://{ura}.example/fhir")
+    await page.get_by_role("button", name="Register member").click()
+    await expect(page.get_by_text(f"{name} ({ura}) is registered.")).to_be_visible()
+    member_row = page.locator(f"#members-table tr[data-ura='{ura}']")
+    await expect(member_row).to_contain_text("active")
+
+    await page.get_by_role("link", name="Clients").click()
+    pasted, uploaded = (
+        SystemClient(f"ehr-{ura}-a", ura, new_key()),
+        SystemClient(f"ehr-{ura}-b", ura, new_key()),
+    )
+    await register_client(page, pasted, paste=True, tmp_path=tmp_path)
+    await register_client(page, uploaded, paste=False, tmp_path=tmp_path)
+    await screenshot(page, "console-clients")
+
+    tokens = {}
+    for system in (pasted, uploaded):
+        answer = await system_token(live_gateway, system)
+        assert answer.status_code == 200, answer.text
+        tokens[system.client_id] = answer.json()["access_token"]
+        assert await fhir_status(live_gateway, tokens[system.client_id]) == 200
+
+    row = page.locator(f"#clients-table tr[data-client='{pasted.client_id}']")
+    await row.get_by_role("button", name="revoke").click()
+    await row.get_by_role("button", name="Yes, revoke").click()
+    await expect(page.locator(f"#clients-table tr[data-client='{pasted.client_id}']")).to_contain_text(
+        "revoked"
+    )
+    assert await fhir_status(live_gateway, tokens[pasted.client_id]) == 401
+    assert await fhir_status(live_gateway, tokens[uploaded.client_id]) == 200
+
+    await page.get_by_role("link", name="Members").click()
+    await member_row.get_by_role("button", name="suspend").click()
+    await member_row.get_by_role("button", name="Yes, suspend").click()
+    await expect(page.get_by_text(f"{name} is suspended.")).to_be_visible()
+    await expect(page.locator(f"#members-table tr[data-ura='{ura}']")).to_contain_text("suspended")
+    await screenshot(page, "console-members")
+    assert await fhir_status(live_gateway, tokens[uploaded.client_id]) == 401
+    assert (await system_token(live_gateway, uploaded)).status_code in (400, 401)
+
+    # A second registration of the same URA is refused in plain words, not as raw JSON.
+    await page.get_by_label("URA").fill(ura)
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Category").select_option(index=1)
+    await page.get_by_label("FHIR endpoint").fill(f"https://{ura}.example/fhir")
+    await page.get_by_role("button", name="Register member").click()
+    await expect(page.get_by_role("alert")).to_contain_text("That already exists.")
+    await expect(page.get_by_role("alert")).not_to_contain_text("resourceType")
+
+
+async def register_client(page: Page, system: SystemClient, *, paste: bool, tmp_path: Path) -> None:
+    jwks = json.dumps({"keys": [system.key.as_dict(private=False)]})
+    await page.get_by_label("Client id").fill(system.client_id)
+    await page.get_by_label("Member", exact=True).select_option(system.member_ura)
+    if paste:
+        await page.get_by_label("JWKS", exact=True).fill(jwks)
+    else:
+        path = tmp_path / f"{system.client_id}.jwks.json"
+        path.write_text(jwks)
+        await page.get_by_label("Or upload a JWKS file").set_input_files(str(path))
+        await expect(page.get_by_label("JWKS", exact=True)).to_have_value(jwks)
+    await page.get_by_role("button", name="Register client").click()
+    await expect(page.get_by_text(f"{system.client_id} is registered.")).to_be_visible()
+    await expect(page.locator(f"#clients-table tr[data-client='{system.client_id}']")).to_contain_text(
+        "active"
+    )
+
+
+async def pull_traffic(gateway: LiveGateway) -> dict[str, Any]:
+    """Real exchange traffic: one member announces a patient, another pulls the patient's data twice (the
+    region's default, without a consent, is to deny), a system without patient scopes is refused, and a
+    break-the-glass pull is tried (refused unless the region's policy allows emergencies)."""
+    holder = await gateway.register_system()
+    asker = await gateway.register_system()
+    bsn = new_bsn()
+    practitioner = f"9{secrets.randbelow(10**8):08d}"
+    async with aclosing(await gateway.system_http(holder)) as http:
+        answer = await http.post(
+            "/fhir/Patient/$announce",
+            json={
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "identifier", "valueIdentifier": {"system": BSN_SYSTEM, "value": bsn}},
+                    {"name": "patient", "valueString": f"local-{bsn}"},
+                ],
+            },
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert answer.status_code == 200, answer.text
+        patient = answer.json()["parameter"][0]["valueReference"]["reference"]
+    async with aclosing(await gateway.system_http(asker)) as http:
+        http.headers["X-Acting-Practitioner"] = f"{UZI_SYSTEM}|{practitioner}"
+        for _ in range(2):
+            pulled = await http.get(f"/fhir/{patient}/$everything")
+            assert pulled.status_code == 200, pulled.text
+        emergency = await http.get(
+            f"/fhir/{patient}/$everything",
+            headers={"X-Purpose-Of-Use": "ETREAT", "X-Break-Glass-Reason": "unconscious at the ER"},
+        )
+    outsider = await gateway.register_system(scope="system/Organization.rs")
+    async with aclosing(await gateway.system_http(outsider, scope="system/Organization.rs")) as http:
+        assert (await http.get("/fhir/Patient", params={"_count": "1"})).status_code == 403
+    return {
+        "bsn": bsn,
+        "patient": patient,
+        "practitioner": practitioner,
+        "asker": asker.member_ura,
+        "emergency_allowed": emergency.status_code == 200,
+    }
+
+
+async def test_an_auditor_finds_events_by_patient_and_practitioner_and_cannot_manage_members(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    traffic = await pull_traffic(live_gateway)
+    await open_console(page, "auditor")
+    assert await nav_links(page) == ["Audit search", "Integrity", "Charts"]
+
+    await page.get_by_label("Patient's BSN").fill(traffic["bsn"])
+    await page.get_by_role("button", name="Search", exact=True).click()
+    rows = page.locator("#audit-table tbody tr")
+    await expect(rows.first).to_be_visible()
+    for text in await rows.all_inner_texts():
+        assert traffic["patient"] in text
+    assert traffic["bsn"] not in await page.locator("#audit-results").inner_text()
+    await screenshot(page, "console-audit-search")
+
+    await page.get_by_role("button", name="Clear").click()
+    await page.get_by_label("Practitioner").fill(traffic["practitioner"])
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(rows.first).to_be_visible()
+    texts = await rows.all_inner_texts()
+    assert len(texts) >= 2
+    assert all(traffic["practitioner"] in text for text in texts)
+
+    async with page.expect_download() as waiting:
+        await page.get_by_role("button", name="Export as CSV").click()
+    download = await waiting.value
+    assert download.suggested_filename.endswith(".csv")
+    lines = Path(await download.path()).read_text().strip().splitlines()
+    assert len(lines) == len(texts) + 1  # a header row and the same events as on screen
+
+    await rows.first.get_by_role("link", name="Open").click()
+    await expect(page.get_by_role("heading", name="Decision and consent")).to_be_visible()
+    await expect(page.locator("#view")).to_contain_text(traffic["practitioner"])
+    await screenshot(page, "console-event")
+    await page.get_by_role("link", name="← Back to the search results").click()
+    await expect(rows.first).to_be_visible()  # the search is still there
+
+    await page.get_by_role("link", name="Integrity").click()
+    await page.get_by_role("button", name="Verify now").click()
+    await expect(page.locator("#verify-last .verify-result")).to_have_attribute("data-ok", "true")
+    await expect(page.locator("#verify-last")).to_contain_text("dev:auditor")
+    await screenshot(page, "console-verify")
+
+    await page.evaluate("location.hash = '#members'")
+    await expect(page.get_by_text("That section is not part of your role.")).to_be_visible()
+    await expect(page.locator("#member-form")).to_have_count(0)
+    token = await person_token(page)
+    assert (await console_api(live_gateway, token, "GET", "members")).status_code == 403
+    forced = await console_api(
+        live_gateway,
+        token,
+        "POST",
+        "members",
+        json={"ura": "12345678", "name": "Nope", "category": "Z3", "endpoint": "https://nope.example/fhir"},
+    )
+    assert forced.status_code == 403
+
+
+#: Chart id on the page -> how to read its series from the stats answer.
+CHARTS = {
+    "chart-pulls": lambda stats: stats["pulls"],
+    "chart-pushes": lambda stats: stats["pushes"],
+    "chart-denials": lambda stats: {"denials": stats["denials"]},
+    "chart-emergencies": lambda stats: {"emergencies": stats["emergencies"]},
+    "chart-failures": lambda stats: stats["upstream_failures"],
+}
+
+
+def nonzero_cells(days: list[str], series: dict[str, list[int]]) -> list[list[Any]]:
+    """[series, day, count] for every count above zero: exactly one bar each."""
+    return sorted(
+        [key, day, n] for key, values in series.items() for day, n in zip(days, values, strict=True) if n
+    )
+
+
+async def test_the_charts_draw_the_exchange_from_real_traffic(page: Page, live_gateway: LiveGateway) -> None:
+    traffic = await pull_traffic(live_gateway)
+    await open_console(page, "chief")
+    assert await nav_links(page) == ["Health", "Members", "Clients", "Audit search", "Integrity", "Charts"]
+    await page.get_by_role("link", name="Charts").click()
+    await expect(page.locator("#chart-failures svg")).to_be_visible()
+
+    stats = (await console_api(live_gateway, await person_token(page), "GET", "audit/stats")).json()
+    for chart, series_of in CHARTS.items():
+        drawn = await page.locator(f"#{chart} svg rect.bar").evaluate_all(
+            "rs => rs.map(r => [r.dataset.series, r.dataset.day, Number(r.dataset.value)])"
+        )
+        assert sorted(drawn) == nonzero_cells(stats["days"], series_of(stats)), chart
+    today_pulls = page.locator(f"#chart-pulls rect.bar[data-series='{traffic['asker']}']")
+    assert await today_pulls.count() == 1
+    assert int(await today_pulls.get_attribute("data-value") or 0) >= 2
+    assert int(await page.locator("#chart-denials").get_attribute("data-total") or 0) >= 1
+    if traffic["emergency_allowed"]:
+        assert int(await page.locator("#chart-emergencies").get_attribute("data-total") or 0) >= 1
+
+    await screenshot(page, "console-charts")
+    figure = page.locator("#chart-denials")
+    await figure.get_by_role("button", name="Show as table").click()
+    await expect(figure.locator("table.chart-data tbody tr")).to_have_count(len(stats["days"]))
+    await expect(figure.get_by_role("img")).to_have_accessible_name("Denials per day")

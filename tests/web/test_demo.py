@@ -1,0 +1,142 @@
+"""The Quick start's first command, end to end: `rzcp demo` starts the gateway and its member organisations,
+makes a few exchanges, and prints where the web apps are. In a real browser, the console's charts show
+those exchanges and the demo patient's access log shows who looked; Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.web.conftest import dev_login_patient, dev_login_person, screenshot
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MEMBERS = (
+    4  # the GP practice, the hospital, the pharmacy and the GGZ clinic, on the ports after the gateway's
+)
+
+
+def _free_block(size: int) -> int:
+    """A first port with the `size - 1` ports after it free too (the demo takes consecutive ports)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + size > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no block of free ports")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`rzcp demo` as a user runs it, and its printout parsed; killed at the end if a test did not stop it."""
+    folder = tmp_path_factory.mktemp("demo")
+    port = _free_block(MEMBERS + 1)
+    log = (folder / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port), "--dir", str(folder / "region")],
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    printed: list[str] = []
+    reader = threading.Thread(
+        target=lambda: printed.extend(line.decode() for line in iter(process.stdout.readline, b"")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+    deadline = time.monotonic() + 240
+    while not any("console" in line and "/admin/" in line for line in printed):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("rzcp demo did not come up:\n" + (folder / "demo.log").read_text()[-3000:])
+        time.sleep(0.2)
+    text = "".join(printed)
+    facts: dict[str, Any] = {
+        "process": process,
+        "port": str(port),
+        "url": f"http://127.0.0.1:{port}",
+        "bsn": re.search(r"with BSN (\d{9})", text).group(1),  # type: ignore[union-attr]
+        "hospital_ura": re.search(r"Ziekenhuis.*URA (\d{8})", text).group(1),  # type: ignore[union-attr]
+    }
+    try:
+        yield facts
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def _stop(demo: dict[str, Any]) -> None:
+    """Ctrl-C, as a user stops it: the demo and every process it started end, their ports free again."""
+    process: subprocess.Popen[bytes] = demo["process"]  # type: ignore[assignment]
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    port = int(demo["port"])
+    deadline = time.monotonic() + 15
+    while any(_answers(p) for p in range(port, port + MEMBERS + 1)):
+        assert time.monotonic() < deadline, "a process of the demo still answers after Ctrl-C"
+        time.sleep(0.2)
+
+
+async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patient_app(
+    chromium: Browser, demo: dict[str, Any]
+) -> None:
+    context = await chromium.new_context(base_url=demo["url"], viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(15_000)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        await page.goto("/admin/")
+        await page.get_by_role("button", name="English").click()
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        await dev_login_person(page, "chief")
+        await page.wait_for_url("**/admin/**")
+        await page.get_by_role("link", name="Charts").click()
+        pulls = page.locator(f"#chart-pulls svg rect.bar[data-series='{demo['hospital_ura']}']")
+        await expect(pulls).to_have_count(1)  # today's bar: the demo's first pulls
+        assert int(await pulls.get_attribute("data-value") or 0) >= 2
+        await screenshot(page, "demo-console-charts")
+        await page.get_by_role("button", name="Log out").click()
+
+        await page.goto("/app/")  # in English: the language chosen in the console holds here too
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        await dev_login_patient(page, demo["bsn"])
+        await page.get_by_role("link", name="Who looked", exact=True).click()
+        accesses = page.locator("#log-list .access")
+        await expect(accesses.first).to_be_visible()
+        assert await accesses.count() >= 2
+        await expect(page.locator("#log-list")).to_contain_text("Ziekenhuis Rijnstad")
+        await screenshot(page, "demo-patient-access-log")
+    finally:
+        await context.close()
+    assert not errors, errors
+    _stop(demo)

@@ -1,0 +1,233 @@
+"""The patient app in a real browser against a live gateway: a patient logs in, sees the preview change with
+their choice, grants and revokes, finds a member's access in their log, cannot reach another patient's
+consent, and can use it all on a 320 px screen; an expired session or an unreachable server is said
+plainly."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from playwright.async_api import Page, expect
+
+from rzcp.exchange.directory import project
+from tests.integration.conftest import new_bsn
+from tests.web.conftest import LiveGateway, dev_login_patient, screenshot
+
+FETCH = """async ([method, path, body]) => {
+  const token = JSON.parse(sessionStorage.getItem("rzcp.session")).token;
+  const init = {method, headers: {Authorization: `Bearer ${token}`, Accept: "application/fhir+json"}};
+  if (body) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/fhir+json"; }
+  const response = await fetch(path, init);
+  return {status: response.status, text: await response.text()};
+}"""
+
+#: What the gateway sees once the token has lapsed: the page still holds a token, the gateway refuses it.
+EXPIRE = """() => {
+  const s = JSON.parse(sessionStorage.getItem("rzcp.session"));
+  s.token = "expired." + s.token.split(".")[1] + ".x";
+  sessionStorage.setItem("rzcp.session", JSON.stringify(s));
+}"""
+
+
+async def log_in(page: Page, bsn: str) -> str:
+    """Through the app's own login button and the development identity provider; the patient's id."""
+    await page.goto("/app/")
+    await page.get_by_role("button", name="Inloggen").click()
+    await dev_login_patient(page, bsn)
+    await expect(page.get_by_role("heading", name="Wie mag wat zien")).to_be_visible()
+    return str(await page.evaluate("JSON.parse(sessionStorage.getItem('rzcp.session')).patient"))
+
+
+async def page_fetch(page: Page, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """A request with the page's own token, as someone editing the request in the browser would send it."""
+    return dict(await page.evaluate(FETCH, [method, path, body]))
+
+
+async def decision(page: Page, category: str, resource_type: str) -> str:
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "requesterCategory", "valueString": category},
+            {"name": "resourceType", "valueString": resource_type},
+        ],
+    }
+    answer = await page_fetch(page, "POST", "/fhir/Consent/$evaluate", parameters)
+    assert answer["status"] == 200, answer
+    return "permit" if '"valueCode":"permit"' in answer["text"] else "deny"
+
+
+async def test_patient_previews_grants_revokes_and_sees_the_history(page: Page) -> None:
+    await page.goto("/app/")
+    await expect(page.get_by_role("button", name="Inloggen")).to_be_visible()  # no session: the login
+    await screenshot(page, "patient-login")
+    await log_in(page, new_bsn())
+    await expect(page.get_by_text("U heeft nog geen toestemming gegeven")).to_be_visible()
+
+    await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+    await page.get_by_label("Soort zorgverlener", exact=True).select_option("huisartsen")
+    await page.get_by_label("Medicatie", exact=True).check()
+    after, hidden = page.locator("#preview-after"), page.locator("#preview-not")
+    await expect(page.locator("#preview-now")).to_have_text("Nu: niets.")
+    await expect(after).to_have_text("Na opslaan wel: Medicatie.")
+    await expect(hidden).to_contain_text("Laboratoriumuitslagen")
+    await page.get_by_label("Allergieën").check()
+    await expect(after).to_have_text("Na opslaan wel: Medicatie, Allergieën.")
+    await page.get_by_label("Mag niet zien (afschermen)").check()
+    await expect(after).to_have_text("Na opslaan wel: niets.")
+    await page.get_by_label("Mag zien", exact=True).check()
+    await expect(after).to_have_text("Na opslaan wel: Medicatie, Allergieën.")
+    await screenshot(page, "patient-grant")
+    await page.get_by_role("button", name="Opslaan").click()
+
+    await expect(page.get_by_text("Opgeslagen.")).to_be_visible()
+    card = page.locator("#overview-active .consent")
+    await expect(card).to_have_text(
+        re.compile("Mag zien — Huisartsen: Medicatie, Allergieën.*voor uw behandeling")
+    )
+    assert await decision(page, "huisartsen", "MedicationRequest") == "permit"
+    assert await decision(page, "huisartsen", "Specimen") == "deny"  # lab data was not chosen
+    await screenshot(page, "patient-overview")
+
+    # with a consent saved, the preview is the engine's answer with the unsaved choice beside it
+    await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+    await page.get_by_label("Soort zorgverlener", exact=True).select_option("huisartsen")
+    await page.get_by_label("Mag zien", exact=True).check()
+    await page.get_by_label("Laboratoriumuitslagen").check()
+    await page.get_by_label("Medicatie", exact=True).uncheck()
+    await page.get_by_label("Allergieën").uncheck()
+    await expect(page.locator("#preview-now")).to_have_text("Nu: Medicatie, Allergieën.")
+    await expect(after).to_have_text("Na opslaan wel: Medicatie, Laboratoriumuitslagen, Allergieën.")
+    await page.get_by_role("link", name="Wie mag wat zien", exact=True).click()
+
+    await card.get_by_role("button", name="Intrekken").click()
+    await page.get_by_role("button", name="Ja, intrekken").click()
+    await expect(page.get_by_text("De toestemming is ingetrokken.")).to_be_visible()
+    await expect(page.locator("#overview-active .consent")).to_have_count(0)
+    await expect(page.locator("#overview-revoked .consent")).to_contain_text("Ingetrokken")
+    assert await decision(page, "huisartsen", "MedicationRequest") == "deny"
+
+    await page.get_by_role("link", name="Geschiedenis", exact=True).click()
+    versions = page.locator("#history-list .version")
+    await expect(versions).to_have_count(2)
+    await expect(versions.first).to_contain_text("Ingetrokken")
+    await expect(versions.last).to_contain_text("Gegeven")
+    await screenshot(page, "patient-history")
+
+
+async def test_one_organisation_and_a_members_access_in_the_log(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    member = await live_gateway.register_system(category="Z3")
+
+    async def directory_entry() -> None:
+        async with live_gateway.runtime.db.write() as conn:
+            await project(conn, live_gateway.runtime.registry, member.member_ura)
+
+    await live_gateway.run(directory_entry())
+    patient = await log_in(page, new_bsn())
+    await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+    await page.get_by_label("Eén organisatie").check()
+    await page.get_by_label("Zoek een organisatie op naam").fill(f"Member {member.member_ura}")
+    await page.get_by_role("button", name="Zoeken").click()
+    await page.get_by_label(f"Member {member.member_ura}", exact=False).check()
+    await page.get_by_label("Alle gegevens").check()
+    await page.get_by_label("Tot en met").fill("2099-12-31")
+    await expect(page.locator("#preview-after")).to_contain_text("Medicatie, Laboratoriumuitslagen")
+    await page.get_by_role("button", name="Opslaan").click()
+    await expect(page.locator("#overview-active .consent")).to_contain_text(
+        f"Member {member.member_ura}: al uw gegevens"
+    )
+
+    http = await live_gateway.system_http(member)
+    try:
+        looked = await http.get(f"/fhir/Patient/{patient}")
+    finally:
+        await http.aclose()
+    assert looked.status_code in (200, 403, 404), looked.text
+    await page.get_by_role("link", name="Wie keek mee", exact=True).click()
+    entry = page.locator("#log-list .access").first
+    await expect(entry).to_contain_text(f"Member {member.member_ura}")  # the organisation by its name
+    await expect(entry).to_contain_text("Noodsituatie")
+    await page.get_by_role("button", name="Switch to English").click()
+    await expect(page.get_by_role("heading", name="Who looked at your data")).to_be_visible()
+    await expect(page.locator("#log-list .access").first).to_contain_text("Emergency")
+    await screenshot(page, "patient-access-log")
+
+
+async def test_another_patients_consent_cannot_be_reached(page: Page, live_gateway: LiveGateway) -> None:
+    admin = await live_gateway.register_system(role="admin")
+    http = await live_gateway.system_http(admin)
+    try:
+        other = (await http.post("/fhir/Patient", json={"resourceType": "Patient"})).json()["id"]
+        published = (await http.get("/consent/policy")).json()
+        scope_system, scope_code = published["systems"]["scope"].split("|")
+        consent = {
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": {"coding": [{"system": scope_system, "code": scope_code}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{other}"},
+            "policyRule": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]
+            },
+            "sourceAttachment": {"title": "Signed form"},
+            "provision": {"type": "deny"},
+        }
+        created = await http.post("/fhir/Consent", json=consent)
+        assert created.status_code == 201, created.text
+        theirs = created.json()
+    finally:
+        await http.aclose()
+
+    await log_in(page, new_bsn())
+    await page.goto(f"/app/#history/{theirs['id']}")
+    await expect(page.get_by_text("Deze toestemming bestaat niet of is niet van u.")).to_be_visible()
+    await expect(page.locator("#history-list .card")).to_have_count(0)
+    await expect(page.get_by_text("Afgeschermd voor")).to_have_count(0)
+
+    read = await page_fetch(page, "GET", f"/fhir/Consent/{theirs['id']}")
+    assert read["status"] == 404
+    assert "OperationOutcome" in read["text"] and "provision" not in read["text"]
+    history = await page_fetch(page, "GET", f"/fhir/Consent/{theirs['id']}/_history")
+    assert history["status"] == 404
+    search = await page_fetch(page, "GET", f"/fhir/Consent?patient=Patient/{other}")
+    assert search["status"] in (403, 404) or theirs["id"] not in search["text"]
+    revoke = await page_fetch(page, "PUT", f"/fhir/Consent/{theirs['id']}", {**theirs, "status": "inactive"})
+    assert revoke["status"] in (403, 404)
+    assert (await page_fetch(page, "DELETE", f"/fhir/Consent/{theirs['id']}"))["status"] in (403, 404)
+
+
+async def test_small_screen_unreachable_server_and_expired_session(page: Page) -> None:
+    await page.set_viewport_size({"width": 320, "height": 740})
+    await log_in(page, new_bsn())
+    for link, control in (
+        ("Toestemming geven", "Opslaan"),
+        ("Wie keek mee", "Uitloggen"),
+        ("Wie mag wat zien", "Toestemming geven of afschermen"),
+    ):
+        await page.get_by_role("link", name=link, exact=True).click()
+        await expect(
+            page.get_by_role("button", name=control).or_(page.get_by_role("link", name=control))
+        ).to_be_visible()
+        width = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{link}: the page scrolls sideways at 320 px ({width})"
+        for name in ("Wie mag wat zien", "Toestemming geven", "Geschiedenis", "Wie keek mee"):
+            await expect(page.get_by_role("link", name=name, exact=True)).to_be_in_viewport()
+    await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+    await screenshot(page, "patient-small-screen")
+
+    await page.route("**/fhir/**", lambda route: route.abort())
+    await page.get_by_role("link", name="Wie keek mee", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text(re.compile("De server is niet bereikbaar"))
+    await page.unroute("**/fhir/**")
+
+    await page.evaluate(EXPIRE)
+    await page.get_by_role("link", name="Geschiedenis", exact=True).click()
+    await expect(page.get_by_text("Uw sessie is verlopen. Log opnieuw in om verder te gaan.")).to_be_visible()
+    await expect(page.get_by_role("button", name="Opnieuw inloggen")).to_be_visible()
+    text = await page.locator("body").inner_text()
+    assert "{" not in text and "OperationOutcome" not in text and "401" not in text
+    await page.reload()  # the session is gone for good: still the plain message, not an empty page
+    await expect(page.get_by_text("Uw sessie is verlopen.", exact=False)).to_be_visible()
+    await screenshot(page, "patient-session-expired")
