@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rzcp.consent.policy import PURPOSE_SYSTEM, URA_SYSTEM
 from rzcp.fhir.search.values import parse_date_range
@@ -28,30 +28,32 @@ PRIVACY_SCOPE = "patient-privacy"
 
 Range = tuple[datetime, datetime]
 
-#: Equal condition sets shared between compiled consents: a registry of millions repeats a few values.
-_INTERNED: dict[frozenset[str], frozenset[str]] = {}
+#: Equal condition sets and period bounds shared between compiled consents: a registry of millions
+#: repeats a few values, and a shared value stays in the CPU caches where a million copies would not.
+_Shared = TypeVar("_Shared", frozenset[str], datetime)
+_INTERNED: dict[frozenset[str] | datetime, Any] = {}
 _INTERN_LIMIT = 100_000
 
 
-def _intern(values: frozenset[str]) -> frozenset[str]:
-    found = _INTERNED.get(values)
+def _intern(value: _Shared) -> _Shared:
+    found = _INTERNED.get(value)
     if found is not None:
-        return found
+        return found  # type: ignore[no-any-return]
     if len(_INTERNED) < _INTERN_LIMIT:
-        _INTERNED[values] = values
-    return values
+        _INTERNED[value] = value
+    return value
 
 
 class CompileError(ValueError):
     """A provision the engine cannot read; validation refuses such consents before they are stored."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Rule:
     """One provision. A None condition does not restrict; a frozenset one matches when the request
-    carries any of its values."""
+    carries any of its values. Compared by identity: the engine asks which provision decided."""
 
-    effect: str | None  # "permit" | "deny"; None only on a base provision without a type (treated as permit)
+    effect: str | None  # "permit" | "deny"; None only on a nested provision without a type (an error)
     path: str
     period: Range | None = None
     data_period: Range | None = None
@@ -69,40 +71,63 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class CompiledConsent:
-    consent_id: str
-    version: str | None
-    effect: str  # the base provision's type
-    root: Rule
+class CompiledConsent(Rule):
+    """A consent's base provision (its `effect` permit when the type is missing), with the consent's
+    identity. One object, not a consent pointing to its base provision: in a large registry each object
+    a decision reaches is likely a trip to memory."""
+
+    consent_id: str = ""
+    version: str | None = None
+    #: Place among the patient's compiled consents: candidates from several index entries keep this order.
+    position: int = 0
+
+    @property
+    def root(self) -> Rule:
+        return self
 
 
-@dataclass
+@dataclass(frozen=True, slots=True, eq=False)
 class CompiledConsents:
-    """A patient's active consents, filed by the requester their base provision names."""
+    """A patient's active consents, filed by the requester their base provision names.
+
+    Built for a registry of millions of consents held in memory: most decisions meet a patient whose
+    compiled consents are no longer in the CPU caches, and then every object a decision touches costs a
+    trip to memory. So a decision touches this object, one small dict and one tuple to find the consents
+    that can concern the requester (each entry already holds the consents about anyone), and only those.
+    """
 
     consents: tuple[CompiledConsent, ...] = ()
-    by_org: dict[str, tuple[CompiledConsent, ...]] = field(default_factory=dict)
-    by_category: dict[str, tuple[CompiledConsent, ...]] = field(default_factory=dict)
+    #: Requester key (a URA or an organisation-category code) -> the consents whose base provision names
+    #: it, together with those about anyone, in consent order. A superset: the engine checks each base
+    #: provision in full, so a category code that happened to equal a URA would cost time, not a decision.
+    by_requester: Mapping[str, tuple[CompiledConsent, ...]] = field(default_factory=dict)
+    #: The consents about anyone: the candidates when no key of the requester is filed.
     anyone: tuple[CompiledConsent, ...] = ()
     #: Consents that took no part: (id, why), e.g. inactive or of another scope.
     skipped: tuple[tuple[str, str], ...] = ()
 
     def candidates(self, requester_ura: str, categories: Iterable[str]) -> tuple[CompiledConsent, ...]:
-        found = self.anyone
-        buckets = 1 if found else 0
-        org = self.by_org.get(requester_ura)
-        if org:
-            found, buckets = found + org, buckets + 1
-        if self.by_category:
-            for code in categories:
-                cat = self.by_category.get(code)
-                if cat:
-                    found, buckets = found + cat, buckets + 1
-        # A consent naming several requesters sits in several buckets: count it once.
-        return tuple(dict.fromkeys(found)) if buckets > 1 else found
+        """The consents whose base provision can concern this requester, in consent order."""
+        get = self.by_requester.get
+        found = get(requester_ura)
+        for code in categories:
+            more = get(code)
+            if more is not None and more is not found:
+                found = more if found is None else _merge(found, more)
+        return self.anyone if found is None else found
 
     def __len__(self) -> int:
         return len(self.consents)
+
+
+def _merge(a: tuple[CompiledConsent, ...], b: tuple[CompiledConsent, ...]) -> tuple[CompiledConsent, ...]:
+    """Two index entries as one, each consent once (a consent may name several requesters, and the
+    consents about anyone are in both), in consent order."""
+    return tuple(sorted({*a, *b}, key=_position))
+
+
+def _position(consent: CompiledConsent) -> int:
+    return consent.position
 
 
 def compile_consents(resources: Iterable[Mapping[str, Any]]) -> CompiledConsents:
@@ -116,12 +141,15 @@ def compile_consents(resources: Iterable[Mapping[str, Any]]) -> CompiledConsents
             skipped.append((consent_id, why))
             continue
         try:
-            root = _rule(resource.get("provision") or {}, "Consent.provision", None)
+            fields = _rule_fields(resource.get("provision") or {}, "Consent.provision", None)
         except CompileError as exc:
             skipped.append((consent_id, f"unreadable: {exc}"))
             continue
+        fields["effect"] = fields["effect"] or "permit"
         version = (resource.get("meta") or {}).get("versionId")
-        compiled.append(CompiledConsent(consent_id, version, root.effect or "permit", root))
+        compiled.append(
+            CompiledConsent(**fields, consent_id=consent_id, version=version, position=len(compiled))
+        )
     return _file(tuple(compiled), tuple(skipped))
 
 
@@ -136,28 +164,29 @@ def _not_in_force(resource: Mapping[str, Any]) -> str | None:
 
 
 def _file(consents: tuple[CompiledConsent, ...], skipped: tuple[tuple[str, str], ...]) -> CompiledConsents:
-    by_org: dict[str, list[CompiledConsent]] = {}
-    by_cat: dict[str, list[CompiledConsent]] = {}
+    named: dict[str, list[CompiledConsent]] = {}
     anyone: list[CompiledConsent] = []
     for consent in consents:
-        root = consent.root
-        if root.requester_orgs is None and root.requester_categories is None:
+        if consent.requester_orgs is None and consent.requester_categories is None:
             anyone.append(consent)
+            for entry in named.values():
+                entry.append(consent)
             continue
-        for ura in root.requester_orgs or ():
-            by_org.setdefault(ura, []).append(consent)
-        for code in root.requester_categories or ():
-            by_cat.setdefault(code, []).append(consent)
+        for key in (consent.requester_orgs or frozenset()) | (consent.requester_categories or frozenset()):
+            named.setdefault(key, list(anyone)).append(consent)
     return CompiledConsents(
         consents=consents,
-        by_org={k: tuple(v) for k, v in by_org.items()},
-        by_category={k: tuple(v) for k, v in by_cat.items()},
+        by_requester={key: tuple(entry) for key, entry in named.items()},
         anyone=tuple(anyone),
         skipped=skipped,
     )
 
 
 def _rule(provision: Mapping[str, Any], path: str, parent_effect: str | None) -> Rule:
+    return Rule(**_rule_fields(provision, path, parent_effect))
+
+
+def _rule_fields(provision: Mapping[str, Any], path: str, parent_effect: str | None) -> dict[str, Any]:
     effect = provision.get("type")
     if effect not in (None, "permit", "deny"):
         raise CompileError(f"{path}.type {effect!r} is not permit or deny")
@@ -168,7 +197,7 @@ def _rule(provision: Mapping[str, Any], path: str, parent_effect: str | None) ->
         _rule(child, f"{path}.provision[{i}]", effect or "permit")
         for i, child in enumerate(provision.get("provision") or [])
     )
-    return Rule(
+    return dict(
         effect=effect,
         path=path,
         period=_range(provision.get("period"), f"{path}.period"),
@@ -230,4 +259,4 @@ def _range(period: Mapping[str, Any] | None, path: str) -> Range | None:
         high = parse_date_range(period["end"])[1] if period.get("end") else datetime.max
     except (ValueError, TypeError, OverflowError):
         raise CompileError(f"{path} is not a valid Period") from None
-    return low, high
+    return _intern(low), _intern(high)

@@ -236,8 +236,7 @@ def _answers(compiled: CompiledConsents, c: _Context) -> _Outcome:
     outcome = _Outcome([], [], [], False)
     flags = [False]
     for consent in compiled.candidates(c.requester_ura, c.requester_categories):
-        root = consent.root
-        matched = _match(root, c)
+        matched = _match(consent, c)  # a compiled consent is its own base provision
         if matched is None:
             continue
         spec, assumed = matched
@@ -245,14 +244,14 @@ def _answers(compiled: CompiledConsents, c: _Context) -> _Outcome:
             flags[0] = True
             if consent.effect == "deny":
                 continue
-        effect, rule, spec = _resolve(root, consent.effect, spec, c, flags)
+        effect, rule, spec = _resolve(consent, consent.effect, spec, c, flags)
         if effect != consent.effect:
             outcome.excepted.append(consent)
             continue
         if effect == "permit":
             if c.labels is None:
                 flags[0] = True
-            elif c.sensitive and not c.sensitive <= _labels_on_path(root, rule):
+            elif c.sensitive and not c.sensitive <= _labels_on_path(consent, rule):
                 outcome.unlabelled.append(consent)
                 continue
         outcome.answers.append(_Answer(consent, effect, rule, spec))
