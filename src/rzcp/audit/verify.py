@@ -1,7 +1,7 @@
 """Verification of the audit trail: the hash chain, its signed checkpoints and head, and its archive anchor.
 
 `verify_chain` reads the whole trail in one read-only snapshot (REPEATABLE READ on PostgreSQL; one SQLite
-read transaction), in chunks by seq, and stops at the first bad record:
+read transaction), in chunks by seq, and names the first bad record in chain order:
 
 - a record whose seq is not the one expected                 -> the missing seq (a deleted row)
 - a record whose prev_hash is not the hash before it          -> that record (swapped or inserted rows)
@@ -17,18 +17,26 @@ The last record of each committed batch carries a signature, so an intact trail 
 Only the newest batch signature is verified (an Ed25519 verification costs as much as hashing a few hundred
 records); the chain links every earlier record to it. Removing a tail back to an earlier signed record is
 caught by a newer checkpoint: checkpoints come every few seconds and are logged outside the database too.
+
+With `workers` > 1 the seq range is cut into stretches, walked by this process and worker processes side
+by side, each on its own connection (on PostgreSQL in this snapshot, exported to them): every record within
+a stretch is checked against the one before it there, and this process links each stretch's first record to
+the previous stretch's last one, so every link is still checked and the verdict and the record named are
+the same as walking in one piece (rzcp.audit.walk).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.chain import (
@@ -37,7 +45,6 @@ from rzcp.audit.chain import (
     batch_message,
     checkpoint_message,
     column_values,
-    record_hash,
 )
 from rzcp.audit.tables import (
     GENESIS_HASH,
@@ -46,36 +53,14 @@ from rzcp.audit.tables import (
     audit_checkpoints,
     audit_events,
 )
+from rzcp.audit.walk import CHUNK, ChainWalker, Stretch, WalkerProcess, begin_snapshot, walk_stretch
 from rzcp.store.db import Database
 
-CHUNK = 20_000
-
-#: What the walker reads, in this order: seq, prev_hash, hash, content, key_id, signature, then the index
-#: columns in their hashed form (rzcp.audit.chain): raw driver values, no conversion in Python.
-_WALK = (
-    "SELECT seq, prev_hash, hash, {content}, key_id, signature, {recorded}, event_id, type_code, subtype, "
-    "action, outcome, patient, agent, member_ura, client_id, purpose, {emergency}, correlation_id "
-    "FROM audit_events WHERE seq >= {first} ORDER BY seq LIMIT {limit}"
-)
-SQLITE_WALK = _WALK.format(
-    content="content", recorded="recorded", emergency="emergency", first="?", limit="?"
-)
-_PG = {
-    "content": "content",
-    "recorded": "to_char(recorded, 'YYYY-MM-DD HH24:MI:SS.US')",
-    "emergency": "emergency::int",
-}
-ASYNCPG_WALK = _WALK.format(**_PG, first="$1", limit="$2")
-PG_WALK = _WALK.format(**_PG, first=":first", limit=":limit")
-
-
-async def _fetch(conn: AsyncConnection, db: Database, first: int, limit: int) -> Sequence[Sequence[Any]]:
-    if db.is_sqlite:
-        return (await conn.exec_driver_sql(SQLITE_WALK, (first, limit))).all()
-    if conn.dialect.driver == "asyncpg":  # straight from the driver: no result processing per row
-        raw = await conn.get_raw_connection()
-        return await raw.driver_connection.fetch(ASYNCPG_WALK, first, limit)  # type: ignore[union-attr]
-    return (await conn.execute(text(PG_WALK), {"first": first, "limit": limit})).all()
+#: Records a process takes at a time when several walk the chain: about half a second's work.
+STRETCH = 50_000
+#: With `workers=None`, records from which more processes walk the chain: a worker process spends about
+#: 0.4 s of CPU importing before it reads a record, what walking some 40,000 records costs.
+MIN_PARALLEL = 200_000
 
 
 @dataclass(frozen=True)
@@ -98,90 +83,71 @@ class VerifyResult:
         return f"audit trail broken at record {self.bad_seq}: {self.reason}"
 
 
-class ChainWalker:
-    """Checks records fed in seq order against the chain; remembers the first failure and stops there."""
-
-    def __init__(self, start_seq: int, prev_hash: str) -> None:
-        self.start_seq = start_seq
-        self.expected = start_seq
-        self.prev = prev_hash
-        self.count = 0
-        self.bad_seq: int | None = None
-        self.reason: str | None = None
-        #: hash of each record in the current chunk, by seq - chunk_start (to check checkpoints).
-        self.chunk_start = start_seq
-        self.chunk_hashes: list[str] = []
-        #: (seq, hash, key_id, signature) of the newest record that carries a batch signature.
-        self.last_signed: tuple[int, str, str, str] | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.bad_seq is not None
-
-    def fail(self, seq: int, reason: str) -> None:
-        if self.bad_seq is None or seq < self.bad_seq:
-            self.bad_seq, self.reason = seq, reason
-
-    def feed(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Rows of (seq, prev_hash, hash, content, key_id, signature, *INDEX_COLUMNS)."""
-        expected, prev = self.expected, self.prev
-        last_signed = self.last_signed
-        self.chunk_start = expected
-        hashes: list[str] = []
-        append = hashes.append
-        for row in rows:
-            seq = row[0]
-            if seq != expected:
-                if seq < expected:
-                    self.fail(seq, f"appears twice or out of order (expected seq {expected})")
-                else:
-                    self.fail(expected, f"is missing (the chain jumps from seq {expected - 1} to {seq})")
-                break
-            if row[1] != prev:
-                self.fail(seq, "its prev_hash does not link to the record before it (moved or replaced)")
-                break
-            digest = record_hash(seq, prev, row[6:], row[3].encode())
-            if digest != row[2]:
-                self.fail(seq, "its hash does not match its content (the record was changed)")
-                break
-            if row[5] is not None:
-                last_signed = (seq, digest, row[4], row[5])
-            append(digest)
-            prev = digest
-            expected += 1
-        self.count += len(hashes)
-        self.expected, self.prev = expected, prev
-        self.last_signed = last_signed
-        self.chunk_hashes = hashes
-
-    def hash_at(self, seq: int) -> str | None:
-        index = seq - self.chunk_start
-        if 0 <= index < len(self.chunk_hashes):
-            return self.chunk_hashes[index]
-        return None
+def stretches(first: int, last: int | None, size: int) -> list[tuple[int, int]]:
+    """first..last cut into consecutive seq ranges of `size` records (the last one shorter)."""
+    if last is None or last < first:
+        return []
+    return [(lo, min(lo + size - 1, last)) for lo in range(first, last + 1, size)]
 
 
-def _check_signed(
-    walker: ChainWalker, signer: ChainSigner, rows: Iterable[Any], *, what: str
-) -> tuple[int, int]:
-    """Check signed checkpoints against the walked chunk; returns (valid count, newest valid seq)."""
-    valid, newest = 0, 0
-    for row in rows:
-        message = checkpoint_message(row.seq, row.hash, row.signed_at)
-        if not signer.verify(row.key_id, row.signature, message):
-            walker.fail(row.seq, f"the {what} signed at this record has no valid signature (forged?)")
-            continue
-        valid += 1
-        newest = max(newest, row.seq)
-        seen = walker.hash_at(row.seq)
-        if seen is not None and seen != row.hash:
-            walker.fail(row.seq, f"it differs from the signed {what} (the chain was rewritten up to here)")
-    return valid, newest
+def processes(records: int, workers: int | None) -> int:
+    """How many processes walk `records`: `workers`, or for None one per CPU on a big trail."""
+    if workers is not None:
+        return workers
+    return (os.cpu_count() or 1) if records >= MIN_PARALLEL else 1
 
 
-async def _snapshot(conn: AsyncConnection, db: Database) -> None:
-    if not db.is_sqlite:
-        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+async def _walk(
+    db: Database,
+    conn: AsyncConnection,
+    parts: list[tuple[int, int]],
+    marks: list[int],
+    chunk: int,
+    workers: int,
+) -> list[Stretch | None]:
+    """Walk the stretches: this process on `conn` and `workers - 1` worker processes, each taking the
+    next stretch when done with one, so that a worker that starts late or gets less CPU does less.
+
+    No stretch after one that failed is started (the first failure is the one named); those stay None.
+    """
+    walked: list[Stretch | None] = [None] * len(parts)
+    todo = iter(range(len(parts)))  # shared: each taker gets the next stretch
+    failed = [len(parts)]
+
+    def own(i: int) -> list[int]:
+        lo, hi = parts[i]
+        return marks[bisect_left(marks, lo) : bisect_right(marks, hi)]
+
+    def keep(i: int, stretch: Stretch) -> None:
+        walked[i] = stretch
+        if stretch.bad_seq is not None:
+            failed[0] = min(failed[0], i)
+
+    async def here() -> None:
+        for i in todo:
+            if i > failed[0]:
+                return
+            keep(i, await walk_stretch(conn, db, *parts[i], own(i), chunk))
+
+    async def elsewhere(snapshot: str | None) -> None:
+        worker = await WalkerProcess.start(db.url, snapshot)
+        try:
+            for i in todo:
+                if i > failed[0]:
+                    return
+                keep(i, await worker.walk(*parts[i], own(i), chunk))
+        finally:
+            await worker.close()
+
+    workers = min(workers, len(parts))
+    snapshot = None
+    if workers > 1 and not db.is_sqlite:  # this transaction stays open until the workers are done
+        snapshot = (await conn.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
+    async with asyncio.TaskGroup() as group:  # a worker failing (not a bad record: an error) stops all
+        for _ in range(workers - 1):
+            group.create_task(elsewhere(snapshot))
+        group.create_task(here())
+    return walked
 
 
 async def read_anchor(conn: AsyncConnection, signer: ChainSigner) -> tuple[int, str, str | None]:
@@ -195,39 +161,56 @@ async def read_anchor(conn: AsyncConnection, signer: ChainSigner) -> tuple[int, 
     return row.seq, row.hash, None
 
 
-async def verify_chain(db: Database, signer: ChainSigner, *, chunk: int = CHUNK) -> VerifyResult:
+async def verify_chain(
+    db: Database,
+    signer: ChainSigner,
+    *,
+    chunk: int = CHUNK,
+    workers: int | None = 1,
+    stretch: int = STRETCH,
+) -> VerifyResult:
+    """`workers`: processes that walk the chain, this one included (None: one per CPU on a big trail),
+    taking `stretch` records at a time."""
     async with db.read() as conn:
-        await _snapshot(conn, db)
+        await begin_snapshot(conn, db)
         anchor_seq, anchor_hash, anchor_problem = await read_anchor(conn, signer)
         walker = ChainWalker(anchor_seq + 1, anchor_hash)
+        parts: list[tuple[int, int]] = []
+        count = 1
         if anchor_problem:
             walker.fail(anchor_seq, anchor_problem)
-        checkpoints, trusted = 0, anchor_seq
-        rows = await _fetch(conn, db, walker.expected, chunk) if not walker.failed else []
-        while rows and not walker.failed:
-            first, last = rows[0][0], rows[-1][0]
-            signed = (
+        else:
+            newest = (
                 await conn.execute(
-                    select(audit_checkpoints).where(
-                        audit_checkpoints.c.seq >= first, audit_checkpoints.c.seq <= last
-                    )
+                    select(func.max(audit_events.c.seq)).where(audit_events.c.seq > anchor_seq)
                 )
-            ).all()
-            # hash this chunk in a thread while the next one is read (hashlib lets go of the GIL)
-            ahead = asyncio.ensure_future(_fetch(conn, db, last + 1, chunk)) if len(rows) == chunk else None
-            await asyncio.to_thread(walker.feed, rows)
-            valid, newest = _check_signed(walker, signer, signed, what="checkpoint")
-            checkpoints += valid
-            trusted = max(trusted, newest)
-            rows = await ahead if ahead is not None else []
-        last_seq = walker.expected - 1
-        # Checkpoints beyond the chain's end name records that were signed and are gone.
-        later = (
-            await conn.execute(select(audit_checkpoints).where(audit_checkpoints.c.seq > last_seq))
+            ).scalar_one()
+            span = newest - anchor_seq if newest is not None else 0
+            count = processes(span, workers)
+            parts = stretches(anchor_seq + 1, newest, stretch if count > 1 else max(span, 1))
+        signed = (
+            await conn.execute(
+                select(audit_checkpoints)
+                .where(audit_checkpoints.c.seq > anchor_seq)
+                .order_by(audit_checkpoints.c.seq)
+            )
         ).all()
-        valid, newest = _check_signed(walker, signer, later, what="checkpoint")
-        checkpoints += valid
-        trusted = max(trusted, newest)
+        marks = [row.seq for row in signed]
+        walked = await _walk(db, conn, parts, marks, chunk, count)
+    for part in walked:
+        if part is None or not walker.join(part):
+            break
+    last_seq = walker.expected - 1
+    checkpoints, trusted = 0, anchor_seq
+    for row in signed:
+        if not signer.verify(row.key_id, row.signature, checkpoint_message(row.seq, row.hash, row.signed_at)):
+            walker.fail(row.seq, "the checkpoint signed at this record has no valid signature (forged?)")
+            continue
+        checkpoints += 1
+        trusted = max(trusted, row.seq)
+        seen = walker.marks.get(row.seq)  # only records that verified: the first bad one comes after
+        if seen is not None and seen != row.hash:
+            walker.fail(row.seq, "it differs from the signed checkpoint (the chain was rewritten up to here)")
     if walker.last_signed is not None and not walker.failed:
         seq, digest, kid, signature = walker.last_signed
         if signer.verify(kid, signature, batch_message(seq, digest)):
@@ -281,7 +264,7 @@ def _walk_row(data: dict[str, Any]) -> tuple[Any, ...]:
         data["seq"],
         data["prev_hash"],
         data["hash"],
-        data["content"],
+        data["content"].encode(),
         data.get("key_id"),
         data.get("signature"),
         *values,
