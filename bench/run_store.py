@@ -272,6 +272,9 @@ class Bench:
     gate_p50: list[float] = field(default_factory=list)
     #: --audit-variant: the gateway without its audit middleware, measured right after the gateway.
     free_rps: list[float] = field(default_factory=list)
+    #: --audit-variant: CPU µs per request of the gateway's and the unaudited gateway's process.
+    gate_cpu: list[float] = field(default_factory=list)
+    free_cpu: list[float] = field(default_factory=list)
 
     @property
     def baseline_path(self) -> str:
@@ -326,6 +329,13 @@ def prepare(gateway: Server, workdir: Path) -> list[Bench]:
     return benches
 
 
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU time the server's process has used so far (Linux /proc). CPU per request moves
+    much less with other load on a shared machine than requests per second do."""
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     benches: list[Bench], base: Server, gate: Server, args: argparse.Namespace, free: Server | None = None
 ) -> None:
@@ -337,12 +347,17 @@ def measure(
     for rnd in range(args.rounds):
         for bench in benches:
             b = wrk(base.base + bench.baseline_path, connections=args.connections, seconds=args.seconds)
+            cpu = cpu_seconds(gate)
             g = wrk(gate.base + bench.path, connections=args.connections, seconds=args.seconds)
+            gate_cpu = (cpu_seconds(gate) - cpu) / (g.rps * args.seconds) * 1e6
             bench.base_rps.append(b.rps)
             bench.gate_rps.append(g.rps)
             extra = ""
             if free is not None:
+                cpu = cpu_seconds(free)
                 f = wrk(free.base + bench.path, connections=args.connections, seconds=args.seconds)
+                bench.gate_cpu.append(gate_cpu)
+                bench.free_cpu.append((cpu_seconds(free) - cpu) / (f.rps * args.seconds) * 1e6)
                 bench.free_rps.append(f.rps)
                 extra = f" ({f.rps:,.0f} without audit)"
             print(f"  round {rnd + 1} {bench.name:<15} {b.rps:>9,.0f} vs {g.rps:>8,.0f} req/s{extra}")
@@ -384,10 +399,12 @@ def report(title: str, benches: list[Bench], args: argparse.Namespace) -> bool:
             cost = statistics.median(
                 (1 / g - 1 / f) * 1e6 for g, f in zip(b.gate_rps, b.free_rps, strict=True)
             )
+            cpu = statistics.median(g - f for g, f in zip(b.gate_cpu, b.free_cpu, strict=True))
             print(
                 f"  {b.name:<15} {med(b.free_rps):>8,.0f} req/s without audit, ratio "
                 f"{statistics.median(f / x for f, x in zip(b.free_rps, b.base_rps, strict=True)):.2f}; "
-                f"the audit costs {cost:,.0f} µs of the process per request"
+                f"the audit costs {cost:,.0f} µs of the process per request; CPU per request "
+                f"{med(b.gate_cpu):,.0f} µs with, {med(b.free_cpu):,.0f} µs without: {cpu:,.0f} µs"
             )
     return met
 

@@ -7,21 +7,25 @@ also holds a psychiatric (PSY-labelled) diagnosis that no consent names.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from rzcp.app import create_app
 from rzcp.exchange.breaker import BreakerBoard, BreakerState
 from rzcp.exchange.service import Exchange
 from rzcp.membersim.bsn import derive_test_bsn
+from rzcp.store.db import Database
 from tests.exchange.conftest import FakeClock
 from tests.exchange.region import (
     PSY,
@@ -220,7 +224,19 @@ async def test_a_permitted_members_sensitive_entry_is_withheld_and_reported(worl
     assert "gp-psy-1" in {r["id"] for r in await world.gp.stored("Condition")}
 
 
+async def _audit_rows(world: World, after: int = 0) -> list[Any]:
+    """The gateway's audit records after `seq` (the database is shared with the rest of the suite)."""
+    database = Database(world.region.settings.database_url)
+    try:
+        async with database.read() as conn:
+            query = text("SELECT seq, patient, content FROM audit_events WHERE seq > :after")
+            return list((await conn.execute(query, {"after": after})).all())
+    finally:
+        await database.dispose()
+
+
 async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
     bsn = f"http://fhir.nl/fhir/NamingSystem/bsn|{world.bsn}"
     response = await world.pharmacy.get("/fhir/Condition", params={"patient.identifier": bsn, "_count": "10"})
     page = response.json()
@@ -231,6 +247,17 @@ async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
         page = (await world.pharmacy.get(nxt.replace("http://gateway.test", ""))).json()
         ids += [r["id"] for r in entries(page)]
     assert len(ids) == len(set(ids)) and set(ids) == expected(world, "Condition")
+    # the audit records of these searches name the patient by the regional id; the BSN is nowhere
+    rows = await _audit_rows(world, after=start)
+    asked = [r for r in rows if "NamingSystem/bsn|*" in _queries(r.content)]
+    assert asked and all(r.patient == f"Patient/{world.patient}" for r in asked)
+    assert not [r for r in rows if world.bsn in r.content or world.bsn in _queries(r.content)]
+
+
+def _queries(content: str) -> str:
+    """The recorded queries of an AuditEvent (base64 in entity.query), decoded and unquoted."""
+    entities = orjson.loads(content).get("entity", ())
+    return " ".join(unquote(base64.b64decode(e["query"]).decode()) for e in entities if e.get("query"))
 
 
 async def test_unknown_patient_is_an_empty_bundle(world: World) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rzcp.audit.events import Decision, Returned, facts_from_principal
 from rzcp.audit.writer import AuditUnavailable
+from rzcp.auth.bsn import BSN_SYSTEM
 
 log = logging.getLogger("rzcp.audit")
 
@@ -123,6 +124,19 @@ def _patient_from_request(scope: Scope, params: dict[str, str]) -> str | None:
     return None
 
 
+_BSN_PREFIX = BSN_SYSTEM + "|"
+
+
+def without_bsn(query: str) -> str:
+    """The query as recorded: a BSN asked for (`patient.identifier=<bsn system>|<bsn>`) becomes
+    `<bsn system>|*`. BSNs are stored nowhere in clear, the trail included; the record names the patient
+    it resolved to by the regional Patient id."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(value.startswith(_BSN_PREFIX) for _, value in pairs):
+        return query
+    return urlencode([(k, _BSN_PREFIX + "*" if v.startswith(_BSN_PREFIX) else v) for k, v in pairs])
+
+
 class AuditMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -168,7 +182,7 @@ class AuditMiddleware:
             correlation_id=state.get("request_id", ""),
             resource_type=res_type,
             target=target,
-            query=scope.get("query_string", b"").decode("latin-1") or None,
+            query=without_bsn(scope.get("query_string", b"").decode("latin-1")) or None,
             operation=audit_note.operation or operation,
             address=client[0] if client else None,
             returned=tuple(audit_note.returned),

@@ -19,20 +19,35 @@ takes whatever is waiting (up to `max_batch`) and appends it in one transaction:
    when it closes;
 3. commit; then every caller of the batch gets its receipt, or, when anything failed, `AuditUnavailable`:
    no audit record, no response (fail closed).
+
+Every request waits for its batch, so the write itself is on the request path, and it goes straight to the
+driver (bench/README.md, "The store"):
+
+- SQLite: the transaction runs inline on the event loop with the synchronous driver, as the request path's
+  reads do (`Database.sqlite_write`): a batch of a few records takes less time on the loop than the thread
+  hops of aiosqlite would. It never waits for the lock there: when another connection holds it (another
+  process, or this one's own aiosqlite writes), the same transaction runs in a thread that waits its turn;
+- PostgreSQL: one statement, on an autocommit connection, is the whole transaction: the batch's rows go in
+  as one array per column (`INSERT ... SELECT FROM unnest(...)`), with the checkpoint row in the same
+  statement when one is due. One round trip and one prepared statement, whatever the batch's size. Only
+  when the head is unknown (at start, after a lost race) does it read it first, in a transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
-from sqlalchemy.exc import IntegrityError
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.chain import (
@@ -42,13 +57,14 @@ from rzcp.audit.chain import (
     checkpoint_message,
     column_values,
     record_hash,
+    stamp_text,
     utcnow,
 )
 from rzcp.audit.events import AuditFacts, build_event, index_columns
-from rzcp.audit.tables import GENESIS_HASH, audit_anchors, audit_checkpoints, audit_events
+from rzcp.audit.tables import GENESIS_HASH, INDEX_COLUMNS
 from rzcp.errors import ServiceUnavailable
 from rzcp.settings import Settings
-from rzcp.store.db import Database
+from rzcp.store.db import Database, WriteLocked
 
 log = logging.getLogger("rzcp.audit")
 
@@ -56,6 +72,32 @@ log = logging.getLogger("rzcp.audit")
 MAX_ATTEMPTS = 50
 #: pg_advisory_xact_lock key of the writers that lost a race.
 LOCK_KEY = 7513_0004
+
+#: The columns of audit_events in the order the statements below bind them.
+COLUMNS = ("seq", *INDEX_COLUMNS, "key_id", "signature", "content", "prev_hash", "hash")
+_CHECKPOINT_COLUMNS = "seq, hash, signed_at, key_id, signature"
+
+#: The chain's head: its last record, or after an archive of everything the anchor (seq below any record).
+HEAD_SQL = (
+    "SELECT seq, hash FROM (SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS last_record "
+    "UNION ALL "
+    "SELECT seq, hash FROM (SELECT seq, hash FROM audit_anchors ORDER BY seq DESC LIMIT 1) AS last_anchor "
+    "ORDER BY seq DESC LIMIT 1"
+)
+
+# The statements are built from the constant column names above, never from input.
+_SQLITE_INSERT = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+_SQLITE_CHECKPOINT = f"INSERT INTO audit_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+
+_PG_TYPES = {"seq": "bigint", "recorded": "timestamp", "emergency": "boolean"}
+_CP = len(COLUMNS)  # the checkpoint's parameters follow the columns' arrays
+_PG_APPEND = (
+    f"WITH appended AS (INSERT INTO audit_events ({', '.join(COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
+    + ", ".join(f"${i}::{_PG_TYPES.get(name, 'text')}[]" for i, name in enumerate(COLUMNS, 1))
+    + f")) INSERT INTO audit_checkpoints ({_CHECKPOINT_COLUMNS}) "
+    f"SELECT ${_CP + 1}::bigint, ${_CP + 2}::text, ${_CP + 3}::timestamp, ${_CP + 4}::text, ${_CP + 5}::text "
+    f"WHERE ${_CP + 1}::bigint IS NOT NULL"
+)
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -74,6 +116,25 @@ class _Pending:
     row: dict[str, Any]
     content: bytes
     future: asyncio.Future[Receipt]
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    seq: int
+    hash: str
+    signed_at: datetime
+    key_id: str
+    signature: str
+    at: float  # time.monotonic() when it was signed
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What one transaction appended: the chained rows, the new head, the checkpoint if one was due."""
+
+    rows: list[dict[str, Any]]
+    head: tuple[int, str]
+    checkpoint: _Checkpoint | None
 
 
 class _HeadMoved(Exception):
@@ -198,33 +259,84 @@ class AuditWriter:
         if head is None or head[0] <= self._last_checkpoint[0]:
             return
         try:
-            async with self.db.write() as conn:
-                await self._maybe_checkpoint(conn, head, force=True)
+            await self._write([], force_checkpoint=True)
         except Exception as exc:  # the next batch tries again; the records themselves are safe
             log.warning("audit checkpoint at seq %d failed: %s", head[0], type(exc).__name__)
 
     async def _commit(self, batch: list[_Pending]) -> list[Receipt]:
         for attempt in range(MAX_ATTEMPTS):
             try:
-                async with self.db.write() as conn:
-                    head = self._head
-                    if head is None:
-                        if attempt and not self.db.is_sqlite:
-                            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-                        head = await read_head(conn)
-                    rows, new_head = self._chain(batch, head)
-                    signature = self.signer.sign(batch_message(*new_head))
-                    rows[-1].update(key_id=signature.key_id, signature=signature.value)
-                    await conn.execute(insert(audit_events), rows)
-                    await self._maybe_checkpoint(conn, new_head)
-            except IntegrityError:
+                written = await self._write(batch, lock=attempt > 0)
+            except Exception as exc:
+                if not _seq_taken(exc):
+                    raise
                 self._head = None  # another process appended: read the head again
                 continue
-            self._head = new_head
             self.batches += 1
-            self.records += len(rows)
-            return [Receipt(r["seq"], r["hash"], r["event_id"]) for r in rows]
+            self.records += len(written.rows)
+            return [Receipt(r["seq"], r["hash"], r["event_id"]) for r in written.rows]
         raise _HeadMoved(f"the chain head kept moving ({MAX_ATTEMPTS} attempts)")
+
+    async def _write(
+        self, batch: list[_Pending], *, force_checkpoint: bool = False, lock: bool = False
+    ) -> _Written:
+        """Append the batch after the head in one transaction (see the module's docstring for how)."""
+        if self.db.is_sqlite:
+            work = functools.partial(self._sqlite_append, batch, force_checkpoint)
+            try:
+                written = self.db.sqlite_write(work, wait=False)
+            except WriteLocked:
+                written = await asyncio.to_thread(self.db.sqlite_write, work, wait=True)
+        else:
+            written = await self._pg_append(batch, force_checkpoint, lock)
+        self._head = written.head
+        if written.checkpoint is not None:
+            self._checkpointed(written.checkpoint)
+        return written
+
+    def _sqlite_append(
+        self, batch: list[_Pending], force_checkpoint: bool, conn: sqlite3.Connection
+    ) -> _Written:
+        head = self._head
+        if head is None:
+            found = conn.execute(HEAD_SQL).fetchone()
+            head = (int(found[0]), found[1]) if found else (0, GENESIS_HASH)
+        written = self._prepare(batch, head, force_checkpoint)
+        conn.executemany(_SQLITE_INSERT, [_sqlite_values(row) for row in written.rows])
+        if (cp := written.checkpoint) is not None:
+            conn.execute(
+                _SQLITE_CHECKPOINT, (cp.seq, cp.hash, stamp_text(cp.signed_at), cp.key_id, cp.signature)
+            )
+        return written
+
+    async def _pg_append(self, batch: list[_Pending], force_checkpoint: bool, lock: bool) -> _Written:
+        async with self.db.query() as conn:
+            raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+            try:
+                if self._head is not None:  # autocommit: the statement is the transaction
+                    written = self._prepare(batch, self._head, force_checkpoint)
+                    await raw.execute(_PG_APPEND, *_pg_arguments(written))
+                    return written
+                async with raw.transaction():
+                    if lock:
+                        await raw.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+                    found = await raw.fetchrow(HEAD_SQL)
+                    head = (int(found[0]), found[1]) if found else (0, GENESIS_HASH)
+                    written = self._prepare(batch, head, force_checkpoint)
+                    await raw.execute(_PG_APPEND, *_pg_arguments(written))
+                return written
+            except BaseException as exc:  # a statement that failed leaves the connection usable
+                if not isinstance(exc, asyncpg.PostgresError) or raw.is_closed():
+                    await conn.invalidate()
+                raise
+
+    def _prepare(self, batch: list[_Pending], head: tuple[int, str], force_checkpoint: bool) -> _Written:
+        """The batch chained after `head`, its last record signed, and the checkpoint if one is due."""
+        rows, new_head = self._chain(batch, head)
+        if rows:
+            signature = self.signer.sign(batch_message(*new_head))
+            rows[-1].update(key_id=signature.key_id, signature=signature.value)
+        return _Written(rows, new_head, self._checkpoint_due(new_head, force=force_checkpoint))
 
     @staticmethod
     def _chain(batch: list[_Pending], head: tuple[int, str]) -> tuple[list[dict[str, Any]], tuple[int, str]]:
@@ -246,50 +358,59 @@ class AuditWriter:
             prev = digest
         return rows, (seq, prev)
 
-    async def _maybe_checkpoint(
-        self, conn: AsyncConnection, head: tuple[int, str], *, force: bool = False
-    ) -> None:
+    def _checkpoint_due(self, head: tuple[int, str], *, force: bool) -> _Checkpoint | None:
         last_seq, last_time = self._last_checkpoint
         now = time.monotonic()
         due = head[0] - last_seq >= self.checkpoint_records or now - last_time >= self.checkpoint_seconds
         if not (due or force):
-            return
+            return None
         signed_at = utcnow()
         signature = self.signer.sign(checkpoint_message(head[0], head[1], signed_at))
-        await conn.execute(
-            insert(audit_checkpoints).values(
-                seq=head[0],
-                hash=head[1],
-                signed_at=signed_at,
-                key_id=signature.key_id,
-                signature=signature.value,
-            )
-        )
-        self._last_checkpoint = (head[0], now)
+        return _Checkpoint(head[0], head[1], signed_at, signature.key_id, signature.value, now)
+
+    def _checkpointed(self, checkpoint: _Checkpoint) -> None:
+        """Once committed: the next checkpoint counts from here, and a copy goes to the log."""
+        self._last_checkpoint = (checkpoint.seq, checkpoint.at)
         log.info(
             "audit checkpoint seq=%d hash=%s signed_at=%s key=%s signature=%s",
-            head[0],
-            head[1],
-            signed_at.isoformat(timespec="microseconds"),
-            signature.key_id,
-            signature.value,
+            checkpoint.seq,
+            checkpoint.hash,
+            checkpoint.signed_at.isoformat(timespec="microseconds"),
+            checkpoint.key_id,
+            checkpoint.signature,
         )
+
+
+def _sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row in COLUMNS order, in SQLite's storage form (the hashed form: see rzcp.audit.chain)."""
+    return (
+        row["seq"],
+        *column_values(row),
+        row["key_id"],
+        row["signature"],
+        row["content"],
+        row["prev_hash"],
+        row["hash"],
+    )
+
+
+def _pg_arguments(written: _Written) -> list[Any]:
+    """One array per column, then the checkpoint's values (all None: no checkpoint)."""
+    arrays: list[Any] = [[row[name] for row in written.rows] for name in COLUMNS]
+    cp = written.checkpoint
+    if cp is None:
+        return [*arrays, None, None, None, None, None]
+    return [*arrays, cp.seq, cp.hash, cp.signed_at, cp.key_id, cp.signature]
+
+
+def _seq_taken(exc: BaseException) -> bool:
+    """Did the insert fail because another writer took the seq first (the chain's head moved)?"""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return exc.sqlite_errorname in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+    return isinstance(exc, asyncpg.UniqueViolationError)
 
 
 async def read_head(conn: AsyncConnection) -> tuple[int, str]:
     """(seq, hash) of the chain's last record; after an archive of everything, its anchor; else genesis."""
-    last = (
-        await conn.execute(
-            select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
-        )
-    ).first()
-    if last is not None:
-        return int(last.seq), last.hash
-    anchor = (
-        await conn.execute(
-            select(audit_anchors.c.seq, audit_anchors.c.hash).order_by(audit_anchors.c.seq.desc()).limit(1)
-        )
-    ).first()
-    if anchor is not None:
-        return int(anchor.seq), anchor.hash
-    return 0, GENESIS_HASH
+    found = (await conn.execute(text(HEAD_SQL))).first()
+    return (int(found[0]), found[1]) if found else (0, GENESIS_HASH)
