@@ -82,10 +82,10 @@ _OTHER_PROCESS = textwrap.dedent(
         db = Database(sys.argv[1])
         writer = AuditWriter(db, SIGNER, checkpoint_records=25)
         print("ready", flush=True)
-        sys.stdin.readline()
         for _ in range(15):
+            sys.stdin.readline()  # each round starts with the test's own, so the two race in every round
             await asyncio.gather(*(writer.append(build_event(make_facts())) for _ in range(20)))
-            await asyncio.sleep(0.01)
+            print("done", flush=True)
         await writer.aclose()
         await db.dispose()
         print(writer.records)
@@ -111,11 +111,12 @@ async def test_two_processes_append_at_once(audit_db: Database, scratch_url: str
     writer = AuditWriter(audit_db, SIGNER, checkpoint_records=25)
     try:
         assert await asyncio.wait_for(other.stdout.readline(), 60) == b"ready\n"
-        other.stdin.write(b"go\n")
         receipts = []
-        for _ in range(15):
+        for _ in range(15):  # rounds in lockstep: in each, both processes append 20 at once
+            other.stdin.write(b"go\n")
+            await other.stdin.drain()
             receipts += await asyncio.gather(*(writer.append(build_event(make_facts())) for _ in range(20)))
-            await asyncio.sleep(0.01)
+            assert await asyncio.wait_for(other.stdout.readline(), 60) == b"done\n"
     finally:
         await writer.aclose()
     out, err = await asyncio.wait_for(other.communicate(), 120)
