@@ -178,3 +178,41 @@ def test_a_person_without_a_role_or_with_an_unknown_one_is_refused_at_start_up()
         Settings(person_roles={"dev:x": "root"})
     with pytest.raises(ValueError, match="person_roles"):
         Settings(person_roles={"dev:x": ""})
+
+
+async def test_logout_ends_the_session_in_every_process(browser: httpx.AsyncClient, staff_app: Any) -> None:
+    """RFC 7009 revocation for the public clients: the token is refused from its next use; a second app
+    on the same database (another process) refuses it too; foreign or unknown tokens get the same 200."""
+    patient = await _login(
+        browser, "rzcp-patient-app", APP_REDIRECT, "patient/Consent.cruds launch/patient", {"bsn": new_bsn()}
+    )
+    staff = await _staff(browser, "chief")
+    other_process = create_app(staff_app.state.runtime.settings)
+    for token, client_id, probe in (
+        (patient["access_token"], "rzcp-patient-app", "/fhir/Consent"),
+        (staff["access_token"], CONSOLE, "/fhir/AuditEvent"),
+    ):
+        async with _bearer(staff_app, token) as http:
+            assert (await http.get(probe)).status_code == 200
+        wrong_client = await browser.post("/auth/revoke", data={"token": token, "client_id": "nobody"})
+        assert wrong_client.status_code == 400
+        ended = await browser.post("/auth/revoke", data={"token": token, "client_id": client_id})
+        assert ended.status_code == 200
+        assert (
+            await browser.post("/auth/revoke", data={"token": token, "client_id": client_id})
+        ).status_code == 200
+        for app in (staff_app, other_process):
+            async with _bearer(app, token) as http:
+                refused = await http.get(probe)
+                assert refused.status_code == 401, refused.text
+                if client_id == "rzcp-patient-app":  # the dry run, and the access log, are refused too
+                    question = {
+                        "resourceType": "Parameters",
+                        "parameter": [{"name": "resourceType", "valueString": "Observation"}],
+                    }
+                    evaluated = await http.post("/fhir/Consent/$evaluate", json=question)
+                    assert evaluated.status_code == 401, evaluated.text
+    garbage = await browser.post("/auth/revoke", data={"token": "not.a.token", "client_id": CONSOLE})
+    assert garbage.status_code == 200
+    discovery = (await browser.get("/fhir/.well-known/smart-configuration")).json()
+    assert discovery["revocation_endpoint"] == f"{BASE}/auth/revoke"

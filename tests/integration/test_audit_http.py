@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from rzcp.app import create_app
 from rzcp.audit.search import search_events
+from rzcp.auth import registry
 from rzcp.store.migrate import upgrade
 from tests.conftest import FHIR, PRACTITIONER, fetch_token, gateway_client, make_settings, register_system
 from tests.integration.conftest import as_patient, log_reader_token, new_bsn, patient_token
@@ -219,6 +220,14 @@ async def test_a_member_cannot_read_the_trail_and_an_auditor_can(app: Any) -> No
             headers={"Authorization": f"Bearer {auditor_token}", "Content-Type": FHIR},
         )
         assert written.status_code in (403, 405)
+        # a revoked auditor client reads nothing more, from its next request (its token has not expired)
+        async with app.state.runtime.db.write() as conn:
+            await registry.revoke_client(conn, auditor.client_id)
+        after = await http.get(
+            "/fhir/AuditEvent",
+            headers={"Authorization": f"Bearer {auditor_token}", "X-Acting-Practitioner": PRACTITIONER},
+        )
+        assert after.status_code == 401, after.text
 
 
 async def test_a_hostile_id_is_answered_and_recorded_without_failing_the_batch(

@@ -5,9 +5,11 @@ plainly."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
+import httpx
 from playwright.async_api import Page, expect
 
 from rzcp.exchange.directory import project
@@ -57,7 +59,9 @@ async def decision(page: Page, category: str, resource_type: str) -> str:
     return "permit" if '"valueCode":"permit"' in answer["text"] else "deny"
 
 
-async def test_patient_previews_grants_revokes_and_sees_the_history(page: Page) -> None:
+async def test_patient_previews_grants_revokes_and_sees_the_history(
+    page: Page, live_gateway: LiveGateway
+) -> None:
     await page.goto("/app/")
     await expect(page.get_by_role("button", name="Inloggen")).to_be_visible()  # no session: the login
     await screenshot(page, "patient-login")
@@ -113,6 +117,19 @@ async def test_patient_previews_grants_revokes_and_sees_the_history(page: Page) 
     await expect(versions.first).to_contain_text("Ingetrokken")
     await expect(versions.last).to_contain_text("Gegeven")
     await screenshot(page, "patient-history")
+
+    # logging out ends the session at the gateway: a copy of the token is refused from then on
+    token = await page.evaluate("JSON.parse(sessionStorage.getItem('rzcp.session')).token")
+    assert (await page_fetch(page, "GET", "/fhir/Consent"))["status"] == 200
+    await page.get_by_role("button", name="Uitloggen").click()
+    await expect(page.get_by_role("button", name="Inloggen")).to_be_visible()
+    async with httpx.AsyncClient(base_url=live_gateway.url) as http:
+        for _ in range(50):  # the page sends the revocation as it logs out; give it a moment
+            copied = await http.get("/fhir/Consent", headers={"Authorization": f"Bearer {token}"})
+            if copied.status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+    assert copied.status_code == 401, copied.text
 
 
 async def test_one_organisation_and_a_members_access_in_the_log(

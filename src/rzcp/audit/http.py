@@ -1,11 +1,11 @@
 """Every request that touches patient data or the registry leaves one AuditEvent, written before the
 response leaves the gateway: no audit record, no response.
 
-`AuditMiddleware` wraps the FHIR API and the token endpoint. It holds the response the app produced,
-records the AuditEvent (who from the Principal, what from the route and the `AuditNote` the endpoint
-filled in, how it ended from the status), and only then sends the response on. When the record cannot be
-written the caller gets a 503 OperationOutcome instead of the data. Requests refused before anyone was
-authenticated (401) are recorded too, with no one as the actor.
+`AuditMiddleware` wraps the FHIR API and the token and revocation (logout) endpoints. It holds the
+response the app produced, records the AuditEvent (who from the Principal, what from the route and the
+`AuditNote` the endpoint filled in, how it ended from the status), and only then sends the response on.
+When the record cannot be written the caller gets a 503 OperationOutcome instead of the data. Requests
+refused before anyone was authenticated (401) are recorded too, with no one as the actor.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ log = logging.getLogger("rzcp.audit")
 
 #: Paths that are about neither patient data nor the registry: discovery documents.
 _NOT_AUDITED = ("/fhir/metadata", "/fhir/.well-known/")
-_AUDITED = ("/fhir", "/auth/token")
+_AUDITED = ("/fhir", "/auth/token", "/auth/revoke")
 
 _PATIENT_PARAMS = ("patient", "subject", "beneficiary")
 _PATIENT_KEYS = tuple(f'"{name}"' for name in _PATIENT_PARAMS)
@@ -108,6 +108,8 @@ def _interaction(method: str, route: str | None, path: str) -> tuple[str, str | 
         return "operation", path.rsplit("$", 1)[1].split("/")[0]
     if path.startswith("/auth/token"):
         return "operation", "token"
+    if path.startswith("/auth/revoke"):
+        return "operation", "logout"
     return {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(
         method, "operation"
     ), None

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth.keys import utcnow
 from rzcp.auth.principal import ROLES, Principal
 from rzcp.auth.scopes import ScopeError, ScopeSet
-from rzcp.auth.tables import clients, members
+from rzcp.auth.tables import clients, ended_sessions, members
 from rzcp.auth.tokens import InvalidToken
 from rzcp.errors import BadRequest, Conflict, NotFound
 
@@ -237,10 +237,29 @@ def refuse_dead() -> InvalidToken:
     return InvalidToken("the client or its member is no longer active")
 
 
+_ENDED = select(ended_sessions.c.jti).where(ended_sessions.c.jti == bindparam("jti"))
+
+
 async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
-    """Refuse a system token whose client was revoked or whose member was suspended since it was issued."""
+    """Refuse a system token whose client was revoked or whose member was suspended since it was issued,
+    and a patient's or person's token whose session was ended by logout (`end_session`)."""
+    if principal.kind in ("patient", "person") and principal.token_id:
+        if await conn.scalar(_ENDED, {"jti": principal.token_id}) is not None:
+            raise InvalidToken("this session was ended (logged out)")
+        return
     if not needs_live_check(principal):
         return
     found = await conn.scalar(_LIVE, {"client_id": principal.client_id})  # built once: no compile cost
     if found is None:
         raise refuse_dead()
+
+
+async def end_session(conn: AsyncConnection, claims: dict[str, Any]) -> None:
+    """Logout: the token's id is refused from now on, in every process, until the token would have
+    expired (then the row is no longer needed, and expired rows are cleared here)."""
+    now = utcnow()
+    await conn.execute(delete(ended_sessions).where(ended_sessions.c.expires_at < now))
+    jti = str(claims["jti"])
+    if await conn.scalar(_ENDED, {"jti": jti}) is None:
+        expires = datetime.fromtimestamp(int(claims["exp"]), UTC).replace(tzinfo=None)
+        await conn.execute(insert(ended_sessions).values(jti=jti, expires_at=expires))

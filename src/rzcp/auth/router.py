@@ -13,11 +13,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rzcp.auth import authorize, grants
+from rzcp.auth.authorize import public_clients
 from rzcp.auth.deps import AuthDep, EndpointsDep, bearer_token
 from rzcp.auth.devidp import LOGIN_PATH
 from rzcp.auth.oidc import CALLBACK_PATH, COOKIE
 from rzcp.auth.principal import Principal
-from rzcp.auth.registry import CLIENT_ALGS, ensure_live
+from rzcp.auth.registry import CLIENT_ALGS, end_session, ensure_live
 from rzcp.auth.tokens import InvalidToken
 from rzcp.errors import OAuthError
 
@@ -78,6 +79,7 @@ async def smart_configuration(auth: AuthDep, urls: EndpointsDep) -> Response:
         "authorization_endpoint": urls.authorize,
         "token_endpoint": urls.token,
         "introspection_endpoint": urls.introspect,
+        "revocation_endpoint": urls.revoke,
         "grant_types_supported": list(grants.GRANT_TYPES),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ALGS),
@@ -102,6 +104,28 @@ async def smart_configuration(auth: AuthDep, urls: EndpointsDep) -> Response:
 async def token(request: Request, auth: AuthDep, urls: EndpointsDep) -> Response:
     form = await read_form(request)
     return _json(await grants.token(auth, form, urls))
+
+
+@router.post("/auth/revoke")
+async def revoke(request: Request, auth: AuthDep, urls: EndpointsDep) -> Response:
+    """RFC 7009, for the public clients' logout: a patient's or staff member's token (given with the
+    client_id it was issued to) is refused from its next use, in every process. As the RFC asks, an
+    unknown, expired or foreign token gets the same 200: the answer tells a caller nothing."""
+    form = await read_form(request)
+    subject = form.get("token")
+    if not subject:
+        raise OAuthError("invalid_request", "token is required")
+    if form.get("client_id") not in public_clients(auth, urls):
+        raise OAuthError("invalid_client", "unknown client_id")
+    try:
+        claims = await auth.tokens.verify(subject, issuer=urls.issuer, audience=urls.fhir_base)
+    except InvalidToken:
+        return Response(status_code=200, headers=NO_STORE)
+    if claims.get("kind") not in ("patient", "person") or claims.get("client_id") != form.get("client_id"):
+        return Response(status_code=200, headers=NO_STORE)
+    async with auth.db.write() as conn:
+        await end_session(conn, claims)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 @router.get("/auth/jwks")

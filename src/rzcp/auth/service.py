@@ -75,3 +75,7 @@ class Endpoints:
     @property
     def introspect(self) -> str:
         return self.root + "/auth/introspect"
+
+    @property
+    def revoke(self) -> str:
+        return self.root + "/auth/revoke"

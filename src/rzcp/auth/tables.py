@@ -5,6 +5,7 @@ auth_clients        their systems' OAuth clients: public keys (a JWKS or a jwks_
 auth_assertion_jtis client-assertion ids seen, until the assertion expires (replay protection)
 auth_signing_keys   the gateway's own token-signing keys, private halves sealed with the secret key
 auth_codes          authorization codes of the patient login (hashed, single use, short-lived)
+auth_ended_sessions the ids (jti) of patient and staff tokens ended by logout, until they would expire
 """
 
 from __future__ import annotations
@@ -85,3 +86,12 @@ codes = Table(
 )
 
 AUTH_TABLES = (members, clients, assertion_jtis, signing_keys, codes)
+
+
+ended_sessions = Table(
+    "auth_ended_sessions",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=False), nullable=False),
+    Index(None, "expires_at"),
+)

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from rzcp.audit.http import note as audit_note
 from rzcp.auth.access import authorize_interaction
 from rzcp.auth.deps import CurrentPrincipal
-from rzcp.auth.registry import list_members
+from rzcp.auth.registry import ensure_live, list_members
 from rzcp.consent.compiled import PARTICIPATION_SYSTEM, PRIVACY_SCOPE, SCOPE_SYSTEM
 from rzcp.consent.model import Request as ConsentRequest
 from rzcp.consent.policy import PURPOSE_SYSTEM, RESOURCE_TYPE_SYSTEM, URA_SYSTEM
@@ -96,6 +96,7 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
             raise BadRequest("patient must be a reference Patient/<id>", code="value")
     audit_note(request).patient = patient
     async with runtime.db.query() as conn:
+        await ensure_live(conn, principal)
         categories = {m.ura: m.category for m in await list_members(conn)}
         requester = _one(values, "requester", required=False)
         source = _one(values, "source", required=False)

@@ -1,7 +1,7 @@
 // The console's shell: login, the person's roles, the navigation they allow, and the hash routes.
 // Each screen lives in its own module with one `render(container, context, argument)`.
 
-import { handleCallback, login, logout, session, ApiError, SessionExpired } from "/web/common/oauth.js";
+import { endSession, handleCallback, login, logout, session, ApiError, SessionExpired } from "/web/common/oauth.js";
 import { currentLang, loadStrings, setLang, t, translate } from "/web/common/i18n.js";
 import { el, clear, notice } from "/web/common/dom.js";
 import { call, plainError } from "./consoleapi.js";
@@ -144,7 +144,7 @@ async function start() {
     if (state.me) whoAmI().then(route); else drawLogin();
   });
   document.getElementById("logout").addEventListener("click", () => {
-    logout();
+    endSession();
     state.me = null;
     state.loginError = null;
     history.replaceState(null, "", location.pathname);

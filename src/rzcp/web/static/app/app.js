@@ -3,7 +3,7 @@
 // meet ends in `fail`, which says in plain words what happened and what they can do.
 
 import { currentLang, loadStrings, setLang, t, translate } from "/web/common/i18n.js";
-import { ApiError, SessionExpired, Unreachable, handleCallback, login, logout, session } from "/web/common/oauth.js";
+import { ApiError, SessionExpired, Unreachable, endSession, handleCallback, login, logout, session } from "/web/common/oauth.js";
 import { byId } from "/web/common/dom.js";
 import { renderGrant } from "./grant.js";
 import { renderHistory } from "./history.js";
@@ -147,7 +147,7 @@ async function boot() {
   byId("lang").setAttribute("lang", currentLang() === "nl" ? "en" : "nl");
   byId("login").addEventListener("click", startLogin);
   byId("logout").addEventListener("click", () => {
-    logout();
+    endSession();
     sessionStorage.removeItem(ACTIVE);
     clearTimeout(expiryTimer);
     location.hash = "";

@@ -120,9 +120,29 @@ export function session() {
   return stored;
 }
 
+/** Forgets the session in this tab (an expired one, or after `endSession`). */
 export function logout() {
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(PENDING);
+}
+
+/** The logout button: ends the session at the gateway too (RFC 7009 revocation), so a copy of the token
+ *  stops working at once, not only when it expires. */
+export async function endSession() {
+  const current = JSON.parse(sessionStorage.getItem(KEY) || "null");
+  logout();
+  if (!current) return;
+  try {
+    const config = await discover();
+    await fetch(config.revocation_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ token: current.token, client_id: current.claims.client_id || "" }),
+      keepalive: true,
+    });
+  } catch {
+    // unreachable: the token still ends when it expires, and this tab has forgotten it already
+  }
 }
 
 /** A call to the gateway with the session's token; throws SessionExpired, Unreachable or ApiError. */
