@@ -122,6 +122,20 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
         "health": {"state": "unknown", "failures_24h": 0, "last_failure": None},
     }
     outcome_of(await chief.post("/admin/api/members", json=member), 409)
+    # found by review: a 100,000-character name, a category the policy does not know, an adapter that is
+    # not installed, a control character: each refused with a clear 400 (nothing stored)
+    for bad in (
+        {"name": "A" * 100_000},
+        {"category": "nope"},
+        {"adapter": "../../etc"},
+        {"name": "Praktijk\u0000Test"},
+    ):
+        other = {**member, "ura": new_ura(), **bad}
+        outcome_of(await chief.post("/admin/api/members", json=other), 400)
+        listed = (await chief.get("/admin/api/members")).json()["members"]
+        assert other["ura"] not in {m["ura"] for m in listed}
+    by_type = {**member, "ura": new_ura(), "category": "Z3"}  # a national type code of the policy's
+    assert (await chief.post("/admin/api/members", json=by_type)).status_code == 201
     listed = (await chief.get("/admin/api/members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["status"] == "active"
     key = new_key()

@@ -127,8 +127,17 @@ async def test_an_admin_alone_does_not_read_the_trail_an_admin_auditor_does(
     async with _bearer(staff_app, admin["access_token"]) as http:
         refused = await http.get("/fhir/AuditEvent")
         assert refused.status_code == 403
-        assert "auditor" in refused.json()["issue"][0]["diagnostics"]
+        assert refused.json()["resourceType"] == "OperationOutcome"
         assert (await http.get("/fhir/Organization")).status_code == 200
+        # least privilege: the directory and consents, not clinical data
+        assert (await http.get("/fhir/Observation")).status_code == 403
+    assert set(admin["scope"].split()) <= {
+        "user/Organization.rs",
+        "user/Endpoint.rs",
+        "user/Patient.rs",
+        "user/Consent.cruds",
+        "openid",
+    }
     chief = await _staff(browser, "chief")
     async with _bearer(staff_app, chief["access_token"]) as http:
         assert (await http.get("/fhir/AuditEvent")).status_code == 200

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from rzcp.auth import registry
+from rzcp.auth import registry, tables
 from tests.conftest import TOKEN_URL, SystemClient, new_key, register_system
 
 
@@ -276,3 +277,20 @@ async def test_keys_from_an_allow_listed_jwks_url_are_fetched_cached_and_refetch
         assert calls == ["keys.member.example"] * 2  # unknown kid: fetched again
     finally:
         keys._http, keys._allowed = original_http, original_allowed
+
+
+async def test_keys_that_cannot_be_used_are_an_invalid_client_not_a_500(
+    app: Any, anonymous: httpx.AsyncClient
+) -> None:
+    """Keys stored before registration checked them (a bad RSA exponent): the token endpoint refuses the
+    client in words; it does not fail."""
+    system = await register_system(app)
+    bad = {"keys": [{"kty": "RSA", "n": "abc", "e": "AQAB", "kid": system.key.kid}]}
+    async with app.state.runtime.db.write() as conn:
+        await conn.execute(
+            update(tables.clients)
+            .where(tables.clients.c.client_id == system.client_id)
+            .values(jwks=json.dumps(bad))
+        )
+    body = await refused(anonymous, system.form(), "invalid_client")
+    assert "keys cannot be used" in body["error_description"]

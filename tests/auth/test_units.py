@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey, RSAKey
 
 from rzcp.auth.bsn import is_valid_bsn
 from rzcp.auth.context import parse_context
 from rzcp.auth.keys import KeyRing
 from rzcp.auth.principal import Principal
+from rzcp.auth.registry import check_jwks
 from rzcp.auth.scopes import ScopeError, ScopeSet, allows, parse_scope
 from rzcp.auth.tokens import InvalidToken, TokenService
 from rzcp.errors import BadRequest, Forbidden
@@ -139,3 +141,36 @@ def test_private_keys_are_stored_encrypted(app: Any) -> None:
     assert b"private" not in sealed
     with pytest.raises(Exception):  # noqa: B017 - any failure to decrypt will do
         other._fernet.decrypt(sealed)
+
+
+def _public(key: Any) -> dict[str, Any]:
+    return dict(key.as_dict(private=False))
+
+
+@pytest.mark.parametrize(
+    ("keys", "why"),
+    [
+        ([{"kty": "RSA", "n": "abc", "e": "AQAB", "kid": "bad"}], "not a valid RSA public key"),
+        ([_public(ECKey.generate_key("P-256", parameters={"kid": "p256"}))], "P-384"),
+        ([_public(RSAKey.generate_key(1024, parameters={"kid": "small"}))], "2048 bits"),
+        (
+            [
+                _public(ECKey.generate_key("P-384", parameters={"kid": "twice"})),
+                _public(ECKey.generate_key("P-384", parameters={"kid": "twice"})),
+            ],
+            "given twice",
+        ),
+        (
+            [{**_public(ECKey.generate_key("P-384", parameters={"kid": "off"})), "y": "AAAA" * 16}],
+            "not a valid EC public key",
+        ),
+    ],
+)
+def test_a_jwks_the_token_endpoint_could_not_use_is_refused_at_registration(
+    keys: list[dict[str, Any]], why: str
+) -> None:
+    """Found by review: such keys were registered, and the client's first token request was a 500."""
+    with pytest.raises(BadRequest, match=why):
+        check_jwks({"keys": keys})
+    good = [_public(RSAKey.generate_key(2048, parameters={"kid": "ok"}))]
+    assert check_jwks({"keys": good}) == {"keys": good}

@@ -4,6 +4,7 @@ shaped as the API's JSON."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.admin.health import MemberHealth
 from rzcp.auth import registry
 from rzcp.auth.registry import Client, Member
+from rzcp.consent.policy import Policy
 from rzcp.errors import BadRequest
 from rzcp.exchange.directory import Directory
 from rzcp.fhir.search.definitions import SearchRegistry
@@ -61,18 +63,32 @@ async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
 
 
 async def add_member(
-    conn: AsyncConnection, directory: Directory, search: SearchRegistry, body: dict[str, Any]
+    conn: AsyncConnection,
+    directory: Directory,
+    search: SearchRegistry,
+    body: dict[str, Any],
+    *,
+    policy: Policy,
+    adapters: Collection[str],
 ) -> Member:
-    """`rzcp members add`: the registry's row, its endpoint details, its Organization and Endpoint."""
+    """`rzcp members add`: the registry's row, its endpoint details, its Organization and Endpoint. The
+    category is one the region's policy knows (a category or a national organisation type: consents name
+    them), the adapter one that is installed."""
     ura = text_field(body, "ura")
+    category = text_field(body, "category") or ""
+    if not policy.category_codes(category) & policy.organisation_categories:
+        raise BadRequest(f"organisation category {category!r} is not in the region's policy")
+    adapter = text_field(body, "adapter", required=False) or "fhir-rest"
+    if adapter not in adapters:
+        raise BadRequest(f"adapter {adapter!r} is not installed; installed: {', '.join(sorted(adapters))}")
     await directory.add_member(
         conn,
         search,
         ura=ura or "",
         name=text_field(body, "name") or "",
-        category=text_field(body, "category") or "",
+        category=category,
         endpoint=text_field(body, "endpoint") or "",
-        adapter=text_field(body, "adapter", required=False) or "fhir-rest",
+        adapter=adapter,
     )
     found = await get_member(conn, ura or "")
     assert found is not None  # just written in this transaction

@@ -68,7 +68,15 @@ async def add_member(request: Request, _: Admin) -> dict[str, Any]:
         {k: str(body[k]) for k in ("ura", "name", "category", "endpoint", "adapter") if k in body}
     )
     async with runtime.db.write() as conn:
-        member = await members.add_member(conn, request.app.state.exchange.directory, runtime.registry, body)
+        exchange = request.app.state.exchange
+        member = await members.add_member(
+            conn,
+            exchange.directory,
+            runtime.registry,
+            body,
+            policy=runtime.policy,
+            adapters=exchange.adapters.names(),
+        )
     return members.member_json(member, UNKNOWN)
 
 

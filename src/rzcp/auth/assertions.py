@@ -104,7 +104,10 @@ async def authenticate_client(db: Database, keys: ClientKeys, assertion: str, *,
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise _refuse("client_assertion header needs the kid of the signing key")
-    key_set = await keys.key_set(client, kid)
+    try:
+        key_set = await keys.key_set(client, kid)
+    except (JoseError, ValueError, TypeError):  # keys registered before they were checked, or a bad jwks_uri
+        raise _refuse("the client's registered keys cannot be used; register valid public keys") from None
     if not any(k.kid == kid for k in key_set.keys):
         raise _refuse("no key with that kid is registered for the client")
     try:

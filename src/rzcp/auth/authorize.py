@@ -43,10 +43,14 @@ LOGIN_SECONDS = 600
 _CHALLENGE = re.compile(r"[A-Za-z0-9_\-]{43}")
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _PERSON_MAX = {
-    "admin": ScopeSet.parse("user/*.cruds"),
+    # least privilege: the registry's directory, and a patient's consents (recorded on their documented
+    # request, which needs their Patient); no clinical data, no browsing of other types
+    "admin": ScopeSet.parse("user/Organization.rs user/Endpoint.rs user/Patient.rs user/Consent.cruds"),
     "auditor": ScopeSet.parse("user/AuditEvent.rs"),
     "member": ScopeSet.parse("user/Organization.rs user/Endpoint.rs"),
 }
+#: What any member of staff may be granted, before their roles are known (at the authorize request).
+_STAFF_MAX = ScopeSet(tuple(dict.fromkeys(s for role in _PERSON_MAX.values() for s in role.resource)))
 _OTHER_SCOPES = ScopeSet(other=("openid", "fhirUser", "launch/patient"))
 
 
@@ -131,7 +135,7 @@ def check_request(auth: AuthRuntime, params: Mapping[str, str], endpoints: Endpo
     if contexts == {"patient"}:
         granted, audience = auth.patient_scopes.narrow(requested), "patient"
     elif contexts == {"user"}:
-        granted, audience = _PERSON_MAX["admin"].narrow(requested), "person"
+        granted, audience = _STAFF_MAX.narrow(requested), "person"  # the person's roles narrow it at login
     else:
         raise fail("invalid_scope", "ask for patient/... scopes (patients) or user/... scopes (staff)")
     if not granted.resource:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from joserfc.jwk import JWKRegistry
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +29,10 @@ _URA = re.compile(r"\d{8}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 _CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 CLIENT_ALGS = ("RS384", "ES384")
+#: The columns' lengths (auth_members): longer is refused, never cut.
+MAX_NAME = 256
+MAX_URL = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,14 @@ async def add_member(
         raise BadRequest(f"URA {ura!r} must be 8 digits")
     if not name.strip():
         raise BadRequest("the member needs a name")
+    if len(name.strip()) > MAX_NAME or _CONTROL.search(name):
+        raise BadRequest(f"the member's name is at most {MAX_NAME} characters, without control characters")
     if not _CATEGORY.fullmatch(category):
         raise BadRequest(f"organisation category {category!r} is not a code")
+    if not _CATEGORY.fullmatch(adapter):
+        raise BadRequest(f"adapter {adapter!r} is not an adapter's name")
+    if len(endpoint) > MAX_URL:
+        raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
     _url(endpoint, "endpoint")
     if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
         raise Conflict(f"member {ura} is already registered")
@@ -103,11 +114,22 @@ async def suspend_member(conn: AsyncConnection, ura: str) -> None:
         raise NotFound(f"no member with URA {ura}")
 
 
+#: The smallest RSA modulus accepted for RS384 (NIST SP 800-131A: 2048 bits).
+MIN_RSA_BITS = 2048
+MAX_JWKS_KEYS = 20
+
+
 def check_jwks(document: Any) -> dict[str, Any]:
-    """A JWKS of public RSA or EC signing keys, each with a kid; private keys are refused."""
+    """A JWKS of public signing keys the token endpoint can use: RSA of 2048 bits or more (RS384) or EC on
+    P-384 (ES384), each with its own kid, each a valid key (an RSA key with a bad exponent or an EC point
+    off the curve is refused here, not discovered at the client's first token request); private keys are
+    refused."""
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list) or not keys:
         raise BadRequest('the JWKS must be a JSON object with a non-empty "keys" list')
+    if len(keys) > MAX_JWKS_KEYS:
+        raise BadRequest(f"a client registers at most {MAX_JWKS_KEYS} keys")
+    kids: set[str] = set()
     for key in keys:
         if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC"):
             raise BadRequest("each key in the JWKS must be an RSA or EC key")
@@ -115,8 +137,20 @@ def check_jwks(document: Any) -> dict[str, Any]:
             raise BadRequest("the JWKS holds a private key: register the public keys only")
         if key.get("alg") not in (None, *CLIENT_ALGS):
             raise BadRequest(f"key algorithm {key.get('alg')!r} is not one of {', '.join(CLIENT_ALGS)}")
-        if not isinstance(key.get("kid"), str) or not key["kid"]:
+        kid = key.get("kid")
+        if not isinstance(kid, str) or not kid:
             raise BadRequest("each key in the JWKS needs a kid")
+        if kid in kids:
+            raise BadRequest(f"kid {kid!r} is given twice: each key needs its own")
+        kids.add(kid)
+        if key["kty"] == "EC" and key.get("crv") != "P-384":
+            raise BadRequest(f"key {kid!r}: EC keys must be on P-384 (ES384)")
+        try:
+            public = JWKRegistry.import_key(key).public_key
+        except Exception:  # any malformed key material: joserfc and cryptography raise many kinds
+            raise BadRequest(f"key {kid!r} is not a valid {key['kty']} public key") from None
+        if key["kty"] == "RSA" and public.key_size < MIN_RSA_BITS:
+            raise BadRequest(f"key {kid!r}: RSA keys need at least {MIN_RSA_BITS} bits")
     return {"keys": keys}
 
 
