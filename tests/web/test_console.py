@@ -83,8 +83,10 @@ async def test_login_needs_the_second_factor_and_an_admin_cannot_read_the_trail(
 ) -> None:
     await open_console(page, "admin", second_factor=False)
     refusal = page.get_by_role("alert")
-    await expect(refusal).to_contain_text("The identity provider refused the login")
-    await expect(refusal).to_contain_text("second factor")
+    await expect(refusal).to_contain_text(
+        "The identity provider refused the login: this role needs a login with a second factor."
+    )
+    await expect(refusal).not_to_contain_text("admin role")  # the provider's own English stays out
     await expect(page.locator("#nav")).to_be_hidden()
     await screenshot(page, "console-login-refused")
 
@@ -121,11 +123,13 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     await page.get_by_label("URA").fill(ura)
     await page.get_by_label("Name").fill(name)
     await page.get_by_label("Category").select_option(index=1)
+    category = (await page.get_by_label("Category").locator("option").nth(1).inner_text()).rsplit(" (", 1)[0]
     await page.get_by_label("FHIR endpoint").fill(f"https://{ura}.example/fhir")
     await page.get_by_role("button", name="Register member").click()
     await expect(page.get_by_text(f"{name} ({ura}) is registered.")).to_be_visible()
     member_row = page.locator(f"#members-table tr[data-ura='{ura}']")
     await expect(member_row).to_contain_text("active")
+    await expect(member_row.locator("td").nth(2)).to_have_text(category)  # the category's name, not its code
 
     await page.get_by_role("link", name="Clients").click()
     pasted, uploaded = (
@@ -154,6 +158,7 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
 
     await page.get_by_role("link", name="Members").click()
     await member_row.get_by_role("button", name="suspend").click()
+    await expect(member_row.get_by_role("button", name="Cancel")).to_be_focused()  # Enter twice does nothing
     await member_row.get_by_role("button", name="Yes, suspend").click()
     await expect(page.get_by_text(f"{name} is suspended.")).to_be_visible()
     await expect(page.locator(f"#members-table tr[data-ura='{ura}']")).to_contain_text("suspended")
@@ -168,7 +173,19 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     await page.get_by_label("FHIR endpoint").fill(f"https://{ura}.example/fhir")
     await page.get_by_role("button", name="Register member").click()
     await expect(page.get_by_role("alert")).to_contain_text("That already exists.")
+    await expect(page.get_by_role("alert")).not_to_contain_text("already registered", use_inner_text=True)
     await expect(page.get_by_role("alert")).not_to_contain_text("resourceType")
+
+
+async def test_a_login_error_in_a_link_shows_no_text_from_the_link(page: Page) -> None:
+    """Anyone can send a link to the console with an error description of their choosing: without this tab's
+    own pending login (the state), it only says that logging in did not work."""
+    await page.goto(
+        "/admin/?error=access_denied&error_description=Call%200900-1234%20to%20unlock%20your%20account&state=bogus"
+    )
+    await expect(page.get_by_role("alert")).to_have_text("Inloggen is niet gelukt. Probeer het opnieuw.")
+    assert "0900" not in await page.locator("body").inner_text()
+    assert "error_description" not in page.url  # nor does the text stay in the address bar
 
 
 async def register_client(page: Page, system: SystemClient, *, paste: bool, tmp_path: Path) -> None:
@@ -245,6 +262,9 @@ async def test_an_auditor_finds_events_by_patient_and_practitioner_and_cannot_ma
     await expect(rows.first).to_be_visible()
     for text in await rows.all_inner_texts():
         assert traffic["patient"] in text
+    purposes = await page.locator("#audit-table tbody td:nth-child(7)").all_inner_texts()
+    assert any(p.startswith("treatment") for p in purposes), purposes  # the purpose in words, not TREAT
+    assert not any("TREAT" in p for p in purposes), purposes
     assert traffic["bsn"] not in await page.locator("#audit-results").inner_text()
     await screenshot(page, "console-audit-search")
 

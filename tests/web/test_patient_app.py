@@ -6,6 +6,7 @@ plainly."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -198,6 +199,8 @@ async def test_another_patients_consent_cannot_be_reached(page: Page, live_gatew
         await http.aclose()
 
     await log_in(page, new_bsn())
+    await page.goto("/app/#history/%3Cimg%3E")  # a malformed id: not theirs either, nothing was being saved
+    await expect(page.get_by_role("alert")).to_have_text("Deze toestemming bestaat niet of is niet van u.")
     await page.goto(f"/app/#history/{theirs['id']}")
     await expect(page.get_by_text("Deze toestemming bestaat niet of is niet van u.")).to_be_visible()
     await expect(page.locator("#history-list .card")).to_have_count(0)
@@ -213,6 +216,66 @@ async def test_another_patients_consent_cannot_be_reached(page: Page, live_gatew
     revoke = await page_fetch(page, "PUT", f"/fhir/Consent/{theirs['id']}", {**theirs, "status": "inactive"})
     assert revoke["status"] in (403, 404)
     assert (await page_fetch(page, "DELETE", f"/fhir/Consent/{theirs['id']}"))["status"] in (403, 404)
+
+
+async def test_a_refusal_of_data_from_a_kind_of_organisation_is_described_and_revoked_safely(
+    page: Page,
+) -> None:
+    """A consent written by another app that shields the data mental health care holds (the custodian, CST),
+    not the patient's data from everyone; revoking it asks first, with "no" as the safe default."""
+    patient = await log_in(page, new_bsn())
+    policy = json.loads((await page_fetch(page, "GET", "/consent/policy"))["text"])
+    systems = policy["systems"]
+    scope_system, scope_code = systems["scope"].split("|")
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": scope_system, "code": scope_code}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "policyRule": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]
+        },
+        "provision": {
+            "type": "deny",
+            "actor": [
+                {
+                    "role": {"coding": [{"system": systems["participation"], "code": "CST"}]},
+                    "reference": {
+                        "type": "Group",
+                        "identifier": {"system": systems["organisation_category"], "value": "ggz"},
+                    },
+                }
+            ],
+        },
+    }
+    created = await page_fetch(page, "POST", "/fhir/Consent", consent)
+    assert created["status"] == 201, created
+    await page.reload()
+    card = page.locator("#overview-active .consent")
+    sentence = "Gegevens van Geestelijke gezondheidszorg (GGZ): voor niemand zichtbaar"
+    await expect(card.locator(".headline")).to_contain_text(sentence)
+    await expect(card).not_to_contain_text("iedereen")
+
+    revoke = card.get_by_role("button", name="Intrekken")
+    await expect(revoke).to_have_accessible_description(sentence)
+    history = card.get_by_role("link", name="Geschiedenis van deze afspraak")
+    await expect(history).to_have_accessible_description(sentence)
+    await revoke.click()
+    await expect(card.get_by_role("button", name="Nee, laten staan")).to_be_focused()
+    await page.keyboard.press("Enter")  # Enter twice: the consent stays
+    await expect(revoke).to_be_focused()
+    await expect(card.locator(".tag")).to_have_text("Geldig")
+
+    await revoke.click()
+    await card.get_by_role("button", name="Ja, intrekken").click()
+    revoked = page.locator("#overview-revoked .consent")
+    await expect(revoked).to_contain_text(sentence)
+    await expect(revoked).to_contain_text("Ingetrokken op")
+    await page.get_by_role("button", name="Switch to English").click()
+    await expect(revoked.locator(".headline")).to_contain_text(
+        "Data from Mental health care (GGZ): shown to no one"
+    )
 
 
 async def test_small_screen_unreachable_server_and_expired_session(page: Page) -> None:
@@ -231,6 +294,9 @@ async def test_small_screen_unreachable_server_and_expired_session(page: Page) -
         assert width[0] <= width[1], f"{link}: the page scrolls sideways at 320 px ({width})"
         for name in ("Wie mag wat zien", "Toestemming geven", "Geschiedenis", "Wie keek mee"):
             await expect(page.get_by_role("link", name=name, exact=True)).to_be_in_viewport()
+    # the button-like link wraps as one box at 320 px, not as a background broken across lines
+    add = page.get_by_role("link", name="Toestemming geven of afschermen")
+    assert await add.evaluate("a => a.getClientRects().length") == 1
     await page.get_by_role("link", name="Toestemming geven", exact=True).click()
     await screenshot(page, "patient-small-screen")
 

@@ -435,5 +435,5 @@ async def patient_access_log(
                 select(t.c.content).where(*where).order_by(t.c.seq.desc()).offset(offset).limit(count)
             )
         ).all()
-        names = dict((await conn.execute(select(members.c.ura, members.c.name))).tuples().all())
+        names = {row.ura: row.name for row in await conn.execute(select(members.c.ura, members.c.name))}
     return total, [describe_access(orjson.loads(row.content), lang, names) for row in rows]

@@ -27,6 +27,13 @@ export function practitionerText(value) {
   return name ? el("span", { title: value }, `${name} ${number}`) : value;
 }
 
+/** A code in words when strings.json knows it (`kind.pull`, `purpose.TREAT`), else the code itself. */
+export function codeWords(prefix, code) {
+  if (!code) return "";
+  const key = `${prefix}.${code}`;
+  return t(key) === key ? code : t(key);
+}
+
 export function outcomeTag(outcome) {
   const kind = { success: "ok", denied: "bad", failed: "warn" }[outcome] || "";
   return el("span", { class: `tag ${kind}` }, t(`outcome.${outcome}`));
@@ -125,12 +132,12 @@ export async function render(box, ctx) {
           "tr",
           { dataset: { id: e.id } },
           el("td", { class: "nowrap" }, formatMoment(e.recorded)),
-          el("td", {}, t(`kind.${e.kind}`) === `kind.${e.kind}` ? e.kind : t(`kind.${e.kind}`)),
+          el("td", {}, codeWords("kind", e.kind)),
           el("td", {}, outcomeTag(e.outcome)),
           el("td", {}, e.member_name ? `${e.member_name} (${e.member_ura})` : e.member_ura || e.client_id || ""),
           el("td", {}, practitionerText(e.practitioner)),
           el("td", {}, e.patient || ""),
-          el("td", {}, e.purpose || "", e.emergency ? [" ", el("span", { class: "tag bad" }, t("audit.emergencyTag"))] : null),
+          el("td", {}, e.purpose ? el("span", { title: e.purpose }, codeWords("purpose", e.purpose)) : "", e.emergency ? [" ", el("span", { class: "tag bad" }, t("audit.emergencyTag"))] : null),
           el("td", {}, e.what || ""),
           el("td", {}, el("a", { href: `#event/${encodeURIComponent(e.id)}` }, t("audit.details"), el("span", { class: "visually-hidden" }, ` ${formatMoment(e.recorded)}`))),
         ),

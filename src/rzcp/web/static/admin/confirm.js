@@ -10,13 +10,16 @@ export function confirmButton(label, question, action) {
   const ask = () => {
     const yes = el("button", { type: "button", class: "danger small" }, t("confirm.yes", { action: label }));
     const no = el("button", { type: "button", class: "secondary small" }, t("confirm.no"));
-    no.addEventListener("click", () => holder.replaceChildren(start));
+    no.addEventListener("click", () => {
+      holder.replaceChildren(start);
+      start.focus();
+    });
     yes.addEventListener("click", async () => {
       yes.disabled = no.disabled = true;
       await action();
     });
     holder.replaceChildren(el("span", { class: "question" }, question), " ", yes, " ", no);
-    yes.focus();
+    no.focus(); // the safe choice first: pressing Enter twice must not suspend or revoke
   };
   start.addEventListener("click", ask);
   holder.append(start);

@@ -2,6 +2,7 @@
 
 import { api, session, ApiError, SessionExpired, Unreachable } from "/web/common/oauth.js";
 import { t } from "/web/common/i18n.js";
+import { el, notice } from "/web/common/dom.js";
 
 const JSON_HEADERS = { Accept: "application/json", "Content-Type": "application/json" };
 
@@ -44,14 +45,23 @@ export async function download(path, fallbackName) {
   return name;
 }
 
-/** What went wrong, as a person can read it: never the raw answer. */
-export function plainError(error) {
+/** What went wrong, as a person can read it, in the page's language: never the raw answer. */
+function plainError(error) {
   if (error instanceof SessionExpired) return t("error.session");
   if (error instanceof Unreachable) return t("error.unreachable");
   if (error instanceof ApiError) {
-    const general = t(`error.status.${error.status}`) === `error.status.${error.status}` ? t("error.status.other", { status: error.status }) : t(`error.status.${error.status}`);
-    const detail = error.outcome && error.outcome.issue ? error.message : "";
-    return detail ? `${general} ${t("error.detail", { detail })}` : general;
+    const key = `error.status.${error.status}`;
+    return t(key) === key ? t("error.status.other", { status: error.status }) : t(key);
   }
   return t("error.unexpected");
+}
+
+/** An error notice: the sentence, and the gateway's own (English) text folded away for whoever needs it. */
+export function errorNotice(error) {
+  const detail = error instanceof ApiError && error.outcome && error.outcome.issue ? error.message : "";
+  return notice(
+    "error",
+    el("p", {}, plainError(error)),
+    detail ? el("details", { class: "technical" }, el("summary", {}, t("error.technical")), el("p", { class: "mono" }, detail)) : null,
+  );
 }

@@ -1,10 +1,10 @@
 // The console's shell: login, the person's roles, the navigation they allow, and the hash routes.
 // Each screen lives in its own module with one `render(container, context, argument)`.
 
-import { endSession, handleCallback, login, logout, session, ApiError, SessionExpired } from "/web/common/oauth.js";
+import { endSession, handleCallback, login, logout, session, LoginRefused, SessionExpired, Unreachable } from "/web/common/oauth.js";
 import { currentLang, loadStrings, setLang, t, translate } from "/web/common/i18n.js";
 import { el, clear, notice } from "/web/common/dom.js";
-import { call, plainError } from "./consoleapi.js";
+import { call, errorNotice } from "./consoleapi.js";
 import * as members from "./members.js";
 import * as clients from "./clients.js";
 import * as health from "./health.js";
@@ -57,14 +57,14 @@ function drawLogin() {
   const box = clear(view());
   box.append(el("h2", { id: "view-title", tabindex: "-1" }, t("login.title")), el("p", {}, t("login.intro")), el("p", {}, t("login.secondFactor")));
   if (state.loginError) {
-    const hint = /second factor/i.test(state.loginError) ? el("p", {}, t("login.needSecondFactor")) : null;
-    box.append(notice("error", el("p", {}, el("strong", {}, t("login.refused")), " ", state.loginError), hint));
+    const hint = state.loginError === "login.refused.secondFactor" ? el("p", {}, t("login.needSecondFactor")) : null;
+    box.append(notice("error", el("p", {}, t(state.loginError)), hint));
   }
   box.append(
     el("button", {
       type: "button",
       id: "login",
-      on: { click: () => login(CLIENT_ID, SCOPE).catch((e) => box.append(notice("error", plainError(e)))) },
+      on: { click: () => login(CLIENT_ID, SCOPE).catch((e) => box.append(errorNotice(e))) },
     }, t("login.button")),
   );
 }
@@ -92,7 +92,7 @@ async function route() {
     await screen.view.render(box, context(), argument);
   } catch (error) {
     if (error instanceof SessionExpired) return ended();
-    box.append(notice("error", plainError(error)));
+    box.append(errorNotice(error));
   }
   const title = box.querySelector("h2");
   document.title = `${title ? title.textContent : ""} · ${t("app.title")}`;
@@ -108,7 +108,7 @@ function context() {
     },
     fail(target, error) {
       if (error instanceof SessionExpired) return ended();
-      target.append(notice("error", plainError(error)));
+      target.append(errorNotice(error));
     },
   };
 }
@@ -116,7 +116,7 @@ function context() {
 function ended() {
   logout();
   state.me = null;
-  state.loginError = t("error.session");
+  state.loginError = "error.session";
   drawLogin();
 }
 
@@ -128,12 +128,22 @@ async function whoAmI() {
     // The console's API could not say: fall back to the token's own claims so the person sees why.
     const claims = session().claims || {};
     state.me = { subject: claims.sub, roles: claims.roles || (claims.role ? [claims.role] : []), second_factor: (claims.amr || []).includes("otp") };
-    document.getElementById("status").append(notice("error", plainError(error)));
+    document.getElementById("status").append(errorNotice(error));
   }
   const who = document.getElementById("who");
   who.textContent = t("app.who", { subject: state.me.subject || "", roles: (state.me.roles || []).map((r) => t(`role.${r}`)).join(", ") });
   who.hidden = false;
   document.getElementById("logout").hidden = false;
+}
+
+/** The words (a strings.json key) for a login that did not finish. The provider's own description is English
+ *  and, without a matching state, could be anyone's text: it only picks one of our sentences. */
+function loginErrorKey(error) {
+  if (error instanceof Unreachable) return "error.unreachable";
+  if (!(error instanceof LoginRefused)) return "login.failed";
+  if (/second factor/i.test(error.description)) return "login.refused.secondFactor";
+  if (/no role/i.test(error.description)) return "login.refused.noRole";
+  return "login.refused.other";
 }
 
 async function start() {
@@ -153,7 +163,7 @@ async function start() {
   try {
     await handleCallback();
   } catch (error) {
-    state.loginError = error instanceof ApiError ? error.message : plainError(error);
+    state.loginError = loginErrorKey(error);
   }
   if (session()) {
     try {

@@ -19,10 +19,22 @@ function healthTag(health) {
   return el("span", {}, tag, " ", el("span", { class: "muted" }, t("members.failures", { count: health.failures_24h, when: formatMoment(health.last_failure) })));
 }
 
+/** The region's member categories ({code, name}); none when the API could not say (codes are shown then). */
+async function loadCategories(messages, ctx) {
+  try {
+    return (await call("categories")).categories;
+  } catch (error) {
+    ctx.fail(messages, error);
+    return [];
+  }
+}
+
 export async function render(box, ctx) {
   const messages = el("div", { class: "messages" });
   const list = el("div", { "aria-busy": "true" });
   box.append(el("h2", { id: "view-title", tabindex: "-1" }, t("members.title")), messages, list);
+  const categories = await loadCategories(messages, ctx);
+  const categoryName = (code) => (categories.find((c) => c.code === code) || { name: code }).name;
 
   async function refresh() {
     const { members } = await call("members");
@@ -34,7 +46,7 @@ export async function render(box, ctx) {
         { dataset: { ura: m.ura } },
         el("td", {}, m.ura),
         el("td", {}, m.name),
-        el("td", {}, m.category),
+        el("td", {}, el("span", { title: m.category }, categoryName(m.category))),
         el("td", { class: "url" }, m.endpoint),
         el("td", {}, statusTag(m.status)),
         el("td", {}, healthTag(m.health)),
@@ -58,18 +70,13 @@ export async function render(box, ctx) {
     }
   }
 
-  box.append(await registerForm(messages, refresh, ctx));
+  box.append(registerForm(categories, messages, refresh, ctx));
   await refresh();
 }
 
-async function registerForm(messages, refresh, ctx) {
+function registerForm(categories, messages, refresh, ctx) {
   const category = el("select", { required: true }, el("option", { value: "" }, t("form.choose")));
-  try {
-    const { categories } = await call("categories");
-    for (const c of categories) category.append(el("option", { value: c.code }, `${c.name} (${c.code})`));
-  } catch (error) {
-    ctx.fail(messages, error);
-  }
+  for (const c of categories) category.append(el("option", { value: c.code }, `${c.name} (${c.code})`));
   const ura = el("input", { required: true, inputmode: "numeric", pattern: "[0-9]{8}", autocomplete: "off" });
   const name = el("input", { required: true, autocomplete: "off" });
   const endpoint = el("input", { type: "url", required: true, placeholder: "https://…/fhir" });

@@ -46,7 +46,7 @@ function clearNotice() {
 }
 
 /** Turns any failure into words for the patient; never a status code, JSON or a stack trace. */
-export function fail(error, { notFound = "error.notFound" } = {}) {
+export function fail(error, { notFound = "error.notFound", invalid = "error.invalid" } = {}) {
   if (error instanceof SessionExpired) return expired();
   if (error instanceof Unreachable) {
     return notify("error", t("error.unreachable"), { label: t("error.retry"), run: () => route() });
@@ -61,7 +61,7 @@ export function fail(error, { notFound = "error.notFound" } = {}) {
             ? "error.conflict"
             : error.status >= 500
               ? "error.server"
-              : "error.invalid";
+              : invalid;
     return notify("error", t(key));
   }
   console.error(error);

@@ -7,6 +7,8 @@ import { categoryName, current, dataKeyOf, dataName, isGeneral, purposeName } fr
 
 const ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const RECIPIENTS = new Set(["IRCP", "PRCP"]);
+// The custodian: a consent that names one is about the data that organisation (or kind) holds.
+const SOURCES = new Set(["CST"]);
 
 /**
  * choice: {who: {kind: "category", code} | {kind: "organisation", ura, name}, effect: "permit"|"deny",
@@ -48,11 +50,16 @@ function actorFor(who, systems) {
   return { role, reference: { type: "Group", identifier: { system: systems.organisation_category, value: who.code } } };
 }
 
-/** Who a provision is about, in words: its recipients, or "everyone" when it names none. */
-export function recipientWords(provision) {
-  const names = (provision.actor || [])
-    .filter((a) => ((a.role && a.role.coding) || []).some((c) => RECIPIENTS.has(c.code)))
+/** The actors of a provision with one of these roles, in words. */
+function actorsWithRole(provision, roles) {
+  return (provision.actor || [])
+    .filter((a) => ((a.role && a.role.coding) || []).some((c) => roles.has(c.code)))
     .map((a) => actorWords(a.reference || {}));
+}
+
+/** Who a provision is about, in words: its recipients, or "everyone" when it names none. */
+function recipientWords(provision) {
+  const names = actorsWithRole(provision, RECIPIENTS);
   return names.length ? names.join(", ") : t("consent.someone");
 }
 
@@ -67,22 +74,38 @@ function actorWords(reference) {
 }
 
 /** The data a provision covers, in words; "all your data" when it names no category (or the general one). */
-export function dataWords(provision) {
+function dataWords(provision) {
+  return namedData(provision) || t("consent.allData");
+}
+
+/** The data categories and labels a provision names, in words; null when it covers all data. */
+function namedData(provision) {
   const names = [];
   for (const coding of provision.class || []) {
     const key = dataKeyOf(coding);
-    if (key && isGeneral(key)) return t("consent.allData");
+    if (key && isGeneral(key)) return null;
     names.push(key ? dataName(key) : coding.code);
   }
   for (const label of provision.securityLabel || []) names.push(label.display || label.code);
-  return names.length ? names.join(", ") : t("consent.allData");
+  return names.length ? names.join(", ") : null;
+}
+
+/** The headline: who may (not) see which data, and whose data when the consent names where it comes from. */
+function headlineOf(provision) {
+  const deny = provision.type === "deny";
+  const sources = actorsWithRole(provision, SOURCES);
+  if (!sources.length) return t(deny ? "consent.deny" : "consent.permit", { who: recipientWords(provision), data: dataWords(provision) });
+  const data = namedData(provision);
+  const from = data ? t("consent.sourceData", { from: sources.join(", "), data }) : sources.join(", ");
+  const recipients = actorsWithRole(provision, RECIPIENTS);
+  if (!recipients.length) return t(deny ? "consent.sourceDenyAll" : "consent.sourcePermitAll", { from });
+  return t(deny ? "consent.sourceDeny" : "consent.sourcePermit", { from, who: recipients.join(", ") });
 }
 
 /** A consent as a headline and detail lines, for the overview and the history. */
 export function describe(consent) {
   const provision = consent.provision || {};
-  const who = recipientWords(provision);
-  const headline = t(provision.type === "deny" ? "consent.deny" : "consent.permit", { who, data: dataWords(provision) });
+  const headline = headlineOf(provision);
   const details = [];
   const purposes = (provision.purpose || []).map((p) => purposeName(p.code));
   details.push(t("consent.for", { purposes: purposes.length ? purposes.join(", ") : t("consent.anyPurpose") }));

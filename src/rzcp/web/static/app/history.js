@@ -22,7 +22,8 @@ export async function renderHistory(ctx) {
   } catch (error) {
     if (!ctx.stillCurrent()) return;
     clear(list);
-    ctx.fail(error, { notFound: "error.notFound" });
+    // A malformed id (400) is no consent of theirs either; it was never about saving anything.
+    ctx.fail(error, { notFound: "error.notFound", invalid: "error.notFound" });
     return;
   }
   if (!ctx.stillCurrent()) return;

@@ -25,33 +25,39 @@ function card(consent, ctx) {
   const { headline, details } = describe(consent);
   const inForce = consent.status === "active";
   const deny = (consent.provision || {}).type === "deny";
+  // The history link and the revoke button are described by their consent's sentence (screen readers list
+  // links and buttons out of context, where "Intrekken" alone does not say which).
+  const headlineId = `consent-${consent.id}-headline`;
   const actions = el("div", { class: "actions" });
   const node = el(
     "article",
     { class: `card consent ${deny ? "deny" : "permit"}`, "data-consent": consent.id },
-    el("p", { class: "headline" }, headline, " ", el("span", { class: `tag ${inForce ? "ok" : "bad"}` }, statusWords(consent.status))),
+    el("p", { class: "headline" }, el("span", { id: headlineId }, headline), " ", el("span", { class: `tag ${inForce ? "ok" : "bad"}` }, statusWords(consent.status))),
     el("ul", { class: "details" }, details.map((d) => el("li", {}, d))),
-    el("p", { class: "muted" }, t("consent.recorded", { date: formatMoment(lastChanged(consent)) })),
+    el("p", { class: "muted" }, t(inForce ? "consent.recorded" : "consent.revokedOn", { date: formatMoment(lastChanged(consent)) })),
     actions,
   );
-  actions.append(el("a", { href: `#history/${encodeURIComponent(consent.id)}` }, t("consent.historyLink")));
-  if (inForce) actions.append(revokeButton(consent, actions, ctx));
+  actions.append(
+    el("a", { href: `#history/${encodeURIComponent(consent.id)}`, "aria-describedby": headlineId }, t("consent.historyLink")),
+  );
+  if (inForce) actions.append(revokeButton(consent, actions, ctx, headlineId));
   return node;
 }
 
-function revokeButton(consent, actions, ctx) {
-  const button = el("button", { type: "button", class: "danger" }, t("consent.revoke"));
+function revokeButton(consent, actions, ctx, headlineId) {
+  const button = el("button", { type: "button", class: "danger", "aria-describedby": headlineId }, t("consent.revoke"));
   button.addEventListener("click", () => {
+    const no = el("button", { type: "button", class: "secondary", onclick: () => { confirm.remove(); button.hidden = false; button.focus(); } }, t("consent.revokeNo"));
     const confirm = el(
       "div",
       { class: "confirm", role: "group", "aria-label": t("consent.revokeConfirm") },
       el("p", {}, t("consent.revokeConfirm")),
       el("button", { type: "button", class: "danger", onclick: () => revoke(consent, ctx) }, t("consent.revokeYes")),
-      el("button", { type: "button", class: "secondary", onclick: () => { confirm.remove(); button.hidden = false; button.focus(); } }, t("consent.revokeNo")),
+      no,
     );
     button.hidden = true;
     actions.append(confirm);
-    confirm.querySelector("button").focus();
+    no.focus(); // the safe choice first: pressing Enter twice must not revoke
   });
   return button;
 }

@@ -7,6 +7,18 @@ const KEY = "rzcp.session";
 const PENDING = "rzcp.pending";
 
 export class SessionExpired extends Error {}
+/** The login did not finish and nothing the address bar said can be trusted (no pending login, wrong state,
+ *  or a token exchange that failed): say only that it did not work. */
+export class LoginFailed extends Error {}
+/** The identity provider refused a login this tab started (the state matched). `description` is the
+ *  provider's English text: for choosing a translated sentence, never for showing as is. */
+export class LoginRefused extends Error {
+  constructor(code, description) {
+    super(code);
+    this.code = code;
+    this.description = description;
+  }
+}
 export class Unreachable extends Error {}
 export class ApiError extends Error {
   constructor(status, outcome) {
@@ -73,8 +85,9 @@ export async function handleCallback() {
   history.replaceState(null, "", location.pathname); // the code never stays in the address bar or history
   const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
   sessionStorage.removeItem(PENDING);
-  if (query.has("error")) throw new ApiError(400, { issue: [{ diagnostics: query.get("error_description") || query.get("error") }] });
-  if (!pending || query.get("state") !== pending.state) throw new ApiError(400, { issue: [{ diagnostics: "state mismatch" }] });
+  // The state first: anyone can send a link with an `error_description` of their choosing to this page.
+  if (!pending || query.get("state") !== pending.state) throw new LoginFailed("no login pending with this state");
+  if (query.has("error")) throw new LoginRefused(query.get("error"), query.get("error_description") || "");
   let response;
   try {
     response = await fetch(pending.token, {
@@ -92,7 +105,7 @@ export async function handleCallback() {
     throw new Unreachable(String(e));
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new ApiError(response.status, { issue: [{ diagnostics: body.error_description || body.error }] });
+  if (!response.ok) throw new LoginFailed(`token endpoint answered ${response.status}`);
   const session = {
     token: body.access_token,
     scope: body.scope,
