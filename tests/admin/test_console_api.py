@@ -88,7 +88,7 @@ async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) ->
     bad = [{"bsn": "123456789"}, {"member": "abc"}, {"since": "yesterday"}, {"outcome": "maybe"},
            {"emergency": "perhaps"}, {"count": "0"}, {"page": "!!"}, {"purpose": "treat me"}]  # fmt: skip
     for params in bad:
-        outcome_of(await chief.get("/admin/api/audit/events", params=params), 400)
+        outcome_of(await chief.post("/admin/api/audit/events/_search", json=params), 400)
     outcome_of(await chief.get("/admin/api/audit/export", params={"format": "xml"}), 400)
     outcome_of(
         await chief.get("/admin/api/audit/stats", params={"since": "2026-02-01", "until": "2026-01-01"}), 400
@@ -217,7 +217,10 @@ async def test_search_by_bsn_and_by_practitioner_finds_the_event(
         headers={"X-Acting-Practitioner": f"http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|{uzi}"},
     )
     assert read.status_code == 200
-    by_bsn = (await chief.get("/admin/api/audit/events", params={"bsn": bsn})).json()
+    # a BSN never travels in a URL: the GET refuses it, the console POSTs its filters
+    outcome_of(await chief.get("/admin/api/audit/events", params={"bsn": bsn}), 400)
+    outcome_of(await chief.get("/admin/api/audit/export", params={"bsn": bsn}), 400)
+    by_bsn = (await chief.post("/admin/api/audit/events/_search", json={"bsn": bsn})).json()
     assert by_bsn["total"] >= 1
     event = next(e for e in by_bsn["events"] if e["practitioner"] and e["practitioner"].endswith(uzi))
     assert (
@@ -231,7 +234,9 @@ async def test_search_by_bsn_and_by_practitioner_finds_the_event(
     assert detail["summary"] == event and detail["event"]["resourceType"] == "AuditEvent"
     assert detail["consent"] is None and detail["decision"] is None
     unknown = derive_test_bsn(uuid.uuid4().hex, {bsn})
-    assert (await chief.get("/admin/api/audit/events", params={"bsn": unknown})).json()["total"] == 0
+    assert (await chief.post("/admin/api/audit/events/_search", json={"bsn": unknown})).json()["total"] == 0
+    exported = await chief.post("/admin/api/audit/export", json={"bsn": bsn, "format": "ndjson"})
+    assert event["id"] in exported.text
     [search] = (await console_records(chief, "audit.search"))[:1]  # newest: the search for `unknown`
     assert bsn not in orjson.dumps(search).decode() and unknown not in orjson.dumps(search).decode()
     assert ("bsn", "bsn given") in _details(search)

@@ -256,10 +256,13 @@ async def test_an_auditor_finds_events_by_patient_and_practitioner_and_cannot_ma
     await open_console(page, "auditor")
     assert await nav_links(page) == ["Audit search", "Integrity", "Charts"]
 
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
     await page.get_by_label("Patient's BSN").fill(traffic["bsn"])
     await page.get_by_role("button", name="Search", exact=True).click()
     rows = page.locator("#audit-table tbody tr")
     await expect(rows.first).to_be_visible()
+    assert urls and not [url for url in urls if traffic["bsn"] in url]  # never in a URL (proxy logs)
     for text in await rows.all_inner_texts():
         assert traffic["patient"] in text
     purposes = await page.locator("#audit-table tbody td:nth-child(7)").all_inner_texts()

@@ -4,6 +4,7 @@ the role, parses, calls the module that does the work and shapes nothing itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rzcp.admin import audit_views, members, stats, verify_runs
 from rzcp.admin.access import Admin, Auditor, LoggedIn
-from rzcp.admin.console_audit import ConsoleRoute, console_params
+from rzcp.admin.console_audit import SECRET_PARAMS, ConsoleRoute, console_params
 from rzcp.admin.health import UNKNOWN, member_health, outbox_backlog
 from rzcp.admin.rollup import catch_up
 from rzcp.audit import signer_from_settings
@@ -153,23 +154,48 @@ async def health(request: Request, _: Admin) -> dict[str, Any]:
     }
 
 
-async def _criteria(request: Request) -> dict[str, Any]:
+async def _criteria(request: Request, params: Mapping[str, str]) -> dict[str, Any]:
     runtime = _runtime(request)
     locator = Locator(BsnProtector(runtime.settings.bsn_secret))
     async with runtime.db.read() as conn:
-        found = await audit_views.criteria(conn, locator, request.query_params)
-    if request.query_params.get("bsn"):
+        found = await audit_views.criteria(conn, locator, params)
+    if params.get("bsn"):
         console_params(request)["patient"] = found["patient"]  # the regional id, for the trail's readers
     return found
 
 
+def _url_params(request: Request) -> Mapping[str, str]:
+    """The filters of a GET: never a BSN, which would sit in every proxy's access log."""
+    if "bsn" in request.query_params:
+        raise BadRequest("a BSN is never sent in a URL: POST the filters as a JSON body instead")
+    return request.query_params
+
+
+async def _body_params(request: Request) -> dict[str, str]:
+    """The filters of a POST, as the JSON body's string values (the same names as the GET's parameters)."""
+    body = await _body(request)
+    if not all(isinstance(v, str | int | bool) for v in body.values()):
+        raise BadRequest("each filter is a string")
+    params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()}
+    console_params(request).update({k: f"{k} given" if k in SECRET_PARAMS else v for k, v in params.items()})
+    return params
+
+
+async def _search(request: Request, params: Mapping[str, str]) -> dict[str, Any]:
+    found = await _criteria(request, params)
+    count = audit_views.page_size(params.get("count"))
+    return await audit_views.search(_runtime(request).db, found, count=count, page=params.get("page"))
+
+
 @router.get("/audit/events", name="audit.search")
 async def search_events(request: Request, _: Auditor) -> dict[str, Any]:
-    found = await _criteria(request)
-    count = audit_views.page_size(request.query_params.get("count"))
-    return await audit_views.search(
-        _runtime(request).db, found, count=count, page=request.query_params.get("page")
-    )
+    return await _search(request, _url_params(request))
+
+
+@router.post("/audit/events/_search", name="audit.search")
+async def search_events_posted(request: Request, _: Auditor) -> dict[str, Any]:
+    """The same search with the filters in the body: what the console sends, so a BSN stays out of URLs."""
+    return await _search(request, await _body_params(request))
 
 
 @router.get("/audit/events/{event_id}", name="audit.read")
@@ -178,12 +204,11 @@ async def read_event(request: Request, event_id: str, _: Auditor) -> dict[str, A
     return await audit_views.event_detail(runtime.db, runtime.registry, event_id)
 
 
-@router.get("/audit/export", name="audit.export")
-async def export(request: Request, _: Auditor) -> StreamingResponse:
-    fmt = request.query_params.get("format", "ndjson")
+async def _export(request: Request, params: Mapping[str, str]) -> StreamingResponse:
+    fmt = params.get("format", "ndjson")
     if fmt not in ("ndjson", "csv"):
         raise BadRequest("format is ndjson or csv")
-    found = await _criteria(request)
+    found = await _criteria(request, params)
     today = datetime.now(LOCAL).date().isoformat()
     media = "application/x-ndjson" if fmt == "ndjson" else "text/csv; charset=utf-8"
     return StreamingResponse(
@@ -191,6 +216,16 @@ async def export(request: Request, _: Auditor) -> StreamingResponse:
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="rzcp-audit-{today}.{fmt}"'},
     )
+
+
+@router.get("/audit/export", name="audit.export")
+async def export(request: Request, _: Auditor) -> StreamingResponse:
+    return await _export(request, _url_params(request))
+
+
+@router.post("/audit/export", name="audit.export")
+async def export_posted(request: Request, _: Auditor) -> StreamingResponse:
+    return await _export(request, await _body_params(request))
 
 
 @router.get("/audit/verify", name="audit.verify.last")

@@ -3,7 +3,7 @@
 
 import { t, formatMoment } from "/web/common/i18n.js";
 import { el, clear, notice, field } from "/web/common/dom.js";
-import { call, download, query } from "./consoleapi.js";
+import { call, download, filled } from "./consoleapi.js";
 
 const PURPOSES = ["TREAT", "ETREAT", "COC", "PATRQT", "HOPERAT", "HSYSADMIN", "PUBHLTH", "HRESCH"];
 const OUTCOMES = ["success", "denied", "failed"];
@@ -112,7 +112,8 @@ export async function render(box, ctx) {
       return;
     }
     lastFilters = values;
-    const answer = await call(`audit/events${query({ ...values, count: 50, page })}`);
+    // POST: the filters (a BSN among them) stay out of URLs and so out of every proxy's access log
+    const answer = await call("audit/events/_search", { method: "POST", body: filled({ ...values, count: 50, page }) });
     if (!page) clear(results);
     drawResults(answer, values);
   }
@@ -157,7 +158,7 @@ export async function render(box, ctx) {
     const found = problems(values);
     if (found.length) return messages.append(notice("error", found.join(" ")));
     try {
-      const name = await download(`audit/export${query({ format, ...values })}`, `rzcp-audit.${format}`);
+      const name = await download("audit/export", `rzcp-audit.${format}`, filled({ format, ...values }));
       messages.append(notice("ok", t("audit.exported", { name })));
     } catch (error) {
       ctx.fail(messages, error);

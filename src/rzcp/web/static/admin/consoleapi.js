@@ -12,20 +12,30 @@ export async function call(path, { method = "GET", body } = {}) {
   return answer.body;
 }
 
-/** A query string from a form's filled-in fields (empty ones are left out). */
+/** A query string of a form's filled-in fields (for filters that are never personal data: the charts'). */
 export function query(params) {
-  const pairs = Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== "");
+  const pairs = Object.entries(filled(params));
   return pairs.length ? `?${new URLSearchParams(pairs)}` : "";
+}
+
+/** A form's filled-in fields (empty ones are left out), as strings. */
+export function filled(params) {
+  const pairs = Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== "");
+  return Object.fromEntries(pairs.map(([name, value]) => [name, String(value)]));
 }
 
 /** A download (the export) needs the token too, so it cannot be a plain link: fetch it and hand the
  * browser a file. Returns the file name the gateway gave. */
-export async function download(path, fallbackName) {
+export async function download(path, fallbackName, filters) {
   const current = session();
   if (!current) throw new SessionExpired();
   let response;
   try {
-    response = await fetch(`/admin/api/${path}`, { headers: { Authorization: `Bearer ${current.token}` } });
+    response = await fetch(`/admin/api/${path}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${current.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(filters),
+    });
   } catch (e) {
     throw new Unreachable(String(e));
   }
