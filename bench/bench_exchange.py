@@ -1,6 +1,6 @@
 """The exchange's pull through the gateway, against a bare proxy and against the members themselves.
 
-    python bench/bench_exchange.py [--seconds N] [--rounds N] [--json FILE]
+    python bench/bench_exchange.py [--seconds N] [--rounds N] [--delay-ms N] [--json FILE]
 
 Starts, each in its own process on a loopback port: ten simulated members (`rzcp member-sim`, the
 foundation's FHIR server on its own SQLite database, holding the Synthea patient's 13 Conditions), the
@@ -13,7 +13,10 @@ Measured with wrk, interleaved per round (medians over the rounds):
 - throughput at 32 connections: a 1-member pull through the gateway against the proxy (aim >= 0.70);
 - the median latency at one connection: the 1-member pull against calling member 0 directly (aim: under
   1 ms added);
-- the median latency of a 10-member pull against the slowest member called directly (aim <= 1.2x);
+- the median latency of a 10-member pull against the slowest member called directly (aim <= 1.2x), twice:
+  with the ten CPU-bound simulated members (on two cores this measures their summed CPU), and with ten
+  members that wait (one aiohttp process on ten ports, `--delay-ms`, serving the same Bundles as the
+  simulated members after `asyncio.sleep`): the fan-out itself;
 - the gateway's CPU per request of a 3-member pull against a 1-member pull, at 8 connections (aim < 2x).
 Everything it starts is stopped at the end. Exit codes: 0 done, 1 an error, 2 wrk missing.
 """
@@ -49,6 +52,8 @@ SYNTHEA = ROOT / "data" / "synthea" / "uscore_bundle_patient_85.json"
 MEMBERS = 10
 PRACTITIONER = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|900012345"
 GROUPS = {"one": 1, "three": 3, "ten": MEMBERS}
+#: The regional patient held by the ten waiting members (URAs 7100000i), with the "ten" group's local ids.
+DELAYED = "delayed"
 
 
 @dataclass
@@ -86,7 +91,7 @@ def start(name: str, command: list[str], port: int, ready: str, env: dict[str, s
     raise RuntimeError(f"{name} did not answer within 60 s")
 
 
-async def prepare(folder: Path, ports: list[int], gateway_port: int) -> dict[str, object]:
+async def prepare(folder: Path, ports: list[int], delayed_ports: list[int]) -> dict[str, object]:
     """Member databases, the gateway's registry, locations and consents; returns URLs and a token key."""
     from rzcp.auth import registry
     from rzcp.consent.cache import note_consent_change
@@ -127,6 +132,15 @@ async def prepare(folder: Path, ports: list[int], gateway_port: int) -> dict[str
                 category="ziekenhuizen-labs",
                 endpoint=f"http://127.0.0.1:{port}/fhir",
             )
+        for i, port in enumerate(delayed_ports):
+            await directory.add_member(
+                conn,
+                search,
+                ura=f"7100000{i}",
+                name=f"Waiting member {i}",
+                category="ziekenhuizen-labs",
+                endpoint=f"http://127.0.0.1:{port}/fhir",
+            )
         await directory.add_member(
             conn,
             search,
@@ -143,12 +157,15 @@ async def prepare(folder: Path, ports: list[int], gateway_port: int) -> dict[str
             role="member",
             jwks={"keys": [key.as_dict(private=False)]},
         )
-        for group, count in GROUPS.items():
+        for group, count in [*GROUPS.items(), (DELAYED, MEMBERS)]:
             bsn = derive_test_bsn(f"bench-{group}")
             for i in range(count):
-                patients[group] = await locator.announce(
-                    conn, search, f"7000000{i}", bsn, locals_[(group, i)]
+                ura, local = (
+                    (f"7100000{i}", locals_[("ten", i)])
+                    if group == DELAYED
+                    else (f"7000000{i}", locals_[(group, i)])
                 )
+                patients[group] = await locator.announce(conn, search, ura, bsn, local)
             consent = consent_from_compact(
                 {"id": f"bench-{group}", "permit": {"to": "huisartsen"}},
                 load_policy(),
@@ -180,6 +197,36 @@ def token(gateway: str, key: RSAKey) -> str:
     response = httpx.post(url, data=form, timeout=10)
     response.raise_for_status()
     return response.json()["access_token"]
+
+
+def serve_delayed(delay_ms: int, ports: list[int], upstreams: list[str]) -> None:
+    """Ten members that wait instead of computing: port i answers every GET of /fhir/Condition with the
+    Bundle member i gave for the "ten" patient (fetched once at start), after `delay_ms`."""
+    from aiohttp import web
+
+    bodies = [httpx.get(url, timeout=30).content for url in upstreams]
+
+    def app(body: bytes) -> web.Application:
+        async def search(_request: web.Request) -> web.Response:
+            await asyncio.sleep(delay_ms / 1000)
+            return web.Response(body=body, content_type="application/fhir+json")
+
+        async def metadata(_request: web.Request) -> web.Response:
+            return web.json_response({"resourceType": "CapabilityStatement"})
+
+        application = web.Application()
+        application.router.add_get("/fhir/Condition", search)
+        application.router.add_get("/fhir/metadata", metadata)
+        return application
+
+    async def run() -> None:
+        for port, body in zip(ports, bodies, strict=True):
+            runner = web.AppRunner(app(body), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
 
 
 _LATENCY = re.compile(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -223,14 +270,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--delay-ms", type=int, default=20, help="the waiting members' answer time")
+    parser.add_argument("--serve-delayed", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_delayed:
+        delay, *rest = args.serve_delayed
+        half = len(rest) // 2
+        serve_delayed(int(delay), [int(p) for p in rest[:half]], rest[half:])
+        return 0
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
     folder = Path(tempfile.mkdtemp(prefix="rzcp-bench-exchange-"))
     ports = [free_port() for _ in range(MEMBERS)]
+    delayed_ports = [free_port() for _ in range(MEMBERS)]
     gateway_port, proxy_port = free_port(), free_port()
-    facts = asyncio.run(prepare(folder, ports, gateway_port))
+    facts = asyncio.run(prepare(folder, ports, delayed_ports))
     running: list[Proc] = []
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
@@ -247,6 +302,21 @@ def main() -> int:
             ]
             command += ["--port", str(port), "--database", f"sqlite+aiosqlite:///{folder / f'member{i}.db'}"]
             running.append(start(f"member{i}", command, port, "/fhir/metadata"))
+        locals_: dict[tuple[str, int], str] = facts["locals"]  # type: ignore[assignment]
+        copied = [
+            f"{m.base}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}&_count=100"
+            for i, m in enumerate(running)
+        ]
+        command = [
+            sys.executable,
+            __file__,
+            "--serve-delayed",
+            str(args.delay_ms),
+            *map(str, delayed_ports),
+            *copied,
+        ]
+        waiting = start("waiting members", command, delayed_ports[-1], "/fhir/metadata")
+        running.append(waiting)
         gateway_env = {
             "RZCP_DATABASE_URL": str(facts["database"]),
             "RZCP_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}/fhir",
@@ -282,8 +352,14 @@ def main() -> int:
             f"X-Acting-Practitioner: {PRACTITIONER}",
         ]
         patients: dict[str, str] = facts["patients"]  # type: ignore[assignment]
-        locals_: dict[tuple[str, int], str] = facts["locals"]  # type: ignore[assignment]
-        pull = {g: f"{gateway.base}/fhir/Condition?patient=Patient/{patients[g]}&_count=100" for g in GROUPS}
+        pull = {
+            g: f"{gateway.base}/fhir/Condition?patient=Patient/{patients[g]}&_count=100"
+            for g in [*GROUPS, DELAYED]
+        }
+        waiting_direct = [
+            f"http://127.0.0.1:{port}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}"
+            for i, port in enumerate(delayed_ports)
+        ]
         direct = [
             f"{m.base}/fhir/Condition?patient=Patient/{locals_[('one', i)]}&_count=100"
             for i, m in enumerate(running[:MEMBERS])
@@ -291,6 +367,8 @@ def main() -> int:
         proxied = f"{proxy.base}/fhir/Condition?patient=Patient/{locals_[('one', 0)]}&_count=100"
         check = httpx.get(pull["ten"], headers=dict(h.split(": ", 1) for h in headers), timeout=30).json()
         assert check.get("total") == 13 * MEMBERS, check.get("total")  # the whole path, every member answered
+        check = httpx.get(pull[DELAYED], headers=dict(h.split(": ", 1) for h in headers), timeout=30).json()
+        assert check.get("total") == 13 * MEMBERS, check.get("total")  # the same Bundles from the waiting ten
         for url, target in ((pull["one"], gateway), (proxied, proxy)):
             wrk(target, url, 8, 1, headers)  # warm up
         results: dict[str, list[Run]] = {}
@@ -314,6 +392,9 @@ def main() -> int:
             measure("gateway 10 members c1", gateway, pull["ten"], 1)
             for i in range(MEMBERS):
                 measure(f"member {i} direct c1", running[i], direct[i], 1, with_auth=False)
+            measure("gateway 10 waiting c1", gateway, pull[DELAYED], 1)
+            for i in range(MEMBERS):
+                measure(f"waiting {i} direct c1", waiting, waiting_direct[i], 1, with_auth=False)
             measure("gateway 1 member c8", gateway, pull["one"], 8)
             measure("gateway 3 members c8", gateway, pull["three"], 8)
     finally:
@@ -332,6 +413,7 @@ def main() -> int:
         return statistics.median(getattr(r, field) for r in results[name])
 
     slowest = max(med(f"member {i} direct c1", "p50_ms") for i in range(MEMBERS))
+    slowest_waiting = max(med(f"waiting {i} direct c1", "p50_ms") for i in range(MEMBERS))
     summary = {
         "rps_gateway_c32": med("gateway 1 member c32", "rps"),
         "rps_proxy_c32": med("proxy c32", "rps"),
@@ -340,12 +422,16 @@ def main() -> int:
         "p50_proxy_c1_ms": med("proxy c1", "p50_ms"),
         "p50_gateway_10_members_ms": med("gateway 10 members c1", "p50_ms"),
         "p50_slowest_member_ms": slowest,
+        "delay_ms": args.delay_ms,
+        "p50_gateway_10_waiting_ms": med("gateway 10 waiting c1", "p50_ms"),
+        "p50_slowest_waiting_ms": slowest_waiting,
         "cpu_1_member_us": med("gateway 1 member c8", "cpu_us"),
         "cpu_3_members_us": med("gateway 3 members c8", "cpu_us"),
     }
     summary["rps_ratio"] = summary["rps_gateway_c32"] / summary["rps_proxy_c32"]
     summary["added_latency_ms"] = summary["p50_gateway_c1_ms"] - summary["p50_member_c1_ms"]
     summary["fanout_ratio"] = summary["p50_gateway_10_members_ms"] / slowest
+    summary["fanout_waiting_ratio"] = summary["p50_gateway_10_waiting_ms"] / slowest_waiting
     summary["cpu_ratio"] = summary["cpu_3_members_us"] / summary["cpu_1_member_us"]
     s = summary
     print(f"\nmedians over {args.rounds} interleaved rounds of {args.seconds} s")
@@ -359,7 +445,12 @@ def main() -> int:
     )
     print(
         f"10-member pull p50 {s['p50_gateway_10_members_ms']:.2f} ms vs slowest member {slowest:.2f} ms: "
-        f"{s['fanout_ratio']:.2f}x (aim <= 1.2x)"
+        f"{s['fanout_ratio']:.2f}x (aim <= 1.2x; CPU-bound members on shared cores)"
+    )
+    print(
+        f"10-member pull, waiting members ({args.delay_ms} ms): "
+        f"p50 {s['p50_gateway_10_waiting_ms']:.2f} ms vs slowest {slowest_waiting:.2f} ms: "
+        f"{s['fanout_waiting_ratio']:.2f}x (aim <= 1.2x)"
     )
     print(
         f"CPU per request: 3 members {s['cpu_3_members_us']:.0f} µs, 1 member {s['cpu_1_member_us']:.0f} µs: "

@@ -8,7 +8,8 @@ counts timeouts, unreachable servers, 5xx and unreadable answers; 4xx answers an
 failures of the member's server. Response bodies are read up to `ResponseLimits.max_bytes`, a search up to
 `max_entries` resources over at most `max_pages` pages, following `next` links only on the member's own
 origin. What comes back is checked entry by entry (checks.py) and what fails a check is dropped and
-reported, never passed on.
+reported, never passed on. Calls go over the aiohttp session under the gateway's client when it has one
+(bench/README.md, "The exchange: a pull through the gateway"), else through httpx.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import orjson
 
@@ -37,6 +39,7 @@ from rzcp.exchange.adapters import (
     SearchOutcome,
     SearchQuery,
 )
+from rzcp.exchange.http import GatewayClient
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp_fhir_rest.auth import AuthFailed, MemberCredentials
 from rzcp_fhir_rest.checks import EntryChecker, patient_param
@@ -58,7 +61,7 @@ class _Answer:
 
     status: int | None = None
     body: bytes = b""
-    headers: httpx.Headers | None = None
+    headers: Mapping[str, str] | None = None
     problem: Problem | None = None
     server_failure: bool = False
     retryable: bool = False
@@ -85,7 +88,7 @@ def _transport_problem(exc: BaseException) -> Problem:
     return Problem(ProblemCode.UNREACHABLE, f"the connection to the member failed ({type(exc).__name__})")
 
 
-def _retry_after(headers: httpx.Headers | None) -> float | None:
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     raw = headers.get("retry-after") if headers is not None else None
     if raw is None:
         return None
@@ -107,6 +110,11 @@ class FhirRestAdapter(MemberAdapter):
         self.http = context.http
         self.registry = registry or SearchRegistry.default()
         self.credentials = MemberCredentials(context.http)
+        #: The client's own headers (User-Agent ...) for calls made with aiohttp directly; aiohttp sets the
+        #: Accept-Encoding it can decode itself.
+        self._headers = {
+            k.lower(): v for k, v in context.http.headers.items() if k.lower() != "accept-encoding"
+        }
         self._capabilities: dict[str, tuple[float, Capabilities]] = {}
 
     # --- the hooks -------------------------------------------------------------------------------------
@@ -347,10 +355,16 @@ class FhirRestAdapter(MemberAdapter):
         deadline: float,
     ) -> _Answer:
         """One request within the deadline; the body read up to the byte limit. Never raises for the
-        member: a failure comes back as the answer's problem."""
+        member: a failure comes back as the answer's problem. Over the client's aiohttp session when it
+        has one (less than half the CPU of going through httpx), else through httpx."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return _Answer(problem=Problem(ProblemCode.TIMEOUT, "the member did not answer in time"))
+        session = self.http.aiohttp_session() if isinstance(self.http, GatewayClient) else None
+        if session is not None:
+            return await self._exchange_aiohttp(
+                session, member, method, url, params, content, headers, deadline, remaining
+            )
         try:
             async with asyncio.timeout_at(deadline):
                 auth = await self.credentials.headers(member, remaining)
@@ -381,6 +395,61 @@ class FhirRestAdapter(MemberAdapter):
             return _Answer(problem=problem, server_failure=True)
         retryable = response.status_code in self.context.retry.retry_statuses
         return _Answer(response.status_code, body, response.headers, retryable=retryable)
+
+    async def _exchange_aiohttp(
+        self,
+        session: aiohttp.ClientSession,
+        member: Member,
+        method: str,
+        url: str,
+        params: Sequence[tuple[str, str]] | None,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        deadline: float,
+        remaining: float,
+    ) -> _Answer:
+        """`_exchange` over aiohttp: the same deadline, limits and mapping of failures."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                auth = await self.credentials.headers(member, remaining)
+                sent = {**self._headers, **{k.lower(): v for k, v in (*headers.items(), *auth.items())}}
+                async with session.request(
+                    method,
+                    url,
+                    params=list(params) if params else None,
+                    data=content,
+                    headers=sent,
+                    allow_redirects=False,
+                ) as response:
+                    body = await self._read_bounded_aiohttp(response)
+        except AuthFailed as exc:
+            return _Answer(problem=Problem(ProblemCode.AUTH_FAILED, str(exc)))
+        except _TooLarge:
+            limit = self.context.limits.max_bytes
+            return _Answer(problem=Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes"))
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            problem = _transport_problem(exc)
+            return _Answer(problem=problem, server_failure=True, retryable=True)
+        except aiohttp.ClientError as exc:  # a malformed answer (bad headers, broken chunking ...)
+            detail = f"the answer could not be read ({type(exc).__name__})"
+            problem = Problem(ProblemCode.INVALID_ANSWER, detail)
+            return _Answer(problem=problem, server_failure=True)
+        retryable = response.status in self.context.retry.retry_statuses
+        return _Answer(response.status, body, response.headers, retryable=retryable)
+
+    async def _read_bounded_aiohttp(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.context.limits.max_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _read_bounded(self, response: httpx.Response) -> bytes:
         limit = self.context.limits.max_bytes

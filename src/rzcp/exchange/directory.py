@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import registry
@@ -104,6 +104,12 @@ class Directory:
     async def suspend_member(self, conn: AsyncConnection, search: SearchRegistry, ura: str) -> None:
         await registry.suspend_member(conn, ura)
         await project(conn, search, ura)
+
+    async def active_member(self, conn: AsyncConnection, ura: str) -> Member | None:
+        """The member if it is active now: asked on every request (a suspension counts at once, in every
+        process), with a statement built once, so only its execution costs."""
+        row = (await conn.execute(_ACTIVE_MEMBER, {"ura": ura})).first()
+        return self.from_row(row) if row is not None else None
 
     async def member(self, conn: AsyncConnection, ura: str) -> Member:
         rows = await self.members(conn, [ura], active_only=False)
@@ -222,3 +228,10 @@ async def project(conn: AsyncConnection, search: SearchRegistry, ura: str) -> No
         stored.pop("meta", None)
         if stored != resource:
             await store.update(resource)
+
+
+_ACTIVE_MEMBER = (
+    select(*MEMBER_COLUMNS)
+    .select_from(members.outerjoin(endpoints))
+    .where(members.c.ura == bindparam("ura"), members.c.status == "active")
+)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -151,12 +151,7 @@ class Locator:
 
     async def sources(self, conn: AsyncConnection, directory: Directory, patient_id: str) -> list[Source]:
         """The active members that announced the patient, with their local ids, by URA."""
-        rows = await conn.execute(
-            select(*MEMBER_COLUMNS, locations.c.local_id)
-            .select_from(locations.join(members).outerjoin(endpoints, endpoints.c.ura == members.c.ura))
-            .where(locations.c.patient_id == patient_id, members.c.status == "active")
-            .order_by(members.c.ura, locations.c.local_id)
-        )
+        rows = await conn.execute(_SOURCES, {"patient_id": patient_id})
         return [Source(directory.from_row(row), row.local_id) for row in rows]
 
     async def bsn_of(self, conn: AsyncConnection, patient_id: str) -> str | None:
@@ -174,3 +169,12 @@ class Locator:
                 .values(bsn_hash=self.protector.lookup_hash(bsn), bsn_sealed=self.protector.seal(bsn))
             )
         return len(rows)
+
+
+#: Asked on every pull; built once so that only its execution costs.
+_SOURCES = (
+    select(*MEMBER_COLUMNS, locations.c.local_id)
+    .select_from(locations.join(members).outerjoin(endpoints, endpoints.c.ura == members.c.ura))
+    .where(locations.c.patient_id == bindparam("patient_id"), members.c.status == "active")
+    .order_by(members.c.ura, locations.c.local_id)
+)

@@ -73,12 +73,12 @@ def _member_of(principal: Principal) -> str:
 
 async def _requester(exchange: Exchange, conn: Any, principal: Principal) -> Requester:
     ura = _member_of(principal)
-    members = await exchange.directory.members(conn, [ura])
-    if ura not in members:
+    member = await exchange.directory.active_member(conn, ura)
+    if member is None:
         raise Forbidden("the calling member is not active")
     context = principal.context
     since = datetime.now(UTC) if context.break_glass else None
-    return Requester(ura, members[ura].category, context.purpose_of_use, since)
+    return Requester(ura, member.category, context.purpose_of_use, since)
 
 
 def _patient_id(value: str) -> str:
