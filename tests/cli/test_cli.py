@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,3 +104,48 @@ def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
     assert metadata.status_code == 200
     assert metadata.json()["fhirVersion"] == "4.0.1"
     assert httpx.get(f"{served}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> None:
+    """The contract's `rzcp members` and `rzcp clients`: what is refused says why in one line."""
+    from joserfc.jwk import RSAKey
+
+    env = {"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    add = (
+        "members",
+        "add",
+        "--ura",
+        "12345678",
+        "--name",
+        "Praktijk Noord",
+        "--endpoint",
+        "https://n.example/fhir",
+    )
+    added = run(*add, "--type", "huisartsen", env=env)
+    assert added.returncode == 0, added.stderr
+    for bad, why in (
+        (("--type", "nope"), "policy"),
+        (("--type", "Z3", "--adapter", "nope"), "not installed"),
+    ):
+        refused = run(*add[:3], "87654321", *add[4:], *bad, env=env)
+        assert refused.returncode != 0
+        assert len(refused.stderr.strip().splitlines()) == 1 and why in refused.stderr, refused.stderr
+    listed = run("members", "list", env=env)
+    assert "12345678" in listed.stdout and "87654321" not in listed.stdout
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(
+        json.dumps({"keys": [RSAKey.generate_key(2048, parameters={"kid": "k1"}).as_dict(private=False)]})
+    )
+    client = ("clients", "add", "--client-id", "ehr-noord", "--member", "12345678", "--scope", "system/*.rs")
+    assert run(*client, "--jwks", str(jwks), env=env).returncode == 0
+    weak = tmp_path / "weak.json"
+    weak.write_text(
+        json.dumps({"keys": [RSAKey.generate_key(1024, parameters={"kid": "w"}).as_dict(private=False)]})
+    )
+    refused = run(*client[:3], "ehr-weak", *client[4:], "--jwks", str(weak), env=env)
+    assert refused.returncode != 0 and "2048" in refused.stderr
+    assert "ehr-noord" in run("clients", "list", env=env).stdout
+    assert run("clients", "revoke", "ehr-noord", env=env).returncode == 0
+    assert run("members", "suspend", "12345678", env=env).returncode == 0

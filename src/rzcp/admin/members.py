@@ -76,7 +76,7 @@ async def add_member(
     them), the adapter one that is installed."""
     ura = text_field(body, "ura")
     category = text_field(body, "category") or ""
-    if not policy.category_codes(category) & policy.organisation_categories:
+    if not policy.knows_category(category):
         raise BadRequest(f"organisation category {category!r} is not in the region's policy")
     adapter = text_field(body, "adapter", required=False) or "fhir-rest"
     if adapter not in adapters:

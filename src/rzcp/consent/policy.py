@@ -217,6 +217,11 @@ class Policy:
     def _category_of_type(self) -> dict[str, str]:
         return {t: e.code for e in self.document.organisation_categories.entries for t in e.types}
 
+    def knows_category(self, code: str) -> bool:
+        """Whether a member may be registered as `code`: a category of the region's or a national
+        organisation type that falls in one (consents name organisations by these)."""
+        return code in self.organisation_categories or code in self._category_of_type
+
     def category_codes(self, category: str | None) -> frozenset[str]:
         """What a member registered as `category` (a category code or a national type code) matches:
         its category and, when given as a type, that type too."""

@@ -12,7 +12,8 @@ import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import cli as auth_cli
-from rzcp.exchange.adapters import AuthKind, MemberAuth
+from rzcp.consent.policy import load_policy
+from rzcp.exchange.adapters import AuthKind, MemberAuth, discover
 from rzcp.exchange.directory import Directory
 from rzcp.exchange.secrets import member_secret_box
 from rzcp.fhir.search.definitions import SearchRegistry
@@ -55,6 +56,14 @@ def members_add(
             raise click.ClickException(f"environment variable {auth_token_env} is not set")
         auth = MemberAuth(AuthKind.BEARER, token=token)
     settings = auth_cli._settings(ctx)
+    policy = load_policy(settings.consent_policy_path)
+    if not policy.knows_category(category):
+        known = ", ".join(sorted(policy.organisation_categories))
+        raise click.ClickException(
+            f"organisation category {category!r} is not in the region's policy ({known})"
+        )
+    if adapter not in discover():
+        raise click.ClickException(f"adapter {adapter!r} is not installed ({', '.join(sorted(discover()))})")
 
     async def work(conn: AsyncConnection) -> Any:
         return await _directory(settings).add_member(
