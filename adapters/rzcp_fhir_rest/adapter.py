@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +52,12 @@ CAPABILITIES_TTL = 300.0
 
 class _TooLarge(Exception):
     pass
+
+
+#: A connection that failed or timed out (retryable), over either client.
+_TRANSPORT_FAILURES = (httpx.TransportError, aiohttp.ClientConnectionError, TimeoutError, OSError)
+#: Everything an exchange turns into its answer's problem (`_failure`); the rest are bugs and raise.
+_FAILURES = (AuthFailed, _TooLarge, *_TRANSPORT_FAILURES, httpx.HTTPError, aiohttp.ClientError)
 
 
 @dataclass
@@ -381,18 +387,8 @@ class FhirRestAdapter(MemberAdapter):
                     body = await self._read_bounded(response)
                 finally:
                     await response.aclose()
-        except AuthFailed as exc:
-            return _Answer(problem=Problem(ProblemCode.AUTH_FAILED, str(exc)))
-        except _TooLarge:
-            limit = self.context.limits.max_bytes
-            return _Answer(problem=Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes"))
-        except (httpx.TransportError, TimeoutError, OSError) as exc:
-            problem = _transport_problem(exc)
-            return _Answer(problem=problem, server_failure=True, retryable=True)
-        except httpx.HTTPError as exc:  # a malformed answer (bad headers, broken chunking ...)
-            detail = f"the answer could not be read ({type(exc).__name__})"
-            problem = Problem(ProblemCode.INVALID_ANSWER, detail)
-            return _Answer(problem=problem, server_failure=True)
+        except _FAILURES as exc:
+            return self._failure(exc)
         retryable = response.status_code in self.context.retry.retry_statuses
         return _Answer(response.status_code, body, response.headers, retryable=retryable)
 
@@ -422,48 +418,45 @@ class FhirRestAdapter(MemberAdapter):
                     allow_redirects=False,
                 ) as response:
                     body = await self._read_bounded_aiohttp(response)
-        except AuthFailed as exc:
-            return _Answer(problem=Problem(ProblemCode.AUTH_FAILED, str(exc)))
-        except _TooLarge:
-            limit = self.context.limits.max_bytes
-            return _Answer(problem=Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes"))
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
-            problem = _transport_problem(exc)
-            return _Answer(problem=problem, server_failure=True, retryable=True)
-        except aiohttp.ClientError as exc:  # a malformed answer (bad headers, broken chunking ...)
-            detail = f"the answer could not be read ({type(exc).__name__})"
-            problem = Problem(ProblemCode.INVALID_ANSWER, detail)
-            return _Answer(problem=problem, server_failure=True)
+        except _FAILURES as exc:
+            return self._failure(exc)
         retryable = response.status in self.context.retry.retry_statuses
         return _Answer(response.status, body, response.headers, retryable=retryable)
 
+    def _failure(self, exc: BaseException) -> _Answer:
+        """A failed exchange as the answer's problem, the same over httpx and aiohttp."""
+        if isinstance(exc, AuthFailed):
+            return _Answer(problem=Problem(ProblemCode.AUTH_FAILED, str(exc)))
+        if isinstance(exc, _TooLarge):
+            limit = self.context.limits.max_bytes
+            return _Answer(problem=Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes"))
+        if isinstance(exc, _TRANSPORT_FAILURES):
+            return _Answer(problem=_transport_problem(exc), server_failure=True, retryable=True)
+        # a malformed answer (bad headers, broken chunking ...)
+        detail = f"the answer could not be read ({type(exc).__name__})"
+        return _Answer(problem=Problem(ProblemCode.INVALID_ANSWER, detail), server_failure=True)
+
     async def _read_bounded_aiohttp(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.context.limits.max_bytes
-        declared = response.content_length
-        if declared is not None and declared > limit:
-            raise _TooLarge
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await self._capped(response.content_length, response.content.iter_any())
 
     async def _read_bounded(self, response: httpx.Response) -> bytes:
-        limit = self.context.limits.max_bytes
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        return await self._capped(size, response.aiter_bytes())
+
+    async def _capped(self, declared: int | None, chunks: AsyncIterator[bytes]) -> bytes:
+        """The body, refused (`_TooLarge`) as soon as it is declared or read past the byte limit."""
+        limit = self.context.limits.max_bytes
+        if declared is not None and declared > limit:
             raise _TooLarge
-        chunks: list[bytes] = []
+        kept: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             size += len(chunk)
             if size > limit:
                 raise _TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+            kept.append(chunk)
+        return b"".join(kept)
 
     # --- answers ---------------------------------------------------------------------------------------
 
