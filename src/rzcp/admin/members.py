@@ -58,10 +58,6 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str
     return value.strip()
 
 
-async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
-    return next((m for m in await registry.list_members(conn) if m.ura == ura), None)
-
-
 async def add_member(
     conn: AsyncConnection,
     directory: Directory,
@@ -90,7 +86,7 @@ async def add_member(
         endpoint=text_field(body, "endpoint") or "",
         adapter=adapter,
     )
-    found = await get_member(conn, ura or "")
+    found = await registry.get_member(conn, ura or "")
     assert found is not None  # just written in this transaction
     return found
 

@@ -86,7 +86,7 @@ async def suspend_member(request: Request, ura: str, _: Admin) -> dict[str, Any]
     runtime = _runtime(request)
     async with runtime.db.write() as conn:
         await request.app.state.exchange.directory.suspend_member(conn, runtime.registry, ura)
-        member = await members.get_member(conn, ura)
+        member = await registry.get_member(conn, ura)
         health = await member_health(conn)
     assert member is not None  # suspend_member raised NotFound otherwise
     return members.member_json(member, health.get(ura, UNKNOWN))

@@ -16,7 +16,7 @@ from rzcp.auth.access import authorize_interaction
 from rzcp.auth.deps import CurrentPrincipal
 from rzcp.errors import BadRequest, Forbidden, MethodNotAllowed
 from rzcp.fhir import bundles, paging
-from rzcp.fhir.deps import RuntimeDep, live_query
+from rzcp.fhir.deps import RuntimeDep, check_live
 from rzcp.fhir.interactions import page_size
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.fhir.wire import FHIR_JSON, check_accept, render
@@ -72,8 +72,7 @@ async def search_audit(request: Request, runtime: RuntimeDep, principal: Current
     """Auditors search the whole trail; a patient's token sees the records about them only."""
     check_accept(request)
     access = authorize_interaction(principal, _TYPE, "search-type", runtime.registry)
-    async with live_query(runtime, principal):
-        pass  # a revoked client, a suspended member or an ended session reads nothing
+    await check_live(runtime, principal)  # a revoked client, a suspended member, an ended session
     pairs = list(request.query_params.multi_items())
     criteria = _criteria(pairs)
     if access.compartment is not None:
@@ -106,8 +105,7 @@ async def access_log(request: Request, runtime: RuntimeDep, principal: CurrentPr
     if not principal.is_patient or principal.patient_id is None:
         raise Forbidden("the access log is the patient's own; auditors search AuditEvent")
     authorize_interaction(principal, _TYPE, "search-type", runtime.registry)
-    async with live_query(runtime, principal):
-        pass  # an ended session reads nothing
+    await check_live(runtime, principal)  # an ended session reads nothing
     lang = request.query_params.get("lang", "nl")
     if lang not in ("nl", "en"):
         raise BadRequest("lang is nl or en", code="value")

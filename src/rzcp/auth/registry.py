@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 import orjson
 from joserfc.jwk import JWKRegistry
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth.keys import utcnow
@@ -101,9 +103,17 @@ async def add_member(
     return Member(ura, row["name"], category, endpoint, adapter, "active")
 
 
+def _member(r: Any) -> Member:
+    return Member(r.ura, r.name, r.category, r.endpoint, r.adapter, r.status)
+
+
 async def list_members(conn: AsyncConnection) -> list[Member]:
-    rows = await conn.execute(select(members).order_by(members.c.ura))
-    return [Member(r.ura, r.name, r.category, r.endpoint, r.adapter, r.status) for r in rows]
+    return [_member(r) for r in await conn.execute(select(members).order_by(members.c.ura))]
+
+
+async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
+    row = (await conn.execute(select(members).where(members.c.ura == ura))).first()
+    return _member(row) if row is not None else None
 
 
 async def suspend_member(conn: AsyncConnection, ura: str) -> None:
@@ -293,7 +303,8 @@ async def end_session(conn: AsyncConnection, claims: dict[str, Any]) -> None:
     expired (then the row is no longer needed, and expired rows are cleared here)."""
     now = utcnow()
     await conn.execute(delete(ended_sessions).where(ended_sessions.c.expires_at < now))
-    jti = str(claims["jti"])
-    if await conn.scalar(_ENDED, {"jti": jti}) is None:
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC).replace(tzinfo=None)
-        await conn.execute(insert(ended_sessions).values(jti=jti, expires_at=expires))
+    expires = datetime.fromtimestamp(int(claims["exp"]), UTC).replace(tzinfo=None)
+    make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    # a second logout of the same token (another tab, another process at the same moment) changes nothing
+    ended = make(ended_sessions).values(jti=str(claims["jti"]), expires_at=expires)
+    await conn.execute(ended.on_conflict_do_nothing(index_elements=[ended_sessions.c.jti]))

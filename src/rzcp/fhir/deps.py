@@ -151,6 +151,12 @@ async def read_checked(
     return await store.read(res_type, res_id, statement=_READ_LIVE, params=params, check=check)
 
 
+async def check_live(runtime: Runtime, principal: Principal) -> None:
+    """`ensure_live` for a route whose work opens connections of its own (the audit trail's readers)."""
+    async with runtime.db.query() as conn:
+        await ensure_live(conn, principal)
+
+
 @asynccontextmanager
 async def live_query(runtime: Runtime, principal: Principal) -> AsyncIterator[AsyncConnection]:
     """`ReadConn` as a context manager: an autocommit read connection, the caller checked live first."""
