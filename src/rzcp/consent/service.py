@@ -69,6 +69,10 @@ async def evaluate(
     return decide(compiled, policy, request)
 
 
+#: The id a draft without one is decided under (it names the draft in the decision's deciding consents).
+DRAFT_ID = "draft"
+
+
 async def evaluate_draft(
     conn: AsyncConnection,
     policy: Policy,
@@ -89,10 +93,6 @@ async def evaluate_draft(
     prepared.setdefault("meta", {}).setdefault("versionId", "draft")
     others = [c for c in await current_consents(conn, patient_ref) if c.get("id") != draft_id]
     return decide(compile_consents([*others, prepared]), policy, request)
-
-
-#: The id a draft without one is decided under (it names the draft in the decision's deciding consents).
-DRAFT_ID = "draft"
 
 
 def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:
