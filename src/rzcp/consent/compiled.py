@@ -105,6 +105,22 @@ class CompiledConsents:
     anyone: tuple[CompiledConsent, ...] = ()
     #: Consents that took no part: (id, why), e.g. inactive or of another scope.
     skipped: tuple[tuple[str, str], ...] = ()
+    #: Every code token a provision (at any depth) names: of a resource's codes only these, and those the
+    #: policy's data categories ask for, can change a decision (what a per-resource memo keys on).
+    code_tokens: frozenset[str] = field(init=False)
+    #: The distinct dataPeriods of the provisions (at any depth): a resource's clinical date matters only
+    #: through which of them it falls in, and not at all when there are none.
+    data_periods: tuple[Range, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Derived here, not passed in: whoever builds the object, the memo keys cannot miss a condition.
+        codes, periods = _data_conditions(self.consents)
+        object.__setattr__(self, "code_tokens", codes)
+        object.__setattr__(self, "data_periods", periods)
+
+    @property
+    def dates_matter(self) -> bool:
+        return bool(self.data_periods)
 
     def candidates(self, requester_ura: str, categories: Iterable[str]) -> tuple[CompiledConsent, ...]:
         """The consents whose base provision can concern this requester, in consent order."""
@@ -118,6 +134,20 @@ class CompiledConsents:
 
     def __len__(self) -> int:
         return len(self.consents)
+
+
+def _data_conditions(rules: Iterable[Rule]) -> tuple[frozenset[str], tuple[Range, ...]]:
+    codes: set[str] = set()
+    periods: dict[Range, None] = {}
+    stack = list(rules)
+    while stack:
+        rule = stack.pop()
+        if rule.codes:
+            codes.update(rule.codes)
+        if rule.data_period is not None:
+            periods[rule.data_period] = None
+        stack.extend(rule.children)
+    return _intern(frozenset(codes)), tuple(periods)
 
 
 def _merge(a: tuple[CompiledConsent, ...], b: tuple[CompiledConsent, ...]) -> tuple[CompiledConsent, ...]:

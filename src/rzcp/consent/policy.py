@@ -290,6 +290,12 @@ class Policy:
             self._category_cache[key] = found
         return found
 
+    def category_tokens_for(self, resource_type: str) -> frozenset[str]:
+        """The category tokens some data category asks a resource of this type to carry: any other code
+        of the resource leaves `categories_of` unchanged, so a per-resource memo may drop it."""
+        required = (codes for _, codes in self._coverage.get(resource_type, ()) if codes is not None)
+        return frozenset().union(*required)
+
     # --- labels and purposes ---------------------------------------------------------------------------
     @cached_property
     def sensitive_labels(self) -> frozenset[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,15 +27,16 @@ def patient_reference(patient_ref: str) -> str:
     return f"Patient/{patient_id(patient_ref)}"
 
 
+#: Built once: read before every decision, where building a `select()` and its cache key cost more
+#: than running it (bench/README.md).
+_CHANGE_VERSION = select(consent_changes.c.version).where(
+    consent_changes.c.patient_ref == bindparam("patient_ref")
+)
+
+
 async def change_version(conn: AsyncConnection, patient_ref: str) -> int:
     """The patient's consent change counter; 0 when their consents never changed."""
-    found = (
-        await conn.execute(
-            select(consent_changes.c.version).where(
-                consent_changes.c.patient_ref == patient_reference(patient_ref)
-            )
-        )
-    ).scalar_one_or_none()
+    found = await conn.scalar(_CHANGE_VERSION, {"patient_ref": patient_reference(patient_ref)})
     return int(found or 0)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.consent.cache import ConsentCache, note_consent_change, rules_for
 from rzcp.consent.compiled import CompiledConsents, compile_consents
-from rzcp.consent.engine import decide
+from rzcp.consent.engine import decide, naive_utc
 from rzcp.consent.model import Decision, Request
 from rzcp.consent.policy import Policy
 from rzcp.consent.repository import current_consents, patient_reference
@@ -33,6 +33,7 @@ from rzcp.consent.validation import KnownMembers, validate_consent
 from rzcp.fhir.search.values import parse_date_range
 
 __all__ = [
+    "ResourceDecisions",
     "check_and_prepare_consent",
     "evaluate",
     "evaluate_draft",
@@ -48,6 +49,12 @@ _DATE_ELEMENTS = (
     "occurrenceDateTime", "performedDateTime", "performedPeriod", "onsetDateTime", "whenHandedOver",
     "dateAsserted", "date", "period", "started", "created",
 )  # fmt: skip
+#: The elements whose codings are a resource's category and code tokens.
+_CODE_ELEMENTS = ("category", "code", "type", "class")
+_NO_TOKENS: frozenset[str] = frozenset()
+#: Distinct resource keys one `ResourceDecisions` remembers: an answer has a handful; the bound only keeps
+#: an odd source (a code per resource, each named by a consent) from growing it without end.
+_MEMO_LIMIT = 1024
 
 
 def check_and_prepare_consent(
@@ -98,24 +105,69 @@ async def evaluate_draft(
 def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:
     """The request about one resource that came back: its type, category and code tokens, security
     labels and clinical date, on top of who asks and why."""
-    codes: set[str] = set()
-    for element in ("category", "code", "type", "class"):
-        value = resource.get(element)
-        for concept in value if isinstance(value, list) else [value] if isinstance(value, Mapping) else []:
-            for coding in concept.get("coding") or [] if isinstance(concept, Mapping) else []:
-                if coding.get("system") and coding.get("code"):
-                    codes.add(f"{coding['system']}|{coding['code']}")
-    labels = frozenset(
-        f"{s.get('system')}|{s.get('code')}"
-        for s in (resource.get("meta") or {}).get("security") or []
-        if s.get("code")
-    )
     return base.about(
         resource_type=resource.get("resourceType", base.resource_type),
-        codes=frozenset(codes),
-        labels=labels,
+        codes=_code_tokens(resource, None),
+        labels=_labels(resource),
         data_moment=_clinical_date(resource),
     )
+
+
+class ResourceDecisions:
+    """Per-resource decisions for one source's answer, each equal to
+    `decide(compiled, policy, request_for_resource(base, resource)).permitted`, but the engine runs once
+    per distinct key.
+
+    The resources of one answer mostly lead to the same decision, and deciding each afresh was the largest
+    per-member cost of a pull. So the answer is remembered on what alone can change it: the type; of the
+    resource's codes only those the policy's data categories ask for (for that type) and those the
+    patient's provisions name; the security labels; and, only when a provision has a dataPeriod, which
+    dataPeriods the clinical date falls in (otherwise the date is not even parsed). Everything else the
+    engine reads (who asks, from whom, why, when, break-the-glass) is the same for every resource of `base`.
+    """
+
+    __slots__ = ("_base", "_compiled", "_memo", "_periods", "_policy", "_relevant")
+
+    def __init__(self, compiled: CompiledConsents, policy: Policy, base: Request) -> None:
+        self._compiled = compiled
+        self._policy = policy
+        self._base = base
+        self._periods = compiled.data_periods
+        self._relevant: dict[str, frozenset[str]] = {}
+        self._memo: dict[tuple[Any, ...], bool] = {}
+
+    def permits(self, resource: Mapping[str, Any]) -> bool:
+        """Whether the patient's consents let this resource through to the requester."""
+        resource_type = resource.get("resourceType", self._base.resource_type)
+        relevant = self._relevant.get(resource_type)
+        if relevant is None:
+            relevant = self._relevant_codes(resource_type)
+        codes = _code_tokens(resource, relevant) if relevant else _NO_TOKENS
+        labels = _labels(resource)
+        moment = _clinical_date(resource) if self._periods else None
+        key = (resource_type, codes, labels, self._date_key(moment))
+        permitted = self._memo.get(key)
+        if permitted is None:
+            request = self._base.about(
+                resource_type=resource_type, codes=codes, labels=labels, data_moment=moment
+            )
+            permitted = decide(self._compiled, self._policy, request).permitted
+            if len(self._memo) < _MEMO_LIMIT:
+                self._memo[key] = permitted
+        return permitted
+
+    def _relevant_codes(self, resource_type: str) -> frozenset[str]:
+        found = self._policy.category_tokens_for(resource_type) | self._compiled.code_tokens
+        self._relevant[resource_type] = found
+        return found
+
+    def _date_key(self, moment: datetime | None) -> tuple[bool, ...] | None:
+        """The engine compares the date only with the dataPeriods: two dates inside the same ones decide
+        alike. None (no date) is kept apart: the engine then assumes in favour of permission."""
+        if moment is None:
+            return None
+        moment = naive_utc(moment)
+        return tuple(low <= moment <= high for low, high in self._periods)
 
 
 def filter_resources(
@@ -123,13 +175,49 @@ def filter_resources(
 ) -> list[Mapping[str, Any]]:
     """The resources of a permitted source that the patient's consents let through, one by one (so a
     source can still withhold its sensitive entries)."""
-    return [r for r in resources if decide(compiled, policy, request_for_resource(base, r)).permitted]
+    permits = ResourceDecisions(compiled, policy, base).permits
+    return [r for r in resources if permits(r)]
+
+
+def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> frozenset[str]:
+    """The resource's category and code tokens (`system|code`), only those in `within` when given.
+    Called per resource of every answer: plain loops, and a dict checked before the slower Mapping."""
+    found: set[str] = set()
+    for element in _CODE_ELEMENTS:
+        value = resource.get(element)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            concepts = value
+        elif isinstance(value, (dict, Mapping)):
+            concepts = [value]
+        else:
+            continue
+        for concept in concepts:
+            if not isinstance(concept, (dict, Mapping)):
+                continue
+            for coding in concept.get("coding") or ():
+                system, code = coding.get("system"), coding.get("code")
+                if system and code:
+                    token = f"{system}|{code}"
+                    if within is None or token in within:
+                        found.add(token)
+    return frozenset(found) if found else _NO_TOKENS
+
+
+def _labels(resource: Mapping[str, Any]) -> frozenset[str]:
+    security = (resource.get("meta") or {}).get("security")
+    if not security:
+        return _NO_TOKENS
+    return frozenset(f"{s.get('system')}|{s.get('code')}" for s in security if s.get("code"))
 
 
 def _clinical_date(resource: Mapping[str, Any]) -> datetime | None:
     for element in _DATE_ELEMENTS:
         value = resource.get(element)
-        if isinstance(value, Mapping):
+        if value is None:  # most of the elements: skip the slow Mapping check
+            continue
+        if isinstance(value, (dict, Mapping)):
             value = value.get("start") or value.get("end")
         if isinstance(value, str):
             try:

@@ -45,7 +45,7 @@ from rzcp.consent.cache import rules_for
 from rzcp.consent.compiled import CompiledConsents
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Decision, Request
-from rzcp.consent.service import request_for_resource
+from rzcp.consent.service import ResourceDecisions
 from rzcp.errors import Issue
 from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
 from rzcp.exchange.locator import Source
@@ -272,8 +272,9 @@ async def run_pull(
         if outcome.partial:
             failures.setdefault(member.ura, []).append(ProblemCode.TRUNCATED)
         kept = 0
+        permits = ResourceDecisions(compiled, exchange.policy, asked).permits
         for resource in outcome.resources:
-            if not decide(compiled, exchange.policy, request_for_resource(asked, resource)).permitted:
+            if not permits(resource):
                 source_report.withheld += 1
                 continue
             tagged = _tag(resource, source, base, query.patient_id)
