@@ -197,6 +197,18 @@ async def test_a_pull_across_members_with_mixed_consent(world: World) -> None:
         assert resource["subject"]["reference"] == f"http://gateway.test/fhir/Patient/{world.patient}"
 
 
+async def test_the_pulled_type_is_the_paths_whatever_the_query_says(world: World) -> None:
+    # The type once was a defaulted endpoint parameter, which FastAPI read from the query string too.
+    response = await world.pharmacy.get(
+        "/fhir/Condition",
+        params={"patient": f"Patient/{world.patient}", "_count": "500", "res_type": "Observation"},
+    )
+    assert response.status_code == 200, response.text
+    found = entries(response.json())
+    assert {r["resourceType"] for r in found} == {"Condition"}
+    assert {r["id"] for r in found} == expected(world, "Condition")
+
+
 async def test_the_answer_for_a_shielded_member_is_that_of_no_data(world: World) -> None:
     """With the GGZ clinic's location withdrawn, the answer is the same, byte for byte but links."""
     first = (
