@@ -281,21 +281,43 @@ async def test_unknown_patient_is_an_empty_bundle(world: World) -> None:
 
 async def test_everything(world: World) -> None:
     before = list(world.ggz.counter.paths)
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
     response = await world.pharmacy.get(
         f"/fhir/Patient/{world.patient}/$everything", params={"_count": "500"}
     )
     assert response.status_code == 200, response.text
-    found = entries(response.json())
-    assert {r["id"] for r in found} == expected(
+    bundle = response.json()
+    found = entries(bundle)
+    # The regional Patient itself leads, as the gateway keeps it: its regional id, no BSN.
+    assert found[0]["resourceType"] == "Patient" and found[0]["id"] == world.patient
+    assert bundle["entry"][0]["fullUrl"] == f"http://gateway.test/fhir/Patient/{world.patient}"
+    assert world.bsn not in response.text
+    assert bundle["total"] == len(found)
+    clinical = found[1:]
+    assert {r["id"] for r in clinical} == expected(
         world, "Condition", "MedicationRequest", "Observation", "Procedure"
     )
-    assert {r["resourceType"] for r in found} == {
+    assert {r["resourceType"] for r in clinical} == {
         "Condition",
         "MedicationRequest",
         "Observation",
         "Procedure",
     }
     assert world.ggz.counter.paths == before
+    # The record counts the Patient the gateway itself sent, with no source member.
+    (record,) = [orjson.loads(r.content) for r in await _audit_rows(world, after=start)]
+    sent = [e for e in record["entity"] if e.get("description") == "returned"]
+    own = [e for e in sent if e["type"]["code"] == "Patient"]
+    assert [{d["type"]: d["valueString"] for d in e["detail"]} for e in own] == [{"count": "1"}]
+    # Asked for some types only, the Patient comes only when named.
+    response = await world.pharmacy.get(
+        f"/fhir/Patient/{world.patient}/$everything", params={"_type": "Condition"}
+    )
+    assert {r["resourceType"] for r in entries(response.json())} == {"Condition"}
+    response = await world.pharmacy.get(
+        f"/fhir/Patient/{world.patient}/$everything", params={"_type": "Patient,Condition"}
+    )
+    assert [r["resourceType"] for r in entries(response.json())][:1] == ["Patient"]
 
 
 # --- members that misbehave, seen through the gateway -------------------------------------------------

@@ -138,6 +138,8 @@ class PullReport:
     #: Entries on this page.
     page_entries: int = 0
     duplicates: int = 0
+    #: The gateway's own resources on this page (the regional Patient of $everything), per type.
+    own: dict[str, int] = field(default_factory=dict)
 
     def audit_decisions(self) -> tuple[AuditDecision, ...]:
         """The decisions, as the audit trail records them (rzcp.audit.Decision)."""
@@ -154,7 +156,8 @@ class PullReport:
         )
 
     def audit_returned(self) -> tuple[Returned, ...]:
-        return tuple(
+        own = tuple(Returned(t, n) for t, n in sorted(self.own.items()) if n)
+        return own + tuple(
             Returned(t, n, s.member_ura) for s in self.sources for t, n in sorted(s.returned.items()) if n
         )
 
@@ -237,10 +240,17 @@ async def pull(
 
 
 async def run_pull(
-    exchange: Exchange, plan: PullPlan, *, base: str, self_url: str, next_url: str | None = None
+    exchange: Exchange,
+    plan: PullPlan,
+    *,
+    base: str,
+    self_url: str,
+    next_url: str | None = None,
+    leading: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> tuple[dict[str, Any], PullReport]:
     """The searchset Bundle of one page (or an OperationOutcome when every permitted source failed), and
-    the report for the audit. `next_url` is used when there is a next page."""
+    the report for the audit. `next_url` is used when there is a next page. `leading` are the gateway's
+    own entries (fullUrl, resource), first in the result: the regional Patient of $everything."""
     query, report, compiled, calls = plan.query, plan.report, plan.compiled, plan.calls
 
     async def call(source: Source, res_type: str) -> tuple[SearchOutcome, float]:
@@ -251,7 +261,7 @@ async def run_pull(
 
     results = await asyncio.gather(*(call(source, res_type) for source, _, res_type, _ in calls))
 
-    entries: list[tuple[str, dict[str, Any]]] = []
+    entries: list[tuple[str, dict[str, Any]]] = list(leading)
     seen: set[str] = set()
     failures: dict[str, list[ProblemCode]] = {}
     answered: set[str] = set()
@@ -323,6 +333,8 @@ async def run_pull(
     report.total = len(entries)
     page = entries[query.offset : query.offset + query.count]
     report.page_entries = len(page)
+    for _, resource in leading[query.offset : query.offset + query.count]:
+        report.own[resource["resourceType"]] = report.own.get(resource["resourceType"], 0) + 1
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",

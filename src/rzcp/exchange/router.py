@@ -3,7 +3,7 @@ exchange goes to `request.state.exchange_report` for the audit hook.
 
     POST /fhir/Patient/$announce          a member holds data for a patient (Parameters: BSN, local id)
     POST /fhir/Patient/$withdraw          ... no longer
-    GET  /fhir/Patient/{id}/$everything   the regional patient's data from every permitted member
+    GET  /fhir/Patient/{id}/$everything   the regional Patient, then its data from every permitted member
     GET  /fhir/{Type}?patient=...         a clinical type the gateway does not keep but the policy covers:
                                           federated pull (also subject=, patient.identifier=<bsn>)
     POST /fhir/$process-message           a message to another member: 202 + Location of its status
@@ -131,8 +131,10 @@ async def _answer(
     params: tuple[tuple[str, str], ...],
     interaction: str,
     patient_id: str | None = None,
+    with_patient: bool = False,
 ) -> Response:
-    """Plan with a connection (released before the fan-out), run, render, and leave the report."""
+    """Plan with a connection (released before the fan-out), run, render, and leave the report.
+    `with_patient`: the regional Patient itself leads the result ($everything)."""
     base = _base(request, runtime)
     bound = paging.binding(path, pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
@@ -153,12 +155,32 @@ async def _answer(
             asked=str(request.url.query),
         )
         plan = await plan_pull(exchange, conn, requester, query)
+        leading = await _regional_patient(conn, runtime, base, patient_id) if with_patient else []
     next_url = paging.page_url(base, path, pairs, runtime.sealer.seal(offset + count, bound))
     body, report = await run_pull(
-        exchange, plan, base=base, self_url=paging.page_url(base, path, pairs, token), next_url=next_url
+        exchange,
+        plan,
+        base=base,
+        self_url=paging.page_url(base, path, pairs, token),
+        next_url=next_url,
+        leading=leading,
     )
     _note(request, report, report.audit_returned(), report.outcome_desc())
     return render(request, body, status=report.status)
+
+
+async def _regional_patient(
+    conn: Any, runtime: Runtime, base: str, patient_id: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The regional Patient as the gateway keeps it (its id, no BSN), as a leading entry; none when the
+    id names no patient."""
+    if patient_id is None:
+        return []
+    try:
+        version = await ResourceStore(conn, runtime.registry).read("Patient", patient_id)
+    except (NotFound, Gone):
+        return []
+    return [(f"{base}/Patient/{patient_id}", orjson.loads(version.content))]
 
 
 def _note(request: Request, report: Any, returned: Any = (), desc: str | None = None) -> None:
@@ -245,6 +267,7 @@ async def everything(
         pairs=pairs,
         params=(),
         interaction="everything",
+        with_patient=not wanted or "Patient" in wanted,
     )
 
 
