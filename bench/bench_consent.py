@@ -219,6 +219,28 @@ def small_vs_large(
     return statistics.median(smalls), statistics.median(larges), statistics.median(growths)
 
 
+def patient_visits(
+    rng: random.Random, registry: dict[str, CompiledConsents], *, per_visit: int = 1, decisions: int = 20_000
+) -> list[tuple[str, Request]]:
+    """`decisions` questions for patients of the registry, a random patient per visit and `per_visit`
+    questions about that patient in a row."""
+    keys = list(registry)
+    visits: list[tuple[str, Request]] = []
+    for _ in range(decisions // per_visit):
+        key = rng.choice(keys)
+        visits.extend((key, r) for r in random_requests(rng, per_visit, registry[key]))
+    return visits
+
+
+def report_growth(title: str, measured: tuple[float, float, float], registry_consents: int) -> None:
+    s, la, growth = measured
+    print(f"\n## {title}")
+    print(f"{'1,000 consents':>22} {1 / s:>12,.0f} {s * 1e6:>12.2f}")
+    print(f"{f'{registry_consents:,} consents':>22} {1 / la:>12,.0f} {la * 1e6:>12.2f}")
+    verdict = "within" if growth <= GROWTH_AIM else "OVER"
+    print(f"slowdown at {registry_consents:,}: {growth:+.1%} ({verdict} the {GROWTH_AIM:.0%} aim)")
+
+
 def build_registry(policy: Policy, consents: int, patients: int, seed: int) -> dict[str, CompiledConsents]:
     rng = random.Random(seed)
     registry: dict[str, CompiledConsents] = {}
@@ -263,13 +285,7 @@ def bench_engine(policy: Policy, rounds: int, registry_consents: int) -> None:
     built = time.perf_counter() - started
     print(f"(built and compiled in {built:.0f} s: {built / registry_consents * 1e6:.0f} us per consent)")
     visits_rng = random.Random(3)
-
-    def visits(registry: dict[str, CompiledConsents]) -> list[tuple[str, Request]]:
-        keys = list(registry)
-        chosen = [visits_rng.choice(keys) for _ in range(20_000)]
-        return [(key, random_requests(visits_rng, 1, registry[key])[0]) for key in chosen]
-
-    small_visits, large_visits = visits(small), visits(large)
+    small_visits, large_visits = patient_visits(visits_rng, small), patient_visits(visits_rng, large)
     small_run = decisions_in_registry(small, policy, small_visits)
     large_run = decisions_in_registry(large, policy, large_visits)
     share = sum(decide(large[p], policy, r).permitted for p, r in large_visits) / len(large_visits)
@@ -284,8 +300,7 @@ def bench_engine(policy: Policy, rounds: int, registry_consents: int) -> None:
         f"slowdown at {registry_consents:,}: {growth:+.1%} ({verdict} the {GROWTH_AIM:.0%} aim); "
         f"ratio to a dict lookup at that size: {ratio:.1f}x ({base * 1e9:.0f} ns per lookup)"
     )
-    bench_pull_pattern(policy, small, large, rounds, registry_consents)
-    bench_same_patients(policy, small, large, rounds, registry_consents)
+    bench_access_patterns(policy, small, large, rounds, registry_consents)
     bench_memory_floor(rounds, patients, extra_ns=(la - s) * 1e9)
     del large
     gc.unfreeze()
@@ -296,64 +311,34 @@ def bench_engine(policy: Policy, rounds: int, registry_consents: int) -> None:
 PULL_DECISIONS = 16
 
 
-def bench_pull_pattern(
+def bench_access_patterns(
     policy: Policy,
     small: dict[str, CompiledConsents],
     large: dict[str, CompiledConsents],
     rounds: int,
     registry_consents: int,
 ) -> None:
-    """The same registries in the gateway's access pattern: a random patient per pull, then the pull's
-    decisions for that patient. The per-decision figure above is the worst case (a new, uncached patient for
-    every decision); this is what a pull meets."""
+    """The same registries visited two more ways. As a pull meets them: a random patient per pull, then
+    the pull's decisions for that patient (the per-decision figure above is the worst case, a patient no
+    decision touched before every time). And the size apart from the memory it takes: 100 patients of
+    the large registry against the small registry's 100, both then in the CPU caches, so what remains is
+    what the size itself costs a decision (a larger dict of patients; nothing else grows)."""
     rng = random.Random(5)
-
-    def pulls(registry: dict[str, CompiledConsents]) -> list[tuple[str, Request]]:
-        keys = list(registry)
-        visits: list[tuple[str, Request]] = []
-        for _ in range(20_000 // PULL_DECISIONS):
-            key = rng.choice(keys)
-            visits.extend((key, r) for r in random_requests(rng, PULL_DECISIONS, registry[key]))
-        return visits
-
-    small_run = decisions_in_registry(small, policy, pulls(small))
-    large_run = decisions_in_registry(large, policy, pulls(large))
-    s, la, growth = small_vs_large(small_run, large_run, rounds)
-    print(f"\n## the same registries, {PULL_DECISIONS} decisions per patient visit (one pull's worth)")
-    print(f"{'1,000 consents':>22} {1 / s:>12,.0f} {s * 1e6:>12.2f}")
-    print(f"{f'{registry_consents:,} consents':>22} {1 / la:>12,.0f} {la * 1e6:>12.2f}")
-    verdict = "within" if growth <= GROWTH_AIM else "OVER"
-    print(f"slowdown at {registry_consents:,}: {growth:+.1%} ({verdict} the {GROWTH_AIM:.0%} aim)")
-
-
-def bench_same_patients(
-    policy: Policy,
-    small: dict[str, CompiledConsents],
-    large: dict[str, CompiledConsents],
-    rounds: int,
-    registry_consents: int,
-) -> None:
-    """The registry's size apart from the memory it takes: 100 patients of the large registry, visited in a
-    random order, against the small registry's 100. Both then stay in the CPU caches, so what remains is
-    what the size itself costs a decision (a larger dict of patients, nothing else grows)."""
-    rng = random.Random(13)
-    some = dict(rng.sample(sorted(large.items()), len(small)))
-
-    def visits(registry: dict[str, CompiledConsents]) -> list[tuple[str, Request]]:
-        keys = list(registry)
-        chosen = [rng.choice(keys) for _ in range(20_000)]
-        return [(key, random_requests(rng, 1, registry[key])[0]) for key in chosen]
-
-    s, la, growth = small_vs_large(
-        decisions_in_registry(small, policy, visits(small)),
-        decisions_in_registry(large, policy, visits(some)),
+    measured = small_vs_large(
+        decisions_in_registry(small, policy, patient_visits(rng, small, per_visit=PULL_DECISIONS)),
+        decisions_in_registry(large, policy, patient_visits(rng, large, per_visit=PULL_DECISIONS)),
         rounds,
     )
-    print("\n## 100 patients of each registry, one decision per visit (the size without the cold memory)")
-    print(f"{'1,000 consents':>22} {1 / s:>12,.0f} {s * 1e6:>12.2f}")
-    print(f"{f'{registry_consents:,} consents':>22} {1 / la:>12,.0f} {la * 1e6:>12.2f}")
-    verdict = "within" if growth <= GROWTH_AIM else "OVER"
-    print(f"slowdown at {registry_consents:,}: {growth:+.1%} ({verdict} the {GROWTH_AIM:.0%} aim)")
+    title = f"the same registries, {PULL_DECISIONS} decisions per patient visit (one pull's worth)"
+    report_growth(title, measured, registry_consents)
+    some = dict(rng.sample(sorted(large.items()), len(small)))
+    measured = small_vs_large(
+        decisions_in_registry(small, policy, patient_visits(rng, small)),
+        decisions_in_registry(large, policy, patient_visits(rng, some)),
+        rounds,
+    )
+    title = "100 patients of each registry, one decision per visit (the size without the cold memory)"
+    report_growth(title, measured, registry_consents)
 
 
 def bench_memory_floor(rounds: int, patients: int, extra_ns: float) -> None:
