@@ -373,21 +373,30 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
 def _rewrite(resource: Mapping[str, Any], local: str, regional: str) -> dict[str, Any]:
     """The resource with its references to the member's patient (top-level elements and the elements of
     top-level lists and objects: subject, patient, performer[].actor ...) pointing at the regional one.
-    Copies only what it changes."""
+    Copies only what it changes (run for every resource of every answer: no list is rebuilt unless one
+    of its items changed)."""
     out = dict(resource)
     for key, value in resource.items():
         if isinstance(value, dict):
-            changed = _rewrite_reference(value, local, regional)
-            if changed is not value:
-                out[key] = changed
+            changed: Any = _rewrite_reference(value, local, regional)
         elif isinstance(value, list):
-            items = [
-                _rewrite_reference(item, local, regional) if isinstance(item, dict) else item
-                for item in value
-            ]
-            if any(a is not b for a, b in zip(items, value, strict=True)):
-                out[key] = items
+            changed = _rewrite_items(value, local, regional)
+        else:
+            continue
+        if changed is not value:
+            out[key] = changed
     return out
+
+
+def _rewrite_items(items: list[Any], local: str, regional: str) -> list[Any]:
+    rewritten = None
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            changed = _rewrite_reference(item, local, regional)
+            if changed is not item:
+                rewritten = rewritten or list(items)
+                rewritten[i] = changed
+    return items if rewritten is None else rewritten
 
 
 def _rewrite_reference(value: dict[str, Any], local: str, regional: str) -> dict[str, Any]:

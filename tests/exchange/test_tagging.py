@@ -1,0 +1,60 @@
+"""What a requester gets of a member's resource: its references to the member's patient turned into the
+regional Patient, everything else as the member sent it (plain Python, no HTTP)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from rzcp.exchange.pull import _rewrite
+
+LOCAL = "Patient/gp-17"
+REGIONAL = "https://gateway.example/fhir/Patient/r-1"
+
+
+def procedure() -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": "p1",
+        "status": "completed",
+        "subject": {"reference": LOCAL, "display": "J. Jansen"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "80146002"}]},
+        "performer": [
+            {"actor": {"reference": "Practitioner/dr-1"}},
+            {"actor": {"reference": f"https://gp.example/fhir/{LOCAL}"}},
+        ],
+        "encounter": {"reference": "Encounter/e-1"},
+        "note": [{"text": "no reference here"}],
+        "reasonReference": [{"reference": "Condition/c-1"}],
+    }
+
+
+def test_references_to_the_members_patient_point_at_the_regional_one() -> None:
+    sent = procedure()
+    out = _rewrite(sent, LOCAL, REGIONAL)
+    assert out["subject"] == {"reference": REGIONAL, "display": "J. Jansen"}
+    assert out["performer"] == [
+        {"actor": {"reference": "Practitioner/dr-1"}},
+        {"actor": {"reference": REGIONAL}},  # an absolute reference to the same patient too
+    ]
+    # Other references and elements are the member's.
+    assert out["encounter"] == {"reference": "Encounter/e-1"}
+    assert out["reasonReference"] == [{"reference": "Condition/c-1"}]
+    assert out["code"] == sent["code"] and out["note"] == sent["note"]
+
+
+def test_the_members_resource_is_left_as_it_was() -> None:
+    sent = procedure()
+    before = copy.deepcopy(sent)
+    out = _rewrite(sent, LOCAL, REGIONAL)
+    assert sent == before
+    assert out is not sent
+    # Unchanged elements are shared, not copied: the rewrite runs for every resource of every answer.
+    assert out["code"] is sent["code"] and out["note"] is sent["note"]
+    assert out["reasonReference"] is sent["reasonReference"]
+
+
+def test_a_reference_that_only_ends_like_the_patients_is_not_rewritten() -> None:
+    sent = procedure()
+    sent["subject"] = {"reference": "Patient/xgp-17"}
+    assert _rewrite(sent, LOCAL, REGIONAL)["subject"] == {"reference": "Patient/xgp-17"}
