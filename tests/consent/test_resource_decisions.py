@@ -347,3 +347,24 @@ def test_resources_of_one_kind_are_decided_once(monkeypatch: pytest.MonkeyPatch)
     kept = filter_resources(compiled, POLICY, _base(resource_type="Condition"), conditions)
     assert len(kept) == 13
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        {"code": {"coding": _coding(PSY)}},  # one Coding where a list belongs
+        {"category": [{"coding": ["not a Coding"]}]},
+        {"category": ["not a CodeableConcept"]},
+        {"meta": {"security": _coding(PSY)}},
+        {"meta": "not an object"},
+    ],
+)
+def test_a_resource_whose_codes_or_labels_cannot_be_read_is_withheld(malformed: dict[str, Any]) -> None:
+    # The patient permits everything: still, an unreadable coding may be the one a refusal or a sensitive
+    # label names, so it is never decided on a guess (and never fails the pull).
+    compiled = _compiled({"id": "c1", "permit": {"to": "ziekenhuizen-labs"}})
+    decisions = ResourceDecisions(compiled, POLICY, _base(resource_type="Condition"))
+    assert decisions.permits(_condition("fine"))
+    assert not decisions.permits({**_condition("broken"), **malformed})
+    with pytest.raises(service.MalformedResource):
+        request_for_resource(_base(resource_type="Condition"), {**_condition("broken"), **malformed})

@@ -424,6 +424,27 @@ async def test_a_search_parameter_the_member_ignores_is_enforced(world: World) -
     assert "code=http" in world.scripted.hits[0].query  # it was asked, and ignored it
 
 
+async def test_an_entry_whose_codes_cannot_be_read_is_withheld(world: World) -> None:
+    def condition(cid: str, coding: Any) -> dict[str, Any]:
+        return {
+            "resourceType": "Condition",
+            "id": cid,
+            "code": {"coding": coding},
+            "subject": {"reference": "Patient/sc-pat"},
+        }
+
+    fine = condition("sc-fine", [{"system": "http://snomed.info/sct", "code": "444814009"}])
+    broken = condition("sc-broken", {"system": "http://snomed.info/sct", "code": "444814009"})
+    world.scripted.handler = answer(searchset(fine, broken))
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+    assert response.status_code == 200, response.text
+    ids = {r["id"] for r in entries(response.json())}
+    assert "sc-fine" in ids and "sc-broken" not in ids
+
+
 async def test_the_circuit_breaker_opens_and_closes(world: World) -> None:
     world.scripted.handler = answer(b"{}", status=500)
     async with announced(world, world.scripted_ura, "sc-pat"):

@@ -151,6 +151,22 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     assert response.status_code == 400
 
 
+async def test_a_message_whose_codes_cannot_be_read_is_refused_and_not_stored(push: Push) -> None:
+    bad = message_bundle(push.hospital_ura, push.bsn)
+    # One Coding where a list belongs: it could be the code a refusal names, so it is not guessed at.
+    bad["entry"][2]["resource"]["type"] = {"coding": {"system": "http://loinc.org", "code": "18842-5"}}
+    response = await push.gp.post("/fhir/$process-message", json=bad)
+    assert response.status_code == 400, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "type.coding is not a list" in outcome["issue"][0]["diagnostics"]
+    async with push.region.db.read() as conn:
+        count = await conn.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.sender_key == bad["id"])
+        )
+    assert count == 0
+
+
 async def test_a_push_to_a_member_that_is_down_and_comes_back(push: Push) -> None:
     response = await push.gp.post("/fhir/$process-message", json=message_bundle(push.late_ura, push.bsn))
     assert response.status_code == 202

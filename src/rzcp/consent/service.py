@@ -30,9 +30,11 @@ from rzcp.consent.model import Decision, Request
 from rzcp.consent.policy import Policy
 from rzcp.consent.repository import current_consents, patient_reference
 from rzcp.consent.validation import KnownMembers, validate_consent
+from rzcp.errors import BadRequest
 from rzcp.fhir.search.values import parse_date_range
 
 __all__ = [
+    "MalformedResource",
     "ResourceDecisions",
     "check_and_prepare_consent",
     "evaluate",
@@ -113,6 +115,12 @@ def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:
     )
 
 
+class MalformedResource(BadRequest):
+    """A resource whose codes or security labels are not FHIR's shape (a coding that is not a list of
+    objects, say). Never decided on a guess: a coding that cannot be read may be the one a refusal or a
+    sensitive label names. A pull withholds such a resource; a pushed message carrying one is refused."""
+
+
 class ResourceDecisions:
     """Per-resource decisions for one source's answer, each equal to
     `decide(compiled, policy, request_for_resource(base, resource)).permitted`, but the engine runs once
@@ -137,13 +145,18 @@ class ResourceDecisions:
         self._memo: dict[tuple[Any, ...], bool] = {}
 
     def permits(self, resource: Mapping[str, Any]) -> bool:
-        """Whether the patient's consents let this resource through to the requester."""
+        """Whether the patient's consents let this resource through to the requester; never for a
+        resource whose codes or labels cannot be read (`MalformedResource`)."""
         resource_type = resource.get("resourceType", self._base.resource_type)
         relevant = self._relevant.get(resource_type)
         if relevant is None:
             relevant = self._relevant_codes(resource_type)
-        codes = _code_tokens(resource, relevant) if relevant else _NO_TOKENS
-        labels = _labels(resource)
+        try:
+            # walked even when no code can matter: a malformed one must be seen
+            codes = _code_tokens(resource, relevant)
+            labels = _labels(resource)
+        except MalformedResource:
+            return False
         moment = _clinical_date(resource) if self._periods else None
         key = (resource_type, codes, labels, self._date_key(moment))
         permitted = self._memo.get(key)
@@ -181,7 +194,8 @@ def filter_resources(
 
 def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> frozenset[str]:
     """The resource's category and code tokens (`system|code`), only those in `within` when given.
-    Called per resource of every answer: plain loops, and a dict checked before the slower Mapping."""
+    Called per resource of every answer: plain loops, and a dict checked before the slower Mapping.
+    Raises MalformedResource where an element is not a CodeableConcept (or a list of them)."""
     found: set[str] = set()
     for element in _CODE_ELEMENTS:
         value = resource.get(element)
@@ -192,11 +206,18 @@ def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> 
         elif isinstance(value, (dict, Mapping)):
             concepts = [value]
         else:
-            continue
+            continue  # a primitive `class` or `type` (a code, as in some resources): no coding
         for concept in concepts:
             if not isinstance(concept, (dict, Mapping)):
+                raise MalformedResource(f"{element} is not a CodeableConcept", expression=(element,))
+            codings = concept.get("coding")
+            if codings is None:
                 continue
-            for coding in concept.get("coding") or ():
+            if not isinstance(codings, list):
+                raise MalformedResource(f"{element}.coding is not a list", expression=(element,))
+            for coding in codings:
+                if not isinstance(coding, (dict, Mapping)):
+                    raise MalformedResource(f"{element}.coding has an entry that is not a Coding")
                 system, code = coding.get("system"), coding.get("code")
                 if system and code:
                     token = f"{system}|{code}"
@@ -206,9 +227,16 @@ def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> 
 
 
 def _labels(resource: Mapping[str, Any]) -> frozenset[str]:
-    security = (resource.get("meta") or {}).get("security")
+    meta = resource.get("meta")
+    if meta is None:
+        return _NO_TOKENS
+    if not isinstance(meta, (dict, Mapping)):
+        raise MalformedResource("meta is not an object", expression=("meta",))
+    security = meta.get("security")
     if not security:
         return _NO_TOKENS
+    if not isinstance(security, list) or not all(isinstance(s, (dict, Mapping)) for s in security):
+        raise MalformedResource("meta.security is not a list of Codings", expression=("meta.security",))
     return frozenset(f"{s.get('system')}|{s.get('code')}" for s in security if s.get("code"))
 
 
