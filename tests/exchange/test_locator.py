@@ -55,6 +55,10 @@ async def test_announce_find_and_withdraw(region: tuple[Region, Any, Any]) -> No
     patient = found["entry"][0]["resource"]
     assert f"Patient/{patient['id']}" == regional
     assert {"system": BSN, "value": bsn} in patient["identifier"]
+    # A search by POST (the parameters in a form body) is looked up in the locator alike.
+    posted = await http.post("/fhir/Patient/_search", data={"identifier": f"{BSN}|{bsn}"})
+    assert posted.status_code == 200, posted.text
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == [patient["id"]]
     # The stored Patient itself carries no BSN.
     stored = (await http.get(f"/fhir/{regional}")).json()
     assert all(i["system"] != BSN for i in stored.get("identifier", []))

@@ -10,8 +10,10 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.http import note as audit_note
+from rzcp.auth.access import Access
 from rzcp.errors import BadRequest, Gone, Issue
 from rzcp.exchange.router import regional_patient_search
 from rzcp.fhir import interactions
@@ -24,6 +26,7 @@ from rzcp.fhir.deps import (
     CanSearchHistory,
     CanUpdate,
     IdPath,
+    Prefer,
     PreferDep,
     ReadConn,
     ResourceId,
@@ -108,21 +111,7 @@ async def search_type(
     prefer: PreferDep,
 ) -> Response:
     pairs = list(request.query_params.multi_items())
-    if res_type == "Patient" and access.compartment is None:  # a BSN is looked up in the locator
-        located = await regional_patient_search(request, runtime, conn, pairs)
-        if located is not None:
-            return located
-    body = await interactions.search(
-        conn,
-        runtime,
-        res_type,
-        pairs,
-        base=base_url(request, runtime),
-        strict=prefer.strict,
-        compartment=access.compartment,
-        audit=audit_note(request),
-    )
-    return render(request, body.decode())
+    return await _search(request, runtime, res_type, access, conn, prefer, pairs)
 
 
 @router.post("/{type}/_search", responses={200: _FHIR_RESPONSE})
@@ -137,6 +126,24 @@ async def search_type_post(
     """Search with the parameters in a form body (and the URL), as FHIR allows."""
     form = await read_form_body(request, runtime.settings.max_body_bytes)
     pairs = list(request.query_params.multi_items()) + form
+    return await _search(request, runtime, res_type, access, conn, prefer, pairs)
+
+
+async def _search(
+    request: Request,
+    runtime: Runtime,
+    res_type: str,
+    access: Access,
+    conn: AsyncConnection,
+    prefer: Prefer,
+    pairs: list[tuple[str, str]],
+) -> Response:
+    """A type search, by GET or POST alike: a Patient's BSN is looked up in the locator (the regional
+    Patient carries none), anything else in the store."""
+    if res_type == "Patient" and access.compartment is None:
+        located = await regional_patient_search(request, runtime, conn, pairs)
+        if located is not None:
+            return located
     body = await interactions.search(
         conn,
         runtime,
