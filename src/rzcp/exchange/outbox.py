@@ -72,16 +72,7 @@ class PushReport:
     carried: dict[str, int] = field(default_factory=dict)
 
     def audit_decisions(self) -> tuple[AuditDecision, ...]:
-        return tuple(
-            AuditDecision(
-                permit=d.permit,
-                member_ura=self.sender_ura,
-                data_class=d.resource_type,
-                consents=tuple((cid, version or "") for cid, version in d.consents),
-                rule=None if d.consents else d.basis,
-            )
-            for d in self.decisions
-        )
+        return tuple(d.for_audit(self.sender_ura) for d in self.decisions)
 
 
 @dataclass

@@ -99,6 +99,16 @@ class TypeDecision:
     def reason(self) -> str:
         return self.decision.reason
 
+    def for_audit(self, member_ura: str) -> AuditDecision:
+        """This decision about `member_ura`'s data, as the audit trail records it."""
+        return AuditDecision(
+            permit=self.permit,
+            member_ura=member_ura,
+            data_class=self.resource_type,
+            consents=tuple((cid, version or "") for cid, version in self.consents),
+            rule=None if self.consents else self.basis,
+        )
+
 
 @dataclass
 class SourceReport:
@@ -143,17 +153,7 @@ class PullReport:
 
     def audit_decisions(self) -> tuple[AuditDecision, ...]:
         """The decisions, as the audit trail records them (rzcp.audit.Decision)."""
-        return tuple(
-            AuditDecision(
-                permit=d.permit,
-                member_ura=s.member_ura,
-                data_class=d.resource_type,
-                consents=tuple((cid, version or "") for cid, version in d.consents),
-                rule=None if d.consents else d.basis,
-            )
-            for s in self.sources
-            for d in s.decisions
-        )
+        return tuple(d.for_audit(s.member_ura) for s in self.sources for d in s.decisions)
 
     def audit_returned(self) -> tuple[Returned, ...]:
         own = tuple(Returned(t, n) for t, n in sorted(self.own.items()) if n)
