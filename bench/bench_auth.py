@@ -25,17 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from joserfc import jwt
@@ -43,14 +38,18 @@ from joserfc.jwk import RSAKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_store import (  # the sibling module, found through the line above
+from harness import Server  # the sibling modules, found through the line above
+from run_store import (
     CONTEXT_HEADERS,
     DATA_DIR,
     FHIR_JSON,
-    MissingTool,
-    Processes,
-    Server,
-    database,
+    Interleaved,
+    common_parser,
+    parse,
+    print_settings,
+    run_databases,
+    scratch_gateways,
+    start_uvicorn,
     wrk,
 )
 
@@ -60,18 +59,6 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "system/*.rs"
 MEMBER_URA = "90000001"
 CLIENT_ID = "bench-ehr"
-
-
-@dataclass
-class Figures:
-    off_rps: list[float] = field(default_factory=list)
-    on_rps: list[float] = field(default_factory=list)
-    off_p50: list[float] = field(default_factory=list)
-    on_p50: list[float] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        return statistics.median(on / off for on, off in zip(self.on_rps, self.off_rps, strict=True))
 
 
 def rzcp(env: dict[str, str], *args: str) -> None:
@@ -151,21 +138,23 @@ def check(off: Server, on: Server, path: str, headers: dict[str, str]) -> int:
     return len(answers[0].content)
 
 
-def measure(off: Server, on: Server, path: str, headers: dict[str, str], args: argparse.Namespace) -> Figures:
-    figures = Figures()
+def measure(
+    off: Server, on: Server, path: str, headers: dict[str, str], args: argparse.Namespace
+) -> Interleaved:
+    figures = Interleaved()
     for server in (off, on):  # warm both, results discarded
         wrk(server.base + path, connections=args.connections, seconds=1, headers=headers)
     for rnd in range(args.rounds):
         a = wrk(off.base + path, connections=args.connections, seconds=args.seconds, headers=headers)
         b = wrk(on.base + path, connections=args.connections, seconds=args.seconds, headers=headers)
-        figures.off_rps.append(a.rps)
-        figures.on_rps.append(b.rps)
+        figures.base_rps.append(a.rps)
+        figures.gate_rps.append(b.rps)
         print(f"  round {rnd + 1}  without {a.rps:>8,.0f}  with token {b.rps:>8,.0f} req/s")
     for _ in range(args.rounds):
         a = wrk(off.base + path, connections=1, seconds=args.latency_seconds, headers=headers)
         b = wrk(on.base + path, connections=1, seconds=args.latency_seconds, headers=headers)
-        figures.off_p50.append(a.p50_ms)
-        figures.on_p50.append(b.p50_ms)
+        figures.base_p50.append(a.p50_ms)
+        figures.gate_p50.append(b.p50_ms)
     return figures
 
 
@@ -177,18 +166,16 @@ def check_revocation(env: dict[str, str], on: Server, path: str, headers: dict[s
     print("  revocation: the next request with the revoked client's token got a 401")
 
 
-def report(title: str, figures: Figures, args: argparse.Namespace) -> bool:
+def report(title: str, figures: Interleaved, args: argparse.Namespace) -> bool:
     med = statistics.median
     met = figures.ratio >= AUTH_AIM
-    print()
-    print(f"{title}: {args.connections} connections, {args.seconds:g} s x {args.rounds} rounds interleaved;")
-    print(f"p50 at 1 connection, {args.latency_seconds:g} s x {args.rounds} rounds; medians")
+    print_settings(title, args)
     head = f"{'read by id':<22} {'req/s':>8} {'p50':>9}"
     print(head)
     print("-" * len(head))
-    print(f"{'without authentication':<22} {med(figures.off_rps):>8,.0f} {med(figures.off_p50):>7.2f}ms")
-    print(f"{'with a bearer token':<22} {med(figures.on_rps):>8,.0f} {med(figures.on_p50):>7.2f}ms")
-    cost = med((1 / on - 1 / off) * 1e6 for on, off in zip(figures.on_rps, figures.off_rps, strict=True))
+    print(f"{'without authentication':<22} {med(figures.base_rps):>8,.0f} {med(figures.base_p50):>7.2f}ms")
+    print(f"{'with a bearer token':<22} {med(figures.gate_rps):>8,.0f} {med(figures.gate_p50):>7.2f}ms")
+    cost = med((1 / on - 1 / off) * 1e6 for on, off in zip(figures.gate_rps, figures.base_rps, strict=True))
     print(
         f"ratio {figures.ratio:.2f} (aim >= {AUTH_AIM:.2f} {'met' if met else 'NOT met'}); "
         f"authentication costs about {cost:,.0f} µs of the process per request"
@@ -199,76 +186,36 @@ def report(title: str, figures: Figures, args: argparse.Namespace) -> bool:
 def run_one(kind: str, args: argparse.Namespace, workdir: Path) -> bool:
     title = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL (asyncpg)"}[kind]
     print(f"\n== {title}")
-    procs = Processes(workdir)
-    try:
-        with database(kind, workdir) as url:
-            env = {
-                "RZCP_DATABASE_URL": url,
-                "RZCP_LOG_LEVEL": "WARNING",
-                "RZCP_ACCESS_TOKEN_SECONDS": "3600",  # the one token outlives the run
-            }
-            off = procs.start_uvicorn(
-                f"no-auth-{kind}",
-                "gateway_app:create",
-                {**env, "RZCP_AUTH_ENABLED": "false"},
-                "/fhir/metadata",
-            )  # first: it migrates the database
-            on = procs.start_uvicorn(f"auth-{kind}", "gateway_app:create", env, "/fhir/metadata")
-            cli_env = {**env, "RZCP_AUTO_MIGRATE": "false"}
-            key = register(cli_env, workdir)
-            token = fetch_token(on, key)
-            headers = {"Authorization": f"Bearer {token}"}
-            path = f"/fhir/Patient/{store_patient(off)}"
-            size = check(off, on, path, headers)
-            print(f"  GET {path} -> {size:,} bytes from both; without the token: 401")
-            figures = measure(off, on, path, headers, args)
-            check_revocation(cli_env, on, path, headers)
-            procs.stop_all()  # before the database is dropped
-            return report(title, figures, args)
-    finally:
-        procs.stop_all()
+    with scratch_gateways(kind, workdir) as (env, servers):
+        env["RZCP_ACCESS_TOKEN_SECONDS"] = "3600"  # the one token outlives the run
+        off = start_uvicorn(
+            servers,
+            f"no-auth-{kind}",
+            "gateway_app:create",
+            {**env, "RZCP_AUTH_ENABLED": "false"},
+            "/fhir/metadata",
+        )  # first: it migrates the database
+        on = start_uvicorn(servers, f"auth-{kind}", "gateway_app:create", env, "/fhir/metadata")
+        cli_env = {**env, "RZCP_AUTO_MIGRATE": "false"}
+        key = register(cli_env, workdir)
+        token = fetch_token(on, key)
+        headers = {"Authorization": f"Bearer {token}"}
+        path = f"/fhir/Patient/{store_patient(off)}"
+        size = check(off, on, path, headers)
+        print(f"  GET {path} -> {size:,} bytes from both; without the token: 401")
+        figures = measure(off, on, path, headers, args)
+        check_revocation(cli_env, on, path, headers)
+    return report(title, figures, args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--seconds", type=float, default=5, help="length of each throughput round")
-    parser.add_argument("--latency-seconds", type=float, default=3, help="length of each 1-connection round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args(argv)
-    if not (0 < args.seconds <= 600 and 0 < args.latency_seconds <= 600 and 1 <= args.rounds <= 50):
-        parser.error("--seconds/--latency-seconds must be in (0, 600] and --rounds in [1, 50]")
-    if shutil.which("wrk") is None:
-        print("wrk not found: install it with `apt-get install -y wrk` (a C HTTP load generator)")
-        return 2
+    args = parse(common_parser(__doc__), argv)
 
-    def on_term(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+    def verdict(kind: str, met: bool) -> str:
+        outcome = "met" if met else "NOT met"
+        return f"aim (read with a token >= {AUTH_AIM:.2f} of the read without) on {kind}: {outcome}"
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    results: dict[str, bool] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="rzcp-bench-auth-"))
-    try:
-        for kind in kinds:
-            results[kind] = run_one(kind, args, workdir)
-    except MissingTool as exc:
-        print(exc)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped")
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    for kind, met in results.items():
-        verdict = "met" if met else "NOT met"
-        print(f"aim (read with a token >= {AUTH_AIM:.2f} of the read without) on {kind}: {verdict}")
-    return 0
+    return run_databases(args, run_one, "rzcp-bench-auth-", verdict)
 
 
 if __name__ == "__main__":

@@ -28,19 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -48,7 +41,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_transport import TICKS, free_port
+from harness import Server, Servers, WrkRun, exit_on_sigterm, free_port, write_json, wrk  # the sibling module
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHEA = ROOT / "data" / "synthea" / "uscore_bundle_patient_85.json"
@@ -61,41 +54,6 @@ DELAYED = "delayed"
 #: own (the waiting members answer for whichever patient is asked): the 3-vs-1 CPU ratio without CPU-bound
 #: members.
 WAITING = {"waiting1": 1, "waiting3": 3}
-
-
-@dataclass
-class Proc:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def start(name: str, command: list[str], port: int, ready: str, env: dict[str, str] | None = None) -> Proc:
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
-    started = Proc(name, port, proc)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-800:]}")  # type: ignore[union-attr]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(started.base + ready, timeout=1).status_code == 200:
-                return started
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not answer within 60 s")
 
 
 async def prepare(folder: Path, ports: list[int], delayed_ports: list[int]) -> dict[str, object]:
@@ -130,21 +88,14 @@ async def prepare(folder: Path, ports: list[int], delayed_ports: list[int]) -> d
     patients: dict[str, str] = {}
     await upgrade(database)
     async with database.write() as conn:
-        for i, port in enumerate(ports):
+        holders = [(f"7000000{i}", f"Member {i}", port) for i, port in enumerate(ports)]
+        holders += [(f"7100000{i}", f"Waiting member {i}", port) for i, port in enumerate(delayed_ports)]
+        for ura, name, port in holders:
             await directory.add_member(
                 conn,
                 search,
-                ura=f"7000000{i}",
-                name=f"Member {i}",
-                category="ziekenhuizen-labs",
-                endpoint=f"http://127.0.0.1:{port}/fhir",
-            )
-        for i, port in enumerate(delayed_ports):
-            await directory.add_member(
-                conn,
-                search,
-                ura=f"7100000{i}",
-                name=f"Waiting member {i}",
+                ura=ura,
+                name=name,
                 category="ziekenhuizen-labs",
                 endpoint=f"http://127.0.0.1:{port}/fhir",
             )
@@ -241,190 +192,8 @@ def serve_delayed(delay_ms: int, ports: list[int], upstreams: list[str]) -> None
     asyncio.run(run())
 
 
-_LATENCY = re.compile(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_REQUESTS = re.compile(r"(\d+) requests in")
-_BAD = re.compile(r"Non-2xx or 3xx responses: (\d+)")
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    cpu_us: float
-    bad: int
-
-
-def wrk(target: Proc, url: str, connections: int, seconds: int, headers: list[str] = ()) -> Run:
-    before = target.cpu_seconds()
-    command = ["wrk", "--latency", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-    for header in headers:
-        command += ["-H", header]
-    out = subprocess.run(
-        [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=True
-    ).stdout
-    cpu = target.cpu_seconds() - before
-    requests = int(_REQUESTS.search(out).group(1))  # type: ignore[union-attr]
-    latency = _LATENCY.search(out)
-    bad = _BAD.search(out)
-    return Run(
-        requests / seconds,
-        float(latency.group(1)) * _UNIT[latency.group(2)] * 1000 if latency else float("nan"),
-        cpu / max(requests, 1) * 1e6,
-        int(bad.group(1)) if bad else 0,
-    )
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--delay-ms", type=int, default=20, help="the waiting members' answer time")
-    parser.add_argument("--serve-delayed", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_delayed:
-        delay, *rest = args.serve_delayed
-        half = len(rest) // 2
-        serve_delayed(int(delay), [int(p) for p in rest[:half]], rest[half:])
-        return 0
-    if shutil.which("wrk") is None:
-        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
-        return 2
-    folder = Path(tempfile.mkdtemp(prefix="rzcp-bench-exchange-"))
-    ports = [free_port() for _ in range(MEMBERS)]
-    delayed_ports = [free_port() for _ in range(MEMBERS)]
-    gateway_port, proxy_port = free_port(), free_port()
-    facts = asyncio.run(prepare(folder, ports, delayed_ports))
-    running: list[Proc] = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    try:
-        for i, port in enumerate(ports):
-            command = [
-                sys.executable,
-                "-m",
-                "rzcp.cli",
-                "member-sim",
-                "--name",
-                f"Member {i}",
-                "--ura",
-                f"7000000{i}",
-            ]
-            command += ["--port", str(port), "--database", f"sqlite+aiosqlite:///{folder / f'member{i}.db'}"]
-            running.append(start(f"member{i}", command, port, "/fhir/metadata"))
-        locals_: dict[tuple[str, int], str] = facts["locals"]  # type: ignore[assignment]
-        copied = [
-            f"{m.base}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}&_count=100"
-            for i, m in enumerate(running)
-        ]
-        command = [
-            sys.executable,
-            __file__,
-            "--serve-delayed",
-            str(args.delay_ms),
-            *map(str, delayed_ports),
-            *copied,
-        ]
-        waiting = start("waiting members", command, delayed_ports[-1], "/fhir/metadata")
-        running.append(waiting)
-        gateway_env = {
-            "RZCP_DATABASE_URL": str(facts["database"]),
-            "RZCP_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}/fhir",
-            "RZCP_OUTBOX_WORKER": "false",
-            "RZCP_LOG_LEVEL": "WARNING",
-        }
-        command = [sys.executable, "-m", "uvicorn", "rzcp.app:app_from_environment", "--factory"]
-        command += [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(gateway_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        gateway = start("gateway", command, gateway_port, "/healthz", gateway_env)
-        running.append(gateway)
-        upstream = running[0].base + "/fhir"
-        command = [
-            sys.executable,
-            str(ROOT / "bench" / "bench_transport.py"),
-            "--serve",
-            "aiohttp",
-            str(proxy_port),
-            upstream,
-        ]
-        proxy = start("proxy", command, proxy_port, "/fhir/metadata")
-        running.append(proxy)
-        headers = [
-            f"Authorization: Bearer {token(gateway.base, facts['key'])}",  # type: ignore[arg-type]
-            "X-Purpose-Of-Use: TREAT",
-            f"X-Acting-Practitioner: {PRACTITIONER}",
-        ]
-        patients: dict[str, str] = facts["patients"]  # type: ignore[assignment]
-        pull = {
-            g: f"{gateway.base}/fhir/Condition?patient=Patient/{patients[g]}&_count=100"
-            for g in [*GROUPS, DELAYED, *WAITING]
-        }
-        waiting_direct = [
-            f"http://127.0.0.1:{port}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}"
-            for i, port in enumerate(delayed_ports)
-        ]
-        direct = [
-            f"{m.base}/fhir/Condition?patient=Patient/{locals_[('one', i)]}&_count=100"
-            for i, m in enumerate(running[:MEMBERS])
-        ]
-        proxied = f"{proxy.base}/fhir/Condition?patient=Patient/{locals_[('one', 0)]}&_count=100"
-        check = httpx.get(pull["ten"], headers=dict(h.split(": ", 1) for h in headers), timeout=30).json()
-        assert check.get("total") == 13 * MEMBERS, check.get("total")  # the whole path, every member answered
-        check = httpx.get(pull[DELAYED], headers=dict(h.split(": ", 1) for h in headers), timeout=30).json()
-        assert check.get("total") == 13 * MEMBERS, check.get("total")  # the same Bundles from the waiting ten
-        for group, count in WAITING.items():
-            check = httpx.get(pull[group], headers=dict(h.split(": ", 1) for h in headers), timeout=30).json()
-            assert check.get("total") == 13 * count, (group, check.get("total"))  # every entry kept
-        for url, target in ((pull["one"], gateway), (proxied, proxy)):
-            wrk(target, url, 8, 1, headers)  # warm up
-        results: dict[str, list[Run]] = {}
-
-        def measure(name: str, target: Proc, url: str, connections: int, with_auth: bool = True) -> None:
-            run = wrk(target, url, connections, args.seconds, headers if with_auth else [])
-            results.setdefault(name, []).append(run)
-            print(
-                f"  {name:<24} {run.rps:8.0f} req/s  p50 {run.p50_ms:7.2f} ms  cpu {run.cpu_us:6.0f} µs/req"
-                + (f"  NON-2xx {run.bad}" if run.bad else ""),
-                flush=True,
-            )
-
-        for round_no in range(1, args.rounds + 1):
-            print(f"round {round_no}", flush=True)
-            measure("gateway 1 member c32", gateway, pull["one"], 32)
-            measure("proxy c32", proxy, proxied, 32, with_auth=False)
-            measure("gateway 1 member c1", gateway, pull["one"], 1)
-            measure("member 0 direct c1", running[0], direct[0], 1, with_auth=False)
-            measure("proxy c1", proxy, proxied, 1, with_auth=False)
-            measure("gateway 10 members c1", gateway, pull["ten"], 1)
-            for i in range(MEMBERS):
-                measure(f"member {i} direct c1", running[i], direct[i], 1, with_auth=False)
-            measure("gateway 10 waiting c1", gateway, pull[DELAYED], 1)
-            for i in range(MEMBERS):
-                measure(f"waiting {i} direct c1", waiting, waiting_direct[i], 1, with_auth=False)
-            measure("gateway 1 member c8", gateway, pull["one"], 8)
-            measure("gateway 3 members c8", gateway, pull["three"], 8)
-            measure("gateway 1 waiting c8", gateway, pull["waiting1"], 8)
-            measure("gateway 3 waiting c8", gateway, pull["waiting3"], 8)
-    finally:
-        for proc in running:
-            if proc.proc.poll() is None:
-                proc.proc.send_signal(signal.SIGTERM)
-        for proc in running:
-            try:
-                proc.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.proc.kill()
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(folder, ignore_errors=True)
+def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[str, float]:
+    """Medians over the rounds and the ratios the aims are about, printed; returned for --json."""
 
     def med(name: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in results[name])
@@ -432,8 +201,8 @@ def main() -> int:
     slowest = max(med(f"member {i} direct c1", "p50_ms") for i in range(MEMBERS))
     slowest_waiting = max(med(f"waiting {i} direct c1", "p50_ms") for i in range(MEMBERS))
     summary = {
-        "rps_gateway_c32": med("gateway 1 member c32", "rps"),
-        "rps_proxy_c32": med("proxy c32", "rps"),
+        "rps_gateway_c32": med("gateway 1 member c32", "per_second"),
+        "rps_proxy_c32": med("proxy c32", "per_second"),
         "p50_gateway_c1_ms": med("gateway 1 member c1", "p50_ms"),
         "p50_member_c1_ms": med("member 0 direct c1", "p50_ms"),
         "p50_proxy_c1_ms": med("proxy c1", "p50_ms"),
@@ -480,9 +249,161 @@ def main() -> int:
         f"CPU per request, waiting members: 3 members {s['cpu_3_waiting_us']:.0f} µs, "
         f"1 member {s['cpu_1_waiting_us']:.0f} µs: {s['cpu_waiting_ratio']:.2f}x (aim < 2x)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--delay-ms", type=int, default=20, help="the waiting members' answer time")
+    parser.add_argument("--serve-delayed", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_delayed:
+        delay, *rest = args.serve_delayed
+        half = len(rest) // 2
+        serve_delayed(int(delay), [int(p) for p in rest[:half]], rest[half:])
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    ports = [free_port() for _ in range(MEMBERS)]
+    delayed_ports = [free_port() for _ in range(MEMBERS)]
+    gateway_port, proxy_port = free_port(), free_port()
+    scratch = tempfile.TemporaryDirectory(prefix="rzcp-bench-exchange-", ignore_cleanup_errors=True)
+    # Leaving the block stops the servers first, then removes their databases.
+    with exit_on_sigterm(), scratch as tmp, Servers() as servers:
+        folder = Path(tmp)
+        facts = asyncio.run(prepare(folder, ports, delayed_ports))
+        members: list[Server] = []
+        for i, port in enumerate(ports):
+            command = [
+                sys.executable,
+                "-m",
+                "rzcp.cli",
+                "member-sim",
+                "--name",
+                f"Member {i}",
+                "--ura",
+                f"7000000{i}",
+            ]
+            command += [
+                "--port",
+                str(port),
+                "--database",
+                f"sqlite+aiosqlite:///{folder / f'member{i}.db'}",
+            ]
+            members.append(servers.start(f"member{i}", command, port=port, ready="/fhir/metadata"))
+        locals_: dict[tuple[str, int], str] = facts["locals"]  # type: ignore[assignment]
+        copied = [
+            f"{m.base}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}&_count=100"
+            for i, m in enumerate(members)
+        ]
+        command = [
+            sys.executable,
+            __file__,
+            "--serve-delayed",
+            str(args.delay_ms),
+            *map(str, delayed_ports),
+            *copied,
+        ]
+        waiting = servers.start("waiting members", command, port=delayed_ports[-1], ready="/fhir/metadata")
+        gateway_env = {
+            "RZCP_DATABASE_URL": str(facts["database"]),
+            "RZCP_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}/fhir",
+            "RZCP_OUTBOX_WORKER": "false",
+            "RZCP_LOG_LEVEL": "WARNING",
+        }
+        command = [sys.executable, "-m", "uvicorn", "rzcp.app:app_from_environment", "--factory"]
+        command += [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(gateway_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        gateway = servers.start("gateway", command, port=gateway_port, ready="/healthz", env=gateway_env)
+        upstream = members[0].base + "/fhir"
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "bench_transport.py"),
+            "--serve",
+            "aiohttp",
+            str(proxy_port),
+            upstream,
+        ]
+        proxy = servers.start("proxy", command, port=proxy_port, ready="/fhir/metadata")
+        headers = {
+            "Authorization": f"Bearer {token(gateway.base, facts['key'])}",  # type: ignore[arg-type]
+            "X-Purpose-Of-Use": "TREAT",
+            "X-Acting-Practitioner": PRACTITIONER,
+        }
+        patients: dict[str, str] = facts["patients"]  # type: ignore[assignment]
+        pull = {
+            g: f"{gateway.base}/fhir/Condition?patient=Patient/{patients[g]}&_count=100"
+            for g in [*GROUPS, DELAYED, *WAITING]
+        }
+        waiting_direct = [
+            f"http://127.0.0.1:{port}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}"
+            for i, port in enumerate(delayed_ports)
+        ]
+        direct = [
+            f"{m.base}/fhir/Condition?patient=Patient/{locals_[('one', i)]}&_count=100"
+            for i, m in enumerate(members)
+        ]
+        proxied = f"{proxy.base}/fhir/Condition?patient=Patient/{locals_[('one', 0)]}&_count=100"
+        check = httpx.get(pull["ten"], headers=headers, timeout=30).json()
+        assert check.get("total") == 13 * MEMBERS, check.get("total")  # the whole path, every member answered
+        check = httpx.get(pull[DELAYED], headers=headers, timeout=30).json()
+        assert check.get("total") == 13 * MEMBERS, check.get("total")  # the same Bundles from the waiting ten
+        for group, count in WAITING.items():
+            check = httpx.get(pull[group], headers=headers, timeout=30).json()
+            assert check.get("total") == 13 * count, (group, check.get("total"))  # every entry kept
+        for url in (pull["one"], proxied):
+            wrk(url, connections=8, seconds=1, headers=headers, timeout=10)  # warm up
+        results: dict[str, list[WrkRun]] = {}
+
+        def measure(name: str, target: Server, url: str, connections: int, with_auth: bool = True) -> None:
+            run = wrk(
+                url,
+                connections=connections,
+                seconds=args.seconds,
+                headers=headers if with_auth else None,
+                timeout=10,
+                cpu_of=target,
+            )
+            results.setdefault(name, []).append(run)
+            print(
+                f"  {name:<24} {run.per_second:8.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
+                f"cpu {run.cpu_us:6.0f} µs/req" + (f"  NON-2xx {run.non_2xx}" if run.non_2xx else ""),
+                flush=True,
+            )
+
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}", flush=True)
+            measure("gateway 1 member c32", gateway, pull["one"], 32)
+            measure("proxy c32", proxy, proxied, 32, with_auth=False)
+            measure("gateway 1 member c1", gateway, pull["one"], 1)
+            measure("member 0 direct c1", members[0], direct[0], 1, with_auth=False)
+            measure("proxy c1", proxy, proxied, 1, with_auth=False)
+            measure("gateway 10 members c1", gateway, pull["ten"], 1)
+            for i in range(MEMBERS):
+                measure(f"member {i} direct c1", members[i], direct[i], 1, with_auth=False)
+            measure("gateway 10 waiting c1", gateway, pull[DELAYED], 1)
+            for i in range(MEMBERS):
+                measure(f"waiting {i} direct c1", waiting, waiting_direct[i], 1, with_auth=False)
+            measure("gateway 1 member c8", gateway, pull["one"], 8)
+            measure("gateway 3 members c8", gateway, pull["three"], 8)
+            measure("gateway 1 waiting c8", gateway, pull["waiting1"], 8)
+            measure("gateway 3 waiting c8", gateway, pull["waiting3"], 8)
+
+    summary = report(results, args)
+    write_json(args.json, summary)
     return 0
 
 

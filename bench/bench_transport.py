@@ -22,29 +22,23 @@ Runs only on loopback; each wrk run is bounded by --seconds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Server, Servers, WrkRun, exit_on_sigterm, free_port, write_json, wrk  # the sibling module
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("httpx", "httpx-aiohttp", "aiohttp")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 # --- the processes under test (run with `python bench_transport.py --serve KIND PORT [UPSTREAM]`) ----------
 
@@ -139,108 +133,11 @@ def serve(kind: str, port: int, upstream: str | None) -> None:
 # --- the runner ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Proc:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-@dataclass
-class Processes:
-    started: list[Proc] = field(default_factory=list)
-
-    def start(self, name: str, args: list[str], ready: str) -> Proc:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", name, str(port), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        started = Proc(name, port, proc)
-        self.started.append(started)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(started.base + ready, timeout=1).status_code == 200:
-                    return started
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} did not answer within 30 s")
-
-    def stop_all(self) -> None:
-        for started in self.started:
-            if started.proc.poll() is None:
-                started.proc.send_signal(signal.SIGTERM)
-        for started in self.started:
-            try:
-                started.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                started.proc.kill()
-                started.proc.wait(timeout=5)
-        self.started.clear()
-
-
-@contextlib.contextmanager
-def processes() -> Iterator[Processes]:
-    running = Processes()
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    try:
-        yield running
-    finally:
-        running.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-
-
-_LATENCY = re.compile(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_REQUESTS = re.compile(r"(\d+) requests in")
-_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    cpu_us: float
-    errors: str | None
-
-
-def wrk(target: Proc, url: str, connections: int, seconds: int) -> Run:
-    before = target.cpu_seconds()
-    out = subprocess.run(
-        ["wrk", "--latency", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    ).stdout
-    cpu = target.cpu_seconds() - before
-    requests = int(_REQUESTS.search(out).group(1))  # type: ignore[union-attr]
-    latency = _LATENCY.search(out)
-    errors = _ERRORS.search(out)
-    return Run(
-        rps=requests / seconds,
-        p50_ms=float(latency.group(1)) * _UNIT[latency.group(2)] * 1000 if latency else float("nan"),
-        cpu_us=cpu / max(requests, 1) * 1e6,
-        errors=errors.group(0) if errors else None,
-    )
+def start(servers: Servers, kind: str, *args: str) -> Server:
+    """This script again, serving `kind` (`--serve`); the upstream answers any GET, /fhir/metadata too."""
+    port = free_port()
+    command = [sys.executable, __file__, "--serve", kind, str(port), *args]
+    return servers.start(kind, command, port=port, ready="/fhir/metadata", wait=30)
 
 
 def main() -> int:
@@ -262,32 +159,38 @@ def main() -> int:
         return 2
     levels = [int(c) for c in args.concurrency.split(",")]
     path = "/fhir/Observation?patient=Patient/85&_count=10"
-    runs: dict[tuple[str, int], list[Run]] = {(v, c): [] for v in VARIANTS for c in levels}
-    with processes() as running:
-        upstream = running.start("upstream", [], "/fhir/metadata")
-        proxies = {v: running.start(v, [upstream.base + "/fhir"], "/fhir/metadata") for v in VARIANTS}
+    runs: dict[tuple[str, int], list[WrkRun]] = {(v, c): [] for v in VARIANTS for c in levels}
+    with exit_on_sigterm(), Servers() as servers:
+        upstream = start(servers, "upstream")
+        proxies = {v: start(servers, v, upstream.base + "/fhir") for v in VARIANTS}
         for proxy in proxies.values():  # warm each connection pool up before measuring
-            wrk(proxy, proxy.base + path, max(levels), 1)
+            wrk(proxy.base + path, connections=max(levels), seconds=1, timeout=5)
         for round_no in range(1, args.rounds + 1):
             for connections in levels:
                 for variant, proxy in proxies.items():
-                    run = wrk(proxy, proxy.base + path, connections, args.seconds)
+                    run = wrk(
+                        proxy.base + path,
+                        connections=connections,
+                        seconds=args.seconds,
+                        timeout=5,
+                        cpu_of=proxy,
+                    )
                     runs[(variant, connections)].append(run)
                     print(
-                        f"round {round_no} c={connections:<3} {variant:<14} {run.rps:9.0f} req/s "
+                        f"round {round_no} c={connections:<3} {variant:<14} {run.per_second:9.0f} req/s "
                         f"p50 {run.p50_ms:7.3f} ms  cpu {run.cpu_us:7.0f} µs/req"
-                        + (f"  ({run.errors})" if run.errors else ""),
+                        + (f"  ({run.failures})" if run.failures else ""),
                         flush=True,
                     )
     summary = []
     print(f"\nmedians over {args.rounds} interleaved rounds of {args.seconds} s (ratios to plain httpx)")
     print(f"{'variant':<14} {'conc':>4} {'req/s':>9} {'x':>6} {'p50 ms':>8} {'CPU µs/req':>11} {'x':>6}")
     for connections in levels:
-        base_rps = statistics.median(r.rps for r in runs[("httpx", connections)])
+        base_rps = statistics.median(r.per_second for r in runs[("httpx", connections)])
         base_cpu = statistics.median(r.cpu_us for r in runs[("httpx", connections)])
         for variant in VARIANTS:
             measured = runs[(variant, connections)]
-            rps = statistics.median(r.rps for r in measured)
+            rps = statistics.median(r.per_second for r in measured)
             cpu = statistics.median(r.cpu_us for r in measured)
             p50 = statistics.median(r.p50_ms for r in measured)
             summary.append(
@@ -297,9 +200,7 @@ def main() -> int:
                 f"{variant:<14} {connections:>4} {rps:9.0f} {rps / base_rps:6.2f} {p50:8.3f} "
                 f"{cpu:11.0f} {cpu / base_cpu:6.2f}"
             )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+    write_json(args.json, summary)
     return 0
 
 

@@ -23,21 +23,24 @@ import copy
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # the sibling module, found through the line above
+from harness import Server, Servers, WrkRun, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("RZCP_BENCH_DATA", "/work/shared/data"))
@@ -61,77 +64,17 @@ class MissingTool(Exception):
 # --- processes --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-class Processes:
-    """Every server this run starts, stopped (its process group: uvicorn and anything it spawned) at exit."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.servers: list[Server] = []
-
-    def start_uvicorn(self, name: str, factory: str, env: dict[str, str], ready_path: str) -> Server:
-        port = free_port()
-        log = self.workdir / f"{name}.log"
-        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-        command = [
-            sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(BENCH_DIR),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
-            "--http", http, "--loop", loop, "--log-level", "warning",
-        ]  # fmt: skip
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-                start_new_session=True,  # its own group: Ctrl-C reaches only us, and we stop it
-            )
-        server = Server(name, proc, port, log)
-        self.servers.append(server)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.base + ready_path, timeout=2).status_code == 200:
-                    return server
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not become ready in 60 s:\n{log.read_text()[-3000:]}")
-
-    def stop(self, server: Server) -> None:
-        if server.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.proc.pid, signal.SIGTERM)
-            try:
-                server.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.proc.pid, signal.SIGKILL)
-                server.proc.wait(timeout=10)
-        if server in self.servers:
-            self.servers.remove(server)
-
-    def stop_all(self) -> None:
-        for server in list(reversed(self.servers)):
-            self.stop(server)
+def start_uvicorn(servers: Servers, name: str, factory: str, env: dict[str, str], ready_path: str) -> Server:
+    """One uvicorn worker serving `factory` from the bench directory, with its fastest loop and parser."""
+    port = free_port()
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    command = [
+        sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+        "--http", http, "--loop", loop, "--log-level", "warning",
+    ]  # fmt: skip
+    return servers.start(name, command, port=port, ready=ready_path, env=env)
 
 
 # --- databases ----------------------------------------------------------------------------------------
@@ -224,52 +167,52 @@ def add_own_observations(client: httpx.Client, loaded: Loaded, patient_id: str) 
 
 # --- wrk ------------------------------------------------------------------------------------------------
 
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(f"cannot read the wrk latency {text!r}")
-    return float(match.group(1)) * _UNIT[match.group(2)]
-
-
-@dataclass(frozen=True)
-class WrkResult:
-    rps: float
-    p50_ms: float
-
-
-def wrk(url: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None) -> WrkResult:
-    """`headers` are sent besides the member's context headers (bench_auth.py: the bearer token)."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
-    for name, value in {**CONTEXT_HEADERS, **(headers or {})}.items():
-        command[1:1] = ["-H", f"{name}: {value}"]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if bad or errors:
-        raise RuntimeError(f"wrk saw failures against {url}:\n{out}")
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
-    if rps is None or p50 is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return WrkResult(float(rps.group(1)), _ms(p50.group(1)))
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    cpu_of: Server | None = None,
+) -> WrkRun:
+    """harness.wrk with the member's context headers (`headers` besides them: bench_auth.py's bearer
+    token), strict: a run with failed requests would measure the failures."""
+    return harness.wrk(
+        url,
+        connections=connections,
+        seconds=seconds,
+        headers={**CONTEXT_HEADERS, **(headers or {})},
+        cpu_of=cpu_of,
+        strict=True,
+    )
 
 
 # --- the benchmarks -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Bench:
-    name: str
-    path: str  # path and query, the same against both servers
-    note: str
-    is_read: bool = False
+@dataclass(kw_only=True)
+class Interleaved:
+    """Req/s and p50 of a reference server (base) and the gateway judged against it, measured back to back
+    in each round (bench_auth.py: the gateway without authentication and with it)."""
+
     base_rps: list[float] = field(default_factory=list)
     gate_rps: list[float] = field(default_factory=list)
     base_p50: list[float] = field(default_factory=list)
     gate_p50: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """The median of the per-round ratios: drift of a shared machine hits both sides of a round alike."""
+        return statistics.median(g / b for g, b in zip(self.gate_rps, self.base_rps, strict=True))
+
+
+@dataclass
+class Bench(Interleaved):
+    name: str
+    path: str  # path and query, the same against both servers
+    note: str
+    is_read: bool = False
     #: --audit-variant: the gateway without its audit middleware, measured right after the gateway.
     free_rps: list[float] = field(default_factory=list)
     #: --audit-variant: CPU µs per request of the gateway's and the unaudited gateway's process.
@@ -280,10 +223,6 @@ class Bench:
     def baseline_path(self) -> str:
         """The baseline's static route for this benchmark (two searches share the gateway's path)."""
         return f"/bench/{self.name.replace(' ', '-')}"
-
-    @property
-    def ratio(self) -> float:
-        return statistics.median(g / b for g, b in zip(self.gate_rps, self.base_rps, strict=True))
 
 
 def prepare(gateway: Server, workdir: Path) -> list[Bench]:
@@ -329,13 +268,6 @@ def prepare(gateway: Server, workdir: Path) -> list[Bench]:
     return benches
 
 
-def cpu_seconds(server: Server) -> float:
-    """User + system CPU time the server's process has used so far (Linux /proc). CPU per request moves
-    much less with other load on a shared machine than requests per second do."""
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(
     benches: list[Bench], base: Server, gate: Server, args: argparse.Namespace, free: Server | None = None
 ) -> None:
@@ -347,17 +279,16 @@ def measure(
     for rnd in range(args.rounds):
         for bench in benches:
             b = wrk(base.base + bench.baseline_path, connections=args.connections, seconds=args.seconds)
-            cpu = cpu_seconds(gate)
-            g = wrk(gate.base + bench.path, connections=args.connections, seconds=args.seconds)
-            gate_cpu = (cpu_seconds(gate) - cpu) / (g.rps * args.seconds) * 1e6
+            g = wrk(gate.base + bench.path, connections=args.connections, seconds=args.seconds, cpu_of=gate)
             bench.base_rps.append(b.rps)
             bench.gate_rps.append(g.rps)
             extra = ""
             if free is not None:
-                cpu = cpu_seconds(free)
-                f = wrk(free.base + bench.path, connections=args.connections, seconds=args.seconds)
-                bench.gate_cpu.append(gate_cpu)
-                bench.free_cpu.append((cpu_seconds(free) - cpu) / (f.rps * args.seconds) * 1e6)
+                f = wrk(
+                    free.base + bench.path, connections=args.connections, seconds=args.seconds, cpu_of=free
+                )
+                bench.gate_cpu.append(g.cpu_seconds / (g.rps * args.seconds) * 1e6)
+                bench.free_cpu.append(f.cpu_seconds / (f.rps * args.seconds) * 1e6)
                 bench.free_rps.append(f.rps)
                 extra = f" ({f.rps:,.0f} without audit)"
             print(f"  round {rnd + 1} {bench.name:<15} {b.rps:>9,.0f} vs {g.rps:>8,.0f} req/s{extra}")
@@ -369,11 +300,15 @@ def measure(
             bench.gate_p50.append(g.p50_ms)
 
 
-def report(title: str, benches: list[Bench], args: argparse.Namespace) -> bool:
-    med = statistics.median
+def print_settings(title: str, args: argparse.Namespace) -> None:
     print()
     print(f"{title}: {args.connections} connections, {args.seconds:g} s x {args.rounds} rounds interleaved;")
     print(f"p50 at 1 connection, {args.latency_seconds:g} s x {args.rounds} rounds; medians")
+
+
+def report(title: str, benches: list[Bench], args: argparse.Namespace) -> bool:
+    med = statistics.median
+    print_settings(title, args)
     head = (
         f"{'benchmark':<15} {'what':<36} {'base req/s':>10} {'rzcp req/s':>10} {'ratio':>6} "
         f"{'base p50':>9} {'rzcp p50':>9}  aim"
@@ -409,51 +344,62 @@ def report(title: str, benches: list[Bench], args: argparse.Namespace) -> bool:
     return met
 
 
+@contextlib.contextmanager
+def scratch_gateways(kind: str, workdir: Path) -> Iterator[tuple[dict[str, str], Servers]]:
+    """A fresh database and the servers to start on it, with the gateway's environment for it. The servers
+    stop (the inner block) before the database is dropped (the outer one)."""
+    with database(kind, workdir) as url, Servers() as servers:
+        yield {"RZCP_DATABASE_URL": url, "RZCP_LOG_LEVEL": "WARNING"}, servers
+
+
 def run_one(kind: str, args: argparse.Namespace, workdir: Path) -> bool:
     title = {"sqlite": "SQLite (aiosqlite, WAL)", "postgresql": "PostgreSQL (asyncpg)"}[kind]
     print(f"\n== {title}")
-    procs = Processes(workdir)
-    try:
-        with database(kind, workdir) as url:
-            env = {
-                "RZCP_DATABASE_URL": url,
-                "RZCP_LOG_LEVEL": "WARNING",
-                # The store alone: no bearer token (authentication gets its own benchmark, token vs none).
-                "RZCP_AUTH_ENABLED": "false",
-            }
-            gateway = procs.start_uvicorn(f"gateway-{kind}", "gateway_app:create", env, "/fhir/metadata")
-            benches = prepare(gateway, workdir)
-            manifest = {"BENCH_BASELINE_MANIFEST": str(workdir / "manifest.json")}
-            baseline = procs.start_uvicorn(f"baseline-{kind}", "baseline_app:create", manifest, "/docs")
-            free = None
-            if args.audit_variant:
-                free = procs.start_uvicorn(
-                    f"unaudited-{kind}", "gateway_app:create_unaudited", env, "/fhir/metadata"
-                )
-            measure(benches, baseline, gateway, args, free)
-            procs.stop_all()  # before the database is dropped
-            return report(title, benches, args)
-    finally:
-        procs.stop_all()
+    with scratch_gateways(kind, workdir) as (env, servers):
+        # The store alone: no bearer token (authentication gets its own benchmark, token vs none).
+        env["RZCP_AUTH_ENABLED"] = "false"
+        gateway = start_uvicorn(servers, f"gateway-{kind}", "gateway_app:create", env, "/fhir/metadata")
+        benches = prepare(gateway, workdir)
+        manifest = {"BENCH_BASELINE_MANIFEST": str(workdir / "manifest.json")}
+        baseline = start_uvicorn(servers, f"baseline-{kind}", "baseline_app:create", manifest, "/docs")
+        free = None
+        if args.audit_variant:
+            free = start_uvicorn(
+                servers, f"unaudited-{kind}", "gateway_app:create_unaudited", env, "/fhir/metadata"
+            )
+        measure(benches, baseline, gateway, args, free)
+    return report(title, benches, args)
 
 
-def main(argv: list[str] | None = None) -> int:
+def common_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options run_store.py and bench_auth.py share."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=5, help="length of each throughput round")
     parser.add_argument("--latency-seconds", type=float, default=3, help="length of each 1-connection round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument(
-        "--audit-variant",
-        action="store_true",
-        help="also measure the gateway without its audit middleware, to show what the audit costs",
-    )
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 < args.latency_seconds <= 600 and 1 <= args.rounds <= 50):
         parser.error("--seconds/--latency-seconds must be in (0, 600] and --rounds in [1, 50]")
+    return args
+
+
+def run_databases(
+    args: argparse.Namespace,
+    run_one: Callable[[str, argparse.Namespace, Path], bool],
+    prefix: str,
+    verdict: Callable[[str, bool], str],
+) -> int:
+    """`run_one` for each database asked for, in a scratch folder; prints `verdict` for each at the end.
+    SIGTERM and Ctrl-C (also when started in the background) become KeyboardInterrupt, which unwinds
+    through the `with` blocks that stop the servers and drop the database."""
     if shutil.which("wrk") is None:
         print("wrk not found: install it with `apt-get install -y wrk` (a C HTTP load generator)")
         return 2
@@ -462,10 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     results: dict[str, bool] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="rzcp-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         for kind in kinds:
             results[kind] = run_one(kind, args, workdir)
@@ -479,8 +425,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     for kind, met in results.items():
-        print(f"aim (read >= {READ_AIM:.2f} of the bare endpoint) on {kind}: {'met' if met else 'NOT met'}")
+        print(verdict(kind, met))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = common_parser(__doc__)
+    options.add_argument(
+        "--audit-variant",
+        action="store_true",
+        help="also measure the gateway without its audit middleware, to show what the audit costs",
+    )
+    args = parse(options, argv)
+
+    def verdict(kind: str, met: bool) -> str:
+        return f"aim (read >= {READ_AIM:.2f} of the bare endpoint) on {kind}: {'met' if met else 'NOT met'}"
+
+    return run_databases(args, run_one, "rzcp-bench-", verdict)
 
 
 if __name__ == "__main__":
