@@ -258,7 +258,7 @@ def test_a_data_period_is_decided_by_each_resource_date() -> None:
     compiled = _compiled(
         {"id": "c1", "permit": {"to": "ziekenhuizen-labs", "data_period": "2020-01-01 / 2020-12-31"}}
     )
-    assert compiled.dates_matter
+    assert compiled.data_periods
     answer = [
         _condition("inside", onsetDateTime="2020-05-01"),
         _condition("before", onsetDateTime="2019-05-01"),
@@ -275,7 +275,7 @@ def test_a_data_period_is_decided_by_each_resource_date() -> None:
 
 def test_without_a_data_period_the_date_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = _compiled({"id": "c1", "permit": {"to": "ziekenhuizen-labs"}})
-    assert not compiled.dates_matter
+    assert not compiled.data_periods
 
     def unread(resource: Any) -> None:
         raise AssertionError("the clinical date was parsed")

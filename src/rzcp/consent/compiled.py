@@ -118,10 +118,6 @@ class CompiledConsents:
         object.__setattr__(self, "code_tokens", codes)
         object.__setattr__(self, "data_periods", periods)
 
-    @property
-    def dates_matter(self) -> bool:
-        return bool(self.data_periods)
-
     def candidates(self, requester_ura: str, categories: Iterable[str]) -> tuple[CompiledConsent, ...]:
         """The consents whose base provision can concern this requester, in consent order."""
         get = self.by_requester.get

@@ -174,13 +174,18 @@ async def _regional_patient(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The regional Patient as the gateway keeps it (its id, no BSN), as a leading entry; none when the
     id names no patient."""
-    if patient_id is None:
-        return []
+    patient = await _stored_patient(conn, runtime, patient_id) if patient_id is not None else None
+    return [] if patient is None else [(f"{base}/Patient/{patient_id}", patient)]
+
+
+async def _stored_patient(conn: Any, runtime: Runtime, patient_id: str) -> dict[str, Any] | None:
+    """The regional Patient as stored (no BSN: the locator keeps that); None when there is none."""
     try:
         version = await ResourceStore(conn, runtime.registry).read("Patient", patient_id)
     except (NotFound, Gone):
-        return []
-    return [(f"{base}/Patient/{patient_id}", orjson.loads(version.content))]
+        return None
+    patient: dict[str, Any] = orjson.loads(version.content)
+    return patient
 
 
 def _note(request: Request, report: Any, returned: Any = (), desc: str | None = None) -> None:
@@ -377,18 +382,13 @@ async def regional_patient_search(
     patient_id = await exchange.locator.find(conn, bsn)
     if patient_id is None:
         return None  # not announced: the store answers (a Patient made by a patient's login, say)
-    if patient_id is not None:
-        try:
-            version = await ResourceStore(conn, runtime.registry).read("Patient", patient_id)
-        except (NotFound, Gone):
-            version = None
-        if version is not None:
-            patient = orjson.loads(version.content)
-            patient["identifier"] = [{"system": BSN_SYSTEM, "value": bsn}, *patient.get("identifier", [])]
-            entries.append(
-                {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
-            )
-            audit_note(request).about(patient)
+    patient = await _stored_patient(conn, runtime, patient_id)
+    if patient is not None:
+        patient["identifier"] = [{"system": BSN_SYSTEM, "value": bsn}, *patient.get("identifier", [])]
+        entries.append(
+            {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
+        )
+        audit_note(request).about(patient)
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
