@@ -5,7 +5,9 @@ by practitioner, and the charts drawn from real traffic."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import secrets
 import uuid
 from contextlib import aclosing
@@ -14,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.conftest import SystemClient, new_key
 from tests.integration.conftest import new_bsn
@@ -76,6 +78,28 @@ async def fhir_status(gateway: LiveGateway, token: str) -> int:
             },
         )
         return response.status_code
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/app/"])
+async def test_the_language_chosen_while_the_page_still_loads_is_not_lost(page: Page, path: str) -> None:
+    """A slow link delays the page's texts; a click on the language button in that moment used to do
+    nothing (no handler yet), leaving a Dutch page whose English buttons a user (or a test) then waited
+    for in vain. The button now stays disabled until a click can work."""
+    release = asyncio.Event()
+
+    async def hold_strings(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/strings.json", hold_strings)
+    await page.goto(path)
+    click = asyncio.create_task(page.locator("#lang").click())
+    await asyncio.sleep(0.3)
+    assert not click.done()  # the click waits for the page instead of falling into the void
+    release.set()
+    await click
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.locator("#lang")).to_have_text(re.compile("Nederlands"))
 
 
 async def test_login_needs_the_second_factor_and_an_admin_cannot_read_the_trail(

@@ -153,6 +153,7 @@ async function start() {
     setLang(currentLang() === "nl" ? "en" : "nl");
     if (state.me) whoAmI().then(route); else drawLogin();
   });
+  document.getElementById("lang").disabled = false; // disabled in the HTML until a click here can do something
   document.getElementById("logout").addEventListener("click", () => {
     endSession();
     state.me = null;

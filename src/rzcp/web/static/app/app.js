@@ -145,6 +145,7 @@ async function boot() {
     route();
   });
   byId("lang").setAttribute("lang", currentLang() === "nl" ? "en" : "nl");
+  byId("lang").disabled = false; // disabled in the HTML until a click here can do something
   byId("login").addEventListener("click", startLogin);
   byId("logout").addEventListener("click", () => {
     endSession();
