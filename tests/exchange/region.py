@@ -317,7 +317,7 @@ def merged_ids(members: list[tuple[str, str, list[str]]], res_types: set[str]) -
     from rzcp.exchange.pull import _fingerprint, _rewrite
     from rzcp.membersim.loader import read_member_data
 
-    seen: set[str] = set()
+    seen: set[str | bytes] = set()
     out: set[str] = set()
     for _ura, prefix, types in sorted(members):
         data = read_member_data([SYNTHEA], id_prefix=prefix, types=types)

@@ -1,12 +1,13 @@
 """What a requester gets of a member's resource: its references to the member's patient turned into the
-regional Patient, everything else as the member sent it (plain Python, no HTTP)."""
+regional Patient, everything else as the member sent it; and when two members' records count as one
+(plain Python, no HTTP)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from rzcp.exchange.pull import _rewrite
+from rzcp.exchange.pull import _fingerprint, _rewrite
 
 LOCAL = "Patient/gp-17"
 REGIONAL = "https://gateway.example/fhir/Patient/r-1"
@@ -58,3 +59,37 @@ def test_a_reference_that_only_ends_like_the_patients_is_not_rewritten() -> None
     sent = procedure()
     sent["subject"] = {"reference": "Patient/xgp-17"}
     assert _rewrite(sent, LOCAL, REGIONAL)["subject"] == {"reference": "Patient/xgp-17"}
+
+
+def test_the_same_record_from_two_members_is_one_record_and_a_different_one_is_not() -> None:
+    """A pull keeps the first of records that share a fingerprint: the same content whatever the member's
+    id, meta, narrative and key order; or the same business identifiers whatever the content."""
+    gp = _rewrite(procedure(), LOCAL, REGIONAL)
+    other = procedure()
+    other["subject"]["reference"] = "Patient/zh-9"  # the hospital's own id of the same patient
+    other["performer"][1]["actor"]["reference"] = "https://zh.example/fhir/Patient/zh-9"
+    hospital = _rewrite(
+        {
+            **{k: other[k] for k in reversed(list(other))},
+            "id": "zh-p1",
+            "meta": {"versionId": "7", "source": "https://zh.example/fhir"},
+            "text": {"status": "generated", "div": "<div>Procedure</div>"},
+        },
+        "Patient/zh-9",
+        REGIONAL,
+    )
+    assert _fingerprint(gp) == _fingerprint(hospital)
+    assert _fingerprint(gp) != _fingerprint({**gp, "status": "entered-in-error"})
+    assert _fingerprint(gp) != _fingerprint(
+        _rewrite(procedure(), LOCAL, "https://gateway.example/fhir/Patient/r-2")
+    )
+
+    known = {"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "P-1"}
+    assert _fingerprint({**gp, "identifier": [known]}) == _fingerprint(
+        {**gp, "status": "in-progress", "identifier": [known, {"system": "urn:x"}]}  # the valueless one aside
+    )
+    assert _fingerprint({**gp, "identifier": [known]}) != _fingerprint(
+        {**gp, "identifier": [{**known, "value": "P-2"}]}
+    )
+    # a record known by identifier is never the same as one known by its content
+    assert _fingerprint({**gp, "identifier": [known]}) != _fingerprint(gp)

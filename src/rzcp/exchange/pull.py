@@ -29,7 +29,6 @@ and type (counts, never content).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,7 +261,7 @@ async def run_pull(
     results = await asyncio.gather(*(call(source, res_type) for source, _, res_type, _ in calls))
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
-    seen: set[str] = set()
+    seen: set[str | bytes] = set()
     failures: dict[str, list[ProblemCode]] = {}
     answered: set[str] = set()
     for (source, source_report, res_type, asked), (outcome, elapsed) in zip(calls, results, strict=True):
@@ -413,9 +412,10 @@ def _rewrite_reference(value: dict[str, Any], local: str, regional: str) -> dict
     return value
 
 
-def _fingerprint(resource: Mapping[str, Any]) -> str:
+def _fingerprint(resource: Mapping[str, Any]) -> str | bytes:
     """Equal for the same record reported twice: by business identifier when it has one, else by content
-    (everything but id, meta and narrative)."""
+    (everything but id, meta and narrative). The content key is the canonical JSON itself, not a digest of
+    it: it lives for one pull, and hashing it again cost more than the JSON (run for every entry)."""
     identifiers = resource.get("identifier")
     if isinstance(identifiers, list) and identifiers:
         tokens = sorted(
@@ -425,8 +425,10 @@ def _fingerprint(resource: Mapping[str, Any]) -> str:
         )
         if tokens:
             return resource["resourceType"] + "#" + ";".join(tokens)
-    body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    body = dict(resource)
+    for key in ("id", "meta", "text"):
+        body.pop(key, None)
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 def patient_types(exchange: Exchange) -> tuple[str, ...]:
