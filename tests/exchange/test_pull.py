@@ -424,6 +424,71 @@ async def test_a_search_parameter_the_member_ignores_is_enforced(world: World) -
     assert "code=http" in world.scripted.hits[0].query  # it was asked, and ignored it
 
 
+async def test_a_malformed_search_value_is_the_requesters_400_and_no_member_is_asked(world: World) -> None:
+    # Passed on, each member refused it, and the requester heard "no member could be asked" (503).
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "recorded-date": "ge2024-13-45"}
+        )
+    assert response.status_code == 400, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "recorded-date" in outcome["issue"][0]["diagnostics"]
+    assert world.scripted.hits == []
+
+
+async def test_an_unknown_parameter_is_refused_when_strict_else_named_and_not_sent_on(world: World) -> None:
+    params = {"patient": world.patient, "clinical-status": "active", "foo": "bar", "_count": "500"}
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        strict = await world.pharmacy.get(
+            "/fhir/Condition", params=params, headers={"Prefer": "handling=strict"}
+        )
+        assert strict.status_code == 400, strict.text
+        assert "foo" in strict.json()["issue"][0]["diagnostics"]
+        assert world.scripted.hits == []
+
+        lenient = await world.pharmacy.get("/fhir/Condition", params=params)
+    assert lenient.status_code == 200, lenient.text
+    assert issues(lenient.json()) == ["Parameter 'foo' is not supported and was ignored"]
+    (hit,) = world.scripted.hits
+    assert "clinical-status=active" in hit.query and "foo" not in hit.query  # the known one still goes
+    without = await world.pharmacy.get(
+        "/fhir/Condition", params={k: v for k, v in params.items() if k != "foo"}
+    )
+    assert {r["id"] for r in entries(lenient.json())} == {r["id"] for r in entries(without.json())}
+
+
+async def test_what_a_merged_answer_cannot_do_is_said_and_what_it_can_is_done(world: World) -> None:
+    # Sorting by each member apart is no order of the whole: refused rather than silently dropped.
+    base = {"patient": world.patient, "_count": "500"}
+    strict = await world.pharmacy.get(
+        "/fhir/Condition", params={**base, "_sort": "-recorded-date"}, headers={"Prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400, strict.text
+    assert "_sort" in strict.json()["issue"][0]["diagnostics"]
+    lenient = (await world.pharmacy.get("/fhir/Condition", params={**base, "_sort": "-recorded-date"})).json()
+    assert issues(lenient) == ["Parameter '_sort' is not supported on a pull from the region and was ignored"]
+    # _elements is applied to every entry by the gateway (and the entry marked as a subset).
+    shaped = (await world.pharmacy.get("/fhir/Condition", params={**base, "_elements": "code"})).json()
+    found = entries(shaped)
+    assert {r["id"] for r in found} == expected(world, "Condition")
+    for resource in found:
+        assert set(resource) <= {"resourceType", "id", "meta", "code"}, resource
+        assert any(t.get("code") == "SUBSETTED" for t in resource["meta"]["tag"])
+        assert source_of(resource) in (world.gp.ura, world.hospital.ura)  # the source tag stays
+    # $everything says what it does not take.
+    everything = await world.pharmacy.get(
+        f"/fhir/Patient/{world.patient}/$everything",
+        params={"start": "2020-01-01", "_count": "500"},
+        headers={"Prefer": "handling=strict"},
+    )
+    assert everything.status_code == 400, everything.text
+    everything = (
+        await world.pharmacy.get(f"/fhir/Patient/{world.patient}/$everything", params={"start": "2020-01-01"})
+    ).json()
+    assert issues(everything) == ["Parameter 'start' is not supported by $everything and was ignored"]
+
+
 async def test_an_entry_whose_codes_cannot_be_read_is_withheld(world: World) -> None:
     def condition(cid: str, coding: Any) -> dict[str, Any]:
         return {

@@ -246,10 +246,12 @@ async def run_pull(
     self_url: str,
     next_url: str | None = None,
     leading: Sequence[tuple[str, dict[str, Any]]] = (),
+    warnings: Sequence[Issue] = (),
 ) -> tuple[dict[str, Any], PullReport]:
     """The searchset Bundle of one page (or an OperationOutcome when every permitted source failed), and
-    the report for the audit. `next_url` is used when there is a next page. `leading` are the gateway's
-    own entries (fullUrl, resource), first in the result: the regional Patient of $everything."""
+        the report for the audit. `next_url` is used when there is a next page. `leading` are the gateway's
+        own entries (fullUrl, resource), first in the result: the regional Patient of $everything. `warnings`
+    (parameters left out) lead the outcome entry."""
     query, report, compiled, calls = plan.query, plan.report, plan.compiled, plan.calls
 
     async def call(source: Source, res_type: str) -> tuple[SearchOutcome, float]:
@@ -296,7 +298,7 @@ async def run_pull(
             kept += 1
         source_report.returned[res_type] = source_report.returned.get(res_type, 0) + kept
 
-    issues: list[Issue] = []
+    issues: list[Issue] = list(warnings)
     for source_report in report.sources:
         codes = failures.get(source_report.member_ura)
         if not source_report.called:

@@ -33,10 +33,11 @@ from rzcp.auth.registry import ensure_live
 from rzcp.errors import BadRequest, Forbidden, Gone, Issue, NotFound
 from rzcp.exchange.locator import parse_announcement
 from rzcp.exchange.outbox import accept_message, as_task, get_message
+from rzcp.exchange.params import check_everything_params, check_pull_params, shape_entries
 from rzcp.exchange.pull import PullQuery, Requester, plan_pull, run_pull
 from rzcp.exchange.service import Exchange
 from rzcp.fhir import paging
-from rzcp.fhir.deps import RuntimeDep
+from rzcp.fhir.deps import RuntimeDep, prefer_of
 from rzcp.fhir.outcome import outcome_response
 from rzcp.fhir.wire import check_accept, read_json_body, render
 from rzcp.runtime import Runtime
@@ -45,14 +46,11 @@ from rzcp.store.resources import ResourceStore
 router = APIRouter(prefix="/fhir", tags=["FHIR exchange"])
 _FHIR_RESPONSE = {"content": {"application/fhir+json": {}}}
 
-#: Parameters that name the patient of a pull, and those that shape the answer (not sent to members).
+#: Parameters that name the patient of a pull (the gateway's own; never sent to members as asked).
 _PATIENT_PARAMS = frozenset(
     {"patient", "subject", "patient.identifier", "subject.identifier", "subject:Patient.identifier"}
 )
-_RESULT_PARAMS = frozenset(
-    {"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_total", "_sort"}
-)
-_NOT_PASSED_ON = _PATIENT_PARAMS | _RESULT_PARAMS | {"patient:identifier"}
+_OWN_PARAMS = _PATIENT_PARAMS | {"patient:identifier"}
 
 
 async def _exchange(request: Request) -> Exchange:
@@ -132,9 +130,11 @@ async def _answer(
     interaction: str,
     patient_id: str | None = None,
     with_patient: bool = False,
+    warnings: tuple[Issue, ...] = (),
 ) -> Response:
     """Plan with a connection (released before the fan-out), run, render, and leave the report.
-    `with_patient`: the regional Patient itself leads the result ($everything)."""
+    `with_patient`: the regional Patient itself leads the result ($everything). `warnings`: the
+    parameters left out (rzcp.exchange.params)."""
     base = _base(request, runtime)
     bound = paging.binding(path, pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
@@ -164,7 +164,10 @@ async def _answer(
         self_url=paging.page_url(base, path, pairs, token),
         next_url=next_url,
         leading=leading,
+        warnings=warnings,
     )
+    values = dict(pairs)
+    shape_entries(body, elements=values.get("_elements"), summary=values.get("_summary"))
     _note(request, report, report.audit_returned(), report.outcome_desc())
     return render(request, body, status=report.status)
 
@@ -213,7 +216,8 @@ def _pull_search(res_type: str) -> Callable[[Request], Awaitable[Response]]:
         check_accept(request)
         authorize_interaction(principal, res_type, "search-type", runtime.registry)
         pairs = list(request.query_params.multi_items())
-        params = tuple((k, v) for k, v in pairs if k not in _NOT_PASSED_ON)
+        strict = prefer_of(request).strict
+        checked = check_pull_params(res_type, pairs, runtime.registry, strict=strict, skip=_OWN_PARAMS)
         return await _answer(
             request,
             runtime,
@@ -222,8 +226,9 @@ def _pull_search(res_type: str) -> Callable[[Request], Awaitable[Response]]:
             path=f"/{res_type}",
             types=(res_type,),
             pairs=pairs,
-            params=params,
+            params=checked.passed_on,
             interaction="search-type",
+            warnings=checked.warnings,
         )
 
     return search
@@ -257,6 +262,7 @@ async def everything(
     check_accept(request)
     authorize_interaction(principal, "Patient", "read", runtime.registry)
     pairs = list(request.query_params.multi_items())
+    warnings = check_everything_params(pairs, strict=prefer_of(request).strict)
     wanted = {t.strip() for v in (v for k, v in pairs if k == "_type") for t in v.split(",") if t.strip()}
     types = tuple(
         t for t in exchange.pull_types if (not wanted or t in wanted) and _may_search(principal, t, runtime)
@@ -273,6 +279,7 @@ async def everything(
         params=(),
         interaction="everything",
         with_patient=not wanted or "Patient" in wanted,
+        warnings=warnings,
     )
 
 

@@ -172,6 +172,10 @@ class Prefer:
 
 
 async def _prefer(request: Request) -> Prefer:
+    return prefer_of(request)
+
+
+def prefer_of(request: Request) -> Prefer:
     """`Prefer: handling=strict|lenient` (lenient by default) and `return=minimal|representation|...`."""
     wishes: dict[str, str] = {}
     for part in request.headers.get("prefer", "").replace(";", ",").split(","):

@@ -1,0 +1,103 @@
+"""The search parameters of a pull, checked at the gateway before any member is asked.
+
+A pull's parameters are checked as a search of the gateway's own store checks them (`parse_search`), so
+the requester hears about its own mistake: a malformed value (`recorded-date=2024-13-45`) is a 400 that
+names it. Passed on unchecked, every member refused it and the requester got a 503 saying no member could
+be asked, as if the region were down. An unknown or unsupported parameter is a 400 under
+`Prefer: handling=strict`; otherwise it is not sent to the members and an outcome entry of the answer
+names it, as the store's search does.
+
+What the gateway cannot do on an answer merged from several members is refused the same way rather than
+passed on and lost in the merge: `_sort` (each member would sort only its own part), `_include` and
+`_revinclude` (the included resources are not about the patient and would be dropped), `_total` and
+`_summary=count`. `_elements` and the other `_summary` values are applied by the gateway to each entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rzcp.errors import InvalidSearch, Issue
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.fhir.search.parser import parse_search
+from rzcp.fhir.wire import shape
+
+#: Applied by the gateway to the merged answer, never sent to a member.
+GATEWAY_PARAMS = frozenset({"_count", "_page", "_format", "_pretty", "_elements", "_summary"})
+#: Not possible on an answer merged from several members.
+_NOT_ON_A_PULL = frozenset(
+    {"_sort", "_include", "_revinclude", "_total", "_has", "_contained", "_containedType"}
+)
+#: What $everything takes besides the patient in its path.
+_EVERYTHING_PARAMS = frozenset({"_type", "_count", "_page", "_format", "_pretty", "_elements", "_summary"})
+
+
+@dataclass(frozen=True)
+class CheckedParams:
+    """The parameters sent to every member, and the warnings about those left out (lenient handling)."""
+
+    passed_on: tuple[tuple[str, str], ...]
+    warnings: tuple[Issue, ...]
+
+
+def check_pull_params(
+    res_type: str,
+    pairs: Sequence[tuple[str, str]],
+    registry: SearchRegistry,
+    *,
+    strict: bool,
+    skip: Collection[str],
+) -> CheckedParams:
+    """Raises InvalidSearch (400) for a malformed value, and under strict handling for a parameter that
+    is unknown or cannot be applied to a pull. `skip` are the names the caller handles itself (the
+    patient's)."""
+    asked = [(name, value) for name, value in pairs if name not in skip]
+    values = dict(asked)
+    refused = [name for name, _ in asked if _not_on_a_pull(name, values)]
+    warnings = [_refused(name, strict) for name in dict.fromkeys(refused)]
+    kept = [(name, value) for name, value in asked if not _not_on_a_pull(name, values)]
+    # The whole query once: its limits (number of parameters, control characters) and every value.
+    query = parse_search(res_type, kept, registry, strict=strict, default_count=1, max_count=1)
+    if not query.warnings:
+        passed = [(n, v) for n, v in kept if n not in GATEWAY_PARAMS]
+        return CheckedParams(tuple(passed), tuple(warnings))
+    # Lenient, and something was left out: pass on only what the parser took, one parameter at a time.
+    passed = [
+        (name, value)
+        for name, value in kept
+        if name not in GATEWAY_PARAMS and not _left_out(res_type, name, value, registry)
+    ]
+    return CheckedParams(tuple(passed), (*warnings, *query.warnings))
+
+
+def check_everything_params(pairs: Sequence[tuple[str, str]], *, strict: bool) -> tuple[Issue, ...]:
+    """$everything's own parameters; `start`, `end`, `_since` and anything else are not supported."""
+    values = dict(pairs)
+    refused = [name for name, _ in pairs if name not in _EVERYTHING_PARAMS or _not_on_a_pull(name, values)]
+    return tuple(_refused(name, strict, where="by $everything") for name in dict.fromkeys(refused))
+
+
+def shape_entries(bundle: dict[str, Any], *, elements: str | None, summary: str | None) -> None:
+    """`_elements` and `_summary=true|text|data` on each matched entry of a merged answer (in place)."""
+    if not elements and summary not in ("true", "text", "data"):
+        return
+    for entry in bundle.get("entry", ()):
+        if entry.get("search", {}).get("mode") == "match":
+            entry["resource"] = shape(entry["resource"], elements=elements, summary=summary)
+
+
+def _left_out(res_type: str, name: str, value: str, registry: SearchRegistry) -> bool:
+    query = parse_search(res_type, [(name, value)], registry, strict=False, default_count=1, max_count=1)
+    return bool(query.warnings)
+
+
+def _not_on_a_pull(name: str, values: dict[str, str]) -> bool:
+    return name.partition(":")[0] in _NOT_ON_A_PULL or (name == "_summary" and values.get(name) == "count")
+
+
+def _refused(name: str, strict: bool, *, where: str = "on a pull from the region") -> Issue:
+    if strict:
+        raise InvalidSearch(f"Parameter '{name}' is not supported {where}", code="not-supported")
+    return Issue("warning", "not-supported", f"Parameter '{name}' is not supported {where} and was ignored")
