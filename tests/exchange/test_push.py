@@ -151,15 +151,29 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     assert response.status_code == 400
 
 
-async def test_a_message_whose_codes_cannot_be_read_is_refused_and_not_stored(push: Push) -> None:
+@pytest.mark.parametrize(
+    ("change", "element"),
+    [
+        # One Coding where a list belongs: it could be the code a refusal names, so it is not guessed at.
+        (
+            {"type": {"coding": {"system": "http://loinc.org", "code": "18842-5"}}},
+            "Bundle.entry.2.resource.type.coding",
+        ),
+        ({"bogus": 1}, "Bundle.entry.2.resource.bogus"),  # an element R4 does not have
+        ({"status": 5}, "Bundle.entry.2.resource.status"),  # a code that is not a string
+    ],
+)
+async def test_a_message_carrying_invalid_fhir_is_refused_naming_it_and_not_stored(
+    push: Push, change: dict[str, Any], element: str
+) -> None:
+    """The receiver gets valid FHIR only: a message is validated like any resource written to the store."""
     bad = message_bundle(push.hospital_ura, push.bsn)
-    # One Coding where a list belongs: it could be the code a refusal names, so it is not guessed at.
-    bad["entry"][2]["resource"]["type"] = {"coding": {"system": "http://loinc.org", "code": "18842-5"}}
+    bad["entry"][2]["resource"].update(change)
     response = await push.gp.post("/fhir/$process-message", json=bad)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
-    assert "type.coding is not a list" in outcome["issue"][0]["diagnostics"]
+    assert outcome["issue"][0]["expression"] == [element]
     async with push.region.db.read() as conn:
         count = await conn.scalar(
             select(func.count()).select_from(outbox).where(outbox.c.sender_key == bad["id"])

@@ -5,6 +5,7 @@ those exchanges and the demo patient's access log shows who looked; Ctrl-C stops
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,8 +13,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
@@ -62,7 +65,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port = _free_block(MEMBERS + 1)
     log = (folder / "demo.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port), "--dir", str(folder / "region")],
+        [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)],  # its own temporary folder
         stdout=subprocess.PIPE,
         stderr=log,
     )
@@ -85,12 +88,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "url": f"http://127.0.0.1:{port}",
         "bsn": re.search(r"with BSN (\d{9})", text).group(1),  # type: ignore[union-attr]
         "hospital_ura": re.search(r"Ziekenhuis.*URA (\d{8})", text).group(1),  # type: ignore[union-attr]
+        "folder": Path(re.search(r"demo folder (\S+)", text).group(1)),  # type: ignore[union-attr]
+        "gp_token": re.search(r"export GP_TOKEN=(\S+)", text).group(1),  # type: ignore[union-attr]
+        "practitioner": re.search(r"X-Acting-Practitioner: ([^\"]+)", text).group(1),  # type: ignore[union-attr]
+        "message": Path(re.search(r"--data @(\S+)", text).group(1)),  # type: ignore[union-attr]
     }
     try:
         yield facts
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+            shutil.rmtree(facts["folder"], ignore_errors=True)
         log.close()
 
 
@@ -104,6 +113,8 @@ def _stop(demo: dict[str, Any]) -> None:
     while any(_answers(p) for p in range(port, port + MEMBERS + 1)):
         assert time.monotonic() < deadline, "a process of the demo still answers after Ctrl-C"
         time.sleep(0.2)
+    # Its folder held the clients' private keys: gone with the region.
+    assert not demo["folder"].exists()
 
 
 async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patient_app(
@@ -139,4 +150,19 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
     finally:
         await context.close()
     assert not errors, errors
+
+    # The printed push, as a user copies it: a new message (the demo's own went under another id).
+    pushed = httpx.post(
+        f"{demo['url']}/fhir/$process-message",
+        content=demo["message"].read_bytes(),
+        headers={
+            "Authorization": f"Bearer {demo['gp_token']}",
+            "X-Purpose-Of-Use": "TREAT",
+            "X-Acting-Practitioner": demo["practitioner"],
+            "Content-Type": "application/fhir+json",
+        },
+        timeout=30,
+    )
+    assert pushed.status_code == 202, pushed.text
+    assert "message accepted for delivery" in pushed.text
     _stop(demo)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -275,7 +276,7 @@ def _first_traffic(port: int, facts: dict[str, Any], tokens: dict[str, str], mes
         ("hospital", "GET", f"{base}/Patient/{patient}/$everything?_count=50", None),
         ("pharmacy", "GET", f"{base}/Condition?patient=Patient/{patient}", None),
         ("pharmacy", "GET", f"{base}/MedicationRequest?patient=Patient/{patient}", None),
-        ("gp", "POST", f"{base}/$process-message", message.read_bytes()),
+        ("gp", "POST", f"{base}/$process-message", _own_copy(message)),
     ]
     with httpx.Client(timeout=30) as http:
         for who, method, url, body in calls:
@@ -284,6 +285,14 @@ def _first_traffic(port: int, facts: dict[str, Any], tokens: dict[str, str], mes
                 headers["Content-Type"] = "application/fhir+json"
             with contextlib.suppress(httpx.HTTPError):
                 http.request(method, url, headers=headers, content=body)
+
+
+def _own_copy(message: Path) -> bytes:
+    """The demo's own push under another Bundle id than message.json's, so that the user's first push of
+    message.json is a new message, not "accepted again (already known)"."""
+    bundle = orjson.loads(message.read_bytes())
+    bundle["id"] = "demo-discharge-0"
+    return orjson.dumps(bundle)
 
 
 def _message(folder: Path, bsn: str) -> Path:
@@ -340,6 +349,9 @@ def _message(folder: Path, bsn: str) -> Path:
 
 
 def run_demo(port: int, folder: Path | None) -> None:
+    """Without a folder the demo makes a temporary one and removes it when it stops: it holds the clients'
+    private keys, of no use once the region is gone."""
+    temporary = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="rzcp-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     _log(f"rzcp demo: preparing the region in {folder}")
@@ -355,7 +367,7 @@ def run_demo(port: int, folder: Path | None) -> None:
         tokens = {key: _token(port, *facts["clients"][key]) for key in ("hospital", "gp", "pharmacy")}
         message = _message(folder, facts["bsn"])
         _first_traffic(port, facts, tokens, message)
-        _print_next(port, facts, tokens, message, folder)
+        _print_next(port, facts, tokens, message, folder, folder_kept=not temporary)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         _log("rzcp demo: a process stopped; stopping the others")
@@ -370,10 +382,20 @@ def run_demo(port: int, folder: Path | None) -> None:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+            _log(f"rzcp demo: removed {folder}")
 
 
 def _print_next(
-    port: int, facts: dict[str, Any], tokens: dict[str, str], message: Path, folder: Path
+    port: int,
+    facts: dict[str, Any],
+    tokens: dict[str, str],
+    message: Path,
+    folder: Path,
+    *,
+    folder_kept: bool,
 ) -> None:
     base = f"http://127.0.0.1:{port}/fhir"
     patient = facts["patient"]
@@ -389,7 +411,8 @@ def _print_next(
         "",
         f"  gateway     {base}   (CapabilityStatement: {base}/metadata)",
         *(f"  {m.name:<28} {m.base}   URA {m.ura} ({m.category})" for m in MEMBERS),
-        f"  demo folder {folder}  (databases, the clients' private keys, message.json)",
+        f"  demo folder {folder}  (databases, the clients' private keys, message.json)"
+        + ("" if folder_kept else "; removed when the demo stops"),
         "",
         "Tokens (valid one hour) for the hospital's, the GP practice's and the pharmacy's systems:",
         "",

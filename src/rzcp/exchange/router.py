@@ -39,6 +39,7 @@ from rzcp.exchange.service import Exchange
 from rzcp.fhir import paging
 from rzcp.fhir.deps import RuntimeDep, prefer_of
 from rzcp.fhir.outcome import outcome_response
+from rzcp.fhir.validation import validate_resource
 from rzcp.fhir.wire import check_accept, read_json_body, render
 from rzcp.runtime import Runtime
 from rzcp.store.resources import ResourceStore
@@ -336,7 +337,10 @@ async def process_message(
     """Accept a FHIR message Bundle for delivery to the member its MessageHeader names: stored before
     this answers 202, with a Location to follow the delivery."""
     authorize_interaction(principal, "Bundle", "create", runtime.registry)
-    bundle = await read_json_body(request, runtime.settings.max_body_bytes)
+    # Validated at the edge like any resource written to the store: the receiver gets valid FHIR only.
+    bundle = validate_resource(
+        await read_json_body(request, runtime.settings.max_body_bytes), expected_type="Bundle"
+    )
     try:
         async with runtime.db.write() as conn:
             await ensure_live(conn, principal)
