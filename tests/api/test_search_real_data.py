@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import random
 import re
 import unicodedata
 import uuid
@@ -26,6 +27,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from rzcp.exchange.pull import _sorted
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.fhir.search.parser import parse_search
+from rzcp.store.indexer import sort_value
 from tests.conftest import FHIR, SHARED_DATA, load_json
 
 HEADERS = {"Content-Type": FHIR, "Accept": FHIR}
@@ -762,6 +767,27 @@ async def test_sort(client: httpx.AsyncClient, data: Loaded) -> None:
         for r in found.matches
     ]
     assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize("sort", ["date", "-date", "code", "-code", "value-quantity", "-value-quantity"])
+async def test_a_pull_sorts_a_merged_answer_as_the_store_sorts(
+    client: httpx.AsyncClient, data: Loaded, sort: str
+) -> None:
+    """The exchange sorts what several members sent (`rzcp.exchange.pull._sorted`) from the same index
+    rows as the store: the store's order, sorted again, stays as it is (a stable sort reorders any pair
+    the two disagree on), and any other order of the same resources sorts to the same keys."""
+    patient = data.patient("synthea-355").ref
+    found = await search(client, "Observation", {"patient": patient, "_sort": sort, "_count": "500"})
+    bodies = {i.ref: i.body for i in data.of("Observation")}
+    in_store_order = [(ref, bodies[ref]) for ref in found.matches]
+    keys = parse_search(
+        "Observation", [("_sort", sort)], SearchRegistry.default(), strict=True, default_count=1, max_count=1
+    ).sort
+    assert [ref for ref, _ in _sorted(in_store_order, keys)] == found.matches
+    shuffled = random.Random(7).sample(in_store_order, len(in_store_order))
+    key = keys[0]
+    values = lambda pairs: [sort_value(b, key.param, descending=key.descending) for _, b in pairs]  # noqa: E731
+    assert values(_sorted(shuffled, keys)) == values(in_store_order)
 
 
 @pytest.mark.parametrize("sort", (None, "date", "-date", "_lastUpdated"))

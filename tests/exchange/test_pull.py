@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -459,15 +460,34 @@ async def test_an_unknown_parameter_is_refused_when_strict_else_named_and_not_se
 
 
 async def test_what_a_merged_answer_cannot_do_is_said_and_what_it_can_is_done(world: World) -> None:
-    # Sorting by each member apart is no order of the whole: refused rather than silently dropped.
     base = {"patient": world.patient, "_count": "500"}
+    # Sorted by the gateway across members (each member could only sort its own part), as the store sorts.
+    for sort, newest_first in (("-recorded-date", True), ("recorded-date", False)):
+        response = await world.pharmacy.get("/fhir/Condition", params={**base, "_sort": sort})
+        found = entries(response.json())
+        assert {r["id"] for r in found} == expected(world, "Condition")
+        assert {source_of(r) for r in found} == {world.gp.ura, world.hospital.ura}  # both members, merged
+        dated = [datetime.fromisoformat(r["recordedDate"]) for r in found if "recordedDate" in r]
+        assert dated == sorted(dated, reverse=newest_first)
+        assert all("recordedDate" in r for r in found[: len(dated)])  # the undated ones last
+    # Not possible on a merged answer: refused when strict, else named and ignored.
     strict = await world.pharmacy.get(
-        "/fhir/Condition", params={**base, "_sort": "-recorded-date"}, headers={"Prefer": "handling=strict"}
+        "/fhir/Condition",
+        params={**base, "_include": "Condition:subject"},
+        headers={"Prefer": "handling=strict"},
     )
     assert strict.status_code == 400, strict.text
-    assert "_sort" in strict.json()["issue"][0]["diagnostics"]
-    lenient = (await world.pharmacy.get("/fhir/Condition", params={**base, "_sort": "-recorded-date"})).json()
-    assert issues(lenient) == ["Parameter '_sort' is not supported on a pull from the region and was ignored"]
+    assert "_include" in strict.json()["issue"][0]["diagnostics"]
+    lenient = (
+        await world.pharmacy.get("/fhir/Condition", params={**base, "_include": "Condition:subject"})
+    ).json()
+    assert issues(lenient) == [
+        "Parameter '_include' is not supported on a pull from the region and was ignored"
+    ]
+    unsortable = await world.pharmacy.get(
+        "/fhir/Condition", params={**base, "_sort": "nonsense"}, headers={"Prefer": "handling=strict"}
+    )
+    assert unsortable.status_code == 400, unsortable.text
     # _elements is applied to every entry by the gateway (and the entry marked as a subset).
     shaped = (await world.pharmacy.get("/fhir/Condition", params={**base, "_elements": "code"})).json()
     found = entries(shaped)

@@ -8,9 +8,10 @@ be asked, as if the region were down. An unknown or unsupported parameter is a 4
 names it, as the store's search does.
 
 What the gateway cannot do on an answer merged from several members is refused the same way rather than
-passed on and lost in the merge: `_sort` (each member would sort only its own part), `_include` and
-`_revinclude` (the included resources are not about the patient and would be dropped), `_total` and
-`_summary=count`. `_elements` and the other `_summary` values are applied by the gateway to each entry.
+passed on and lost in the merge: `_include` and `_revinclude` (the included resources are not about the
+patient and would be dropped), `_total` and `_summary=count`. The gateway itself sorts the merged answer
+(`_sort`: each member could only sort its own part) and applies `_elements` and the other `_summary`
+values to each entry.
 """
 
 from __future__ import annotations
@@ -21,25 +22,25 @@ from typing import Any
 
 from rzcp.errors import InvalidSearch, Issue
 from rzcp.fhir.search.definitions import SearchRegistry
-from rzcp.fhir.search.parser import parse_search
+from rzcp.fhir.search.parser import SortKey, parse_search
 from rzcp.fhir.wire import shape
 
 #: Applied by the gateway to the merged answer, never sent to a member.
-GATEWAY_PARAMS = frozenset({"_count", "_page", "_format", "_pretty", "_elements", "_summary"})
+GATEWAY_PARAMS = frozenset({"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_sort"})
 #: Not possible on an answer merged from several members.
-_NOT_ON_A_PULL = frozenset(
-    {"_sort", "_include", "_revinclude", "_total", "_has", "_contained", "_containedType"}
-)
-#: What $everything takes besides the patient in its path.
+_NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_total", "_has", "_contained", "_containedType"})
+#: What $everything takes besides the patient in its path (its entries are of several types: no _sort).
 _EVERYTHING_PARAMS = frozenset({"_type", "_count", "_page", "_format", "_pretty", "_elements", "_summary"})
 
 
 @dataclass(frozen=True)
 class CheckedParams:
-    """The parameters sent to every member, and the warnings about those left out (lenient handling)."""
+    """The parameters sent to every member, the gateway's own sort of the merged answer, and the warnings
+    about those left out (lenient handling)."""
 
     passed_on: tuple[tuple[str, str], ...]
     warnings: tuple[Issue, ...]
+    sort: tuple[SortKey, ...] = ()
 
 
 def check_pull_params(
@@ -62,14 +63,14 @@ def check_pull_params(
     query = parse_search(res_type, kept, registry, strict=strict, default_count=1, max_count=1)
     if not query.warnings:
         passed = [(n, v) for n, v in kept if n not in GATEWAY_PARAMS]
-        return CheckedParams(tuple(passed), tuple(warnings))
+        return CheckedParams(tuple(passed), tuple(warnings), query.sort)
     # Lenient, and something was left out: pass on only what the parser took, one parameter at a time.
     passed = [
         (name, value)
         for name, value in kept
         if name not in GATEWAY_PARAMS and not _left_out(res_type, name, value, registry)
     ]
-    return CheckedParams(tuple(passed), (*warnings, *query.warnings))
+    return CheckedParams(tuple(passed), (*warnings, *query.warnings), query.sort)
 
 
 def check_everything_params(pairs: Sequence[tuple[str, str]], *, strict: bool) -> tuple[Issue, ...]:

@@ -50,6 +50,8 @@ from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
 from rzcp.exchange.locator import Source
 from rzcp.exchange.service import Exchange
 from rzcp.fhir.outcome import operation_outcome
+from rzcp.fhir.search.parser import SortKey
+from rzcp.store.indexer import sort_value
 
 #: The coding in meta.security that names the member a resource came from.
 SOURCE_SYSTEM = "https://rzcp.nl/fhir/CodeSystem/source-organization"
@@ -80,6 +82,8 @@ class PullQuery:
     interaction: Literal["search-type", "everything"] = "search-type"
     #: The query string as asked, for the audit.
     asked: str = ""
+    #: `_sort`, applied by the gateway to the merged answer.
+    sort: tuple[SortKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,8 @@ async def run_pull(
         outcome_issues = [Issue("error", "timeout" if report.status == 504 else "transient", text), *issues]
         return operation_outcome(outcome_issues), report
 
+    if query.sort:
+        entries[len(leading) :] = _sorted(entries[len(leading) :], query.sort)
     report.total = len(entries)
     page = entries[query.offset : query.offset + query.count]
     report.page_entries = len(page)
@@ -412,6 +418,19 @@ def _rewrite_reference(value: dict[str, Any], local: str, regional: str) -> dict
             if ref == local or ref.endswith("/" + local):
                 return {**value, key: {**inner, "reference": regional}}
     return value
+
+
+def _sorted(
+    entries: list[tuple[str, dict[str, Any]]], keys: Sequence[SortKey]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The entries in `_sort` order, as the store orders a search: by each key's least (ascending) or
+    greatest (descending) value, those without one last; stable, so ties keep the members' order."""
+    for key in reversed(keys):
+        valued = [(sort_value(entry[1], key.param, descending=key.descending), entry) for entry in entries]
+        present = [(value, entry) for value, entry in valued if value is not None]
+        present.sort(key=lambda pair: pair[0], reverse=key.descending)
+        entries = [entry for _, entry in present] + [entry for value, entry in valued if value is None]
+    return entries
 
 
 def _fingerprint(resource: Mapping[str, Any]) -> str | bytes:

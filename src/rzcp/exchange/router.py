@@ -39,6 +39,7 @@ from rzcp.exchange.service import Exchange
 from rzcp.fhir import paging
 from rzcp.fhir.deps import RuntimeDep, prefer_of
 from rzcp.fhir.outcome import outcome_response
+from rzcp.fhir.search.parser import SortKey
 from rzcp.fhir.validation import validate_resource
 from rzcp.fhir.wire import check_accept, read_json_body, render
 from rzcp.runtime import Runtime
@@ -132,6 +133,7 @@ async def _answer(
     patient_id: str | None = None,
     with_patient: bool = False,
     warnings: tuple[Issue, ...] = (),
+    sort: tuple[SortKey, ...] = (),
 ) -> Response:
     """Plan with a connection (released before the fan-out), run, render, and leave the report.
     `with_patient`: the regional Patient itself leads the result ($everything). `warnings`: the
@@ -154,6 +156,7 @@ async def _answer(
             offset=offset,
             interaction=interaction,  # type: ignore[arg-type]
             asked=str(request.url.query),
+            sort=sort,
         )
         plan = await plan_pull(exchange, conn, requester, query)
         leading = await _regional_patient(conn, runtime, base, patient_id) if with_patient else []
@@ -230,6 +233,7 @@ def _pull_search(res_type: str) -> Callable[[Request], Awaitable[Response]]:
             params=checked.passed_on,
             interaction="search-type",
             warnings=checked.warnings,
+            sort=checked.sort,
         )
 
     return search

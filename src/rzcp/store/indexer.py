@@ -349,6 +349,33 @@ def index_resource(resource: dict[str, Any], registry: SearchRegistry) -> dict[s
     return out
 
 
+#: The index column `_sort` orders by, per parameter type (a date by its low or high end).
+SORT_COLUMN = {"string": "value_norm", "token": "code", "number": "value", "quantity": "value"}
+
+
+def sort_value(resource: dict[str, Any], param: SearchParamDef, *, descending: bool) -> Any | None:
+    """What the store orders `resource` by for `_sort` on `param`, from the same index rows: the least
+    value ascending, the greatest descending, None when there is none. The exchange sorts an answer merged
+    from several members with it, so a pull orders as a search of the store does."""
+    if param.column is not None:
+        if param.code == "_id":
+            return resource.get("id")
+        stamp = (resource.get("meta") or {}).get("lastUpdated")
+        return parse_date_range(stamp)[0] if isinstance(stamp, str) else None
+    rows: list[Row] = []
+    try:
+        for cp in param.compiled:
+            for value, declared in evaluate(resource, cp):
+                rows.extend(_rows_for(param, cp, value, declared, []))
+    except Exception:  # odd but valid data: no value to sort by, as when it was indexed
+        return None
+    column = ("high" if descending else "low") if param.type == "date" else SORT_COLUMN[param.type]
+    found = [row[column] for row in rows if row.get(column) is not None]
+    if not found:
+        return None
+    return max(found) if descending else min(found)
+
+
 def _add(out: dict[str, list[Row]], table: str, res_type: str, param: str, rows: list[Row]) -> None:
     if not rows:
         return

@@ -33,13 +33,12 @@ from rzcp.fhir.search.parser import (
     UriValue,
 )
 from rzcp.fhir.search.values import DATE_MAX, DATE_MIN
+from rzcp.store.indexer import SORT_COLUMN
 from rzcp.store.tables import INDEX_TABLES, idx_reference, idx_token, resources
 
 #: At most this many resources are added by one _include or _revinclude, so a popular target cannot
 #: turn one page into the whole database.
 MAX_INCLUDED_PER_PARAM = 1000
-
-_SORT_COLUMN = {"string": "value_norm", "token": "code", "number": "value", "quantity": "value"}
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ def _order_by(query: SearchQuery) -> list[Any]:
             if param.type == "date":
                 value = table.c.high if key.descending else table.c.low
             else:
-                value = table.c[_SORT_COLUMN[param.type]]
+                value = table.c[SORT_COLUMN[param.type]]
             aggregate = func.max(value) if key.descending else func.min(value)
             col = (
                 select(aggregate)
