@@ -7,7 +7,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rzcp.exchange.pull import _fingerprint, _rewrite
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rzcp.exchange.pull import _fingerprint, _rewrite, _sorted
+from rzcp.fhir.search.definitions import SearchRegistry
+from rzcp.fhir.search.parser import parse_search
 
 LOCAL = "Patient/gp-17"
 REGIONAL = "https://gateway.example/fhir/Patient/r-1"
@@ -93,3 +98,49 @@ def test_the_same_record_from_two_members_is_one_record_and_a_different_one_is_n
     )
     # a record known by identifier is never the same as one known by its content
     assert _fingerprint({**gp, "identifier": [known]}) != _fingerprint(gp)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["2020", "2020-02-30", "2021-03-04T10:00:00+01:00", "1999-12-31T23:59:59Z", "x|y"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["coding", "code", "system", "start", "end", "value", "lastUpdated", "event"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=8,
+)
+_ELEMENTS = ["id", "meta", "recordedDate", "onsetDateTime", "onsetPeriod", "code", "category", "onsetAge"]
+_SORTS = [
+    "_id",
+    "-_lastUpdated",
+    "recorded-date",
+    "-onset-date",
+    "code",
+    "-category,recorded-date",
+    "-abatement-age",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from(_ELEMENTS), _JSON, max_size=6), max_size=8),
+    st.sampled_from(_SORTS),
+)
+def test_sorting_what_members_sent_never_fails_whatever_they_sent(
+    resources: list[dict[str, Any]], sort: str
+) -> None:
+    """A member's odd values (a number where a date belongs, a Coding where a list belongs) sort as no
+    value (last), never as an error that would fail the whole pull."""
+    keys = parse_search(
+        "Condition", [("_sort", sort)], SearchRegistry.default(), strict=True, default_count=1, max_count=1
+    ).sort
+    entries = [(str(i), {**r, "resourceType": "Condition"}) for i, r in enumerate(resources)]
+    assert sorted(e[0] for e in _sorted(entries, keys)) == sorted(e[0] for e in entries)

@@ -359,9 +359,14 @@ def sort_value(resource: dict[str, Any], param: SearchParamDef, *, descending: b
     from several members with it, so a pull orders as a search of the store does."""
     if param.column is not None:
         if param.code == "_id":
-            return resource.get("id")
-        stamp = (resource.get("meta") or {}).get("lastUpdated")
-        return parse_date_range(stamp)[0] if isinstance(stamp, str) else None
+            res_id = resource.get("id")
+            return res_id if isinstance(res_id, str) else None
+        meta = resource.get("meta")
+        stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        try:
+            return parse_date_range(stamp)[0] if isinstance(stamp, str) else None
+        except ValueError:  # a member's malformed stamp: no value, as for none
+            return None
     rows: list[Row] = []
     try:
         for cp in param.compiled:
