@@ -37,8 +37,8 @@ OPERATIONS = [
         "name": "everything",
         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
         "documentation": "GET /fhir/Patient/<regional id>/$everything[?_type=...&_count=...]: the "
-        "patient's data from every member that holds it and may share it with the caller, tagged "
-        "with its source.",
+        "regional Patient, then the patient's data from every member that holds it and may share it "
+        "with the caller, tagged with its source. start, end and _since are not supported.",
     },
     {
         "name": "process-message",
@@ -78,7 +78,10 @@ def _added(statement: dict[str, Any], policy: Any, registry: Any, served: frozen
             {
                 "type": res_type,
                 "documentation": "Pulled from the members that hold the patient's data and may share it "
-                "(consent per source and per resource); never stored at the gateway.",
+                "(consent per source and per resource); never stored at the gateway. The type's other "
+                "search parameters are checked at the gateway (Prefer: handling=strict refuses an unknown "
+                "one) and sent on; _sort, _count, _elements and _summary are applied by the gateway to the "
+                "merged answer; _include, _revinclude, _total and _summary=count are not supported.",
                 "interaction": [{"code": "search-type"}],
                 "searchParam": _PATIENT_PARAMS,
             }
