@@ -450,7 +450,9 @@ async def test_an_unknown_parameter_is_refused_when_strict_else_named_and_not_se
 
         lenient = await world.pharmacy.get("/fhir/Condition", params=params)
     assert lenient.status_code == 200, lenient.text
-    assert issues(lenient.json()) == ["Parameter 'foo' is not supported and was ignored"]
+    assert issues(lenient.json()) == [
+        "Parameter 'foo' is not supported on a pull from the region and was ignored"
+    ]
     (hit,) = world.scripted.hits
     assert "clinical-status=active" in hit.query and "foo" not in hit.query  # the known one still goes
     without = await world.pharmacy.get(
@@ -507,6 +509,55 @@ async def test_what_a_merged_answer_cannot_do_is_said_and_what_it_can_is_done(wo
         await world.pharmacy.get(f"/fhir/Patient/{world.patient}/$everything", params={"start": "2020-01-01"})
     ).json()
     assert issues(everything) == ["Parameter 'start' is not supported by $everything and was ignored"]
+
+
+async def test_what_r4_defines_goes_to_the_members_even_where_the_gateway_could_not_evaluate_it(
+    world: World,
+) -> None:
+    # A subsumption, a chain and a composite: the members search (and may support them); an unknown
+    # name does not go; too many sort keys are refused before anyone is asked.
+    params = {
+        "patient": world.patient,
+        "code:below": "http://snomed.info/sct|404684003",
+        "encounter.date": "ge2024",
+        "foo": "bar",
+    }
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get("/fhir/Condition", params=params)
+        assert response.status_code == 200, response.text
+        (hit,) = world.scripted.hits
+        assert "code%3Abelow=" in hit.query or "code:below=" in hit.query
+        assert "encounter.date=ge2024" in hit.query and "foo" not in hit.query
+        world.scripted.hits.clear()
+        many = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_sort": ",".join(["recorded-date"] * 9)}
+        )
+        assert many.status_code == 400, many.text
+        assert "sort keys" in many.json()["issue"][0]["diagnostics"]
+        assert world.scripted.hits == []
+
+
+async def test_shaping_a_members_resource_with_odd_tags_does_not_fail_the_pull(world: World) -> None:
+    odd = {
+        "resourceType": "Condition",
+        "id": "sc-odd",
+        "meta": {"tag": ["not a Coding"]},
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/sc-pat"},
+    }
+    other = {**odd, "id": "sc-null", "meta": {"tag": None}, "code": {"text": "y"}}
+    world.scripted.handler = answer(searchset(odd, other))
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        for shaping in ({"_elements": "code"}, {"_summary": "true"}, {"_summary": "data"}):
+            response = await world.pharmacy.get(
+                "/fhir/Condition", params={"patient": world.patient, "_count": "500", **shaping}
+            )
+            assert response.status_code == 200, (shaping, response.text)
+            shaped = {r["id"]: r for r in entries(response.json()) if r["id"].startswith("sc-")}
+            assert set(shaped) == {"sc-odd", "sc-null"}
+            for resource in shaped.values():
+                tags = resource["meta"]["tag"]
+                assert any(isinstance(t, dict) and t.get("code") == "SUBSETTED" for t in tags)
 
 
 async def test_an_entry_whose_codes_cannot_be_read_is_withheld(world: World) -> None:

@@ -166,3 +166,26 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
     assert pushed.status_code == 202, pushed.text
     assert "message accepted for delivery" in pushed.text
     _stop(demo)
+
+
+async def test_ctrl_c_while_the_demo_prepares_leaves_no_folder_and_no_process() -> None:
+    """Interrupted before its region is up (loading the data takes seconds), the demo still removes its
+    temporary folder, with the clients' private keys, and leaves no member or gateway running."""
+    port = _free_block(MEMBERS + 1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()
+    folder = Path(re.search(r"preparing the region in (\S+)", line).group(1))  # type: ignore[union-attr]
+    time.sleep(1.0)  # into the preparation
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not folder.exists()
+    assert not any(_answers(p) for p in range(port, port + MEMBERS + 1))

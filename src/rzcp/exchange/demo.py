@@ -212,9 +212,11 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
     return {"patient": patient, "bsn": ms85_bsn, "clients": clients, "database": database.url}
 
 
-def _children(folder: Path, port: int, database_url: str) -> list[subprocess.Popen[bytes]]:
+def _start_children(
+    folder: Path, port: int, database_url: str, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Each process goes into `processes` as it starts, so that an interrupt halfway still stops it."""
     python = [sys.executable, "-m", "rzcp.cli"]
-    processes = []
     for member in MEMBERS:
         url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
         command = [*python, "member-sim", "--name", member.name, "--ura", member.ura]
@@ -232,7 +234,6 @@ def _children(folder: Path, port: int, database_url: str) -> list[subprocess.Pop
     }
     gateway = [*python, "serve", "--port", str(port)]
     processes.append(subprocess.Popen(gateway, env=env))  # noqa: S603 - our own command
-    return processes
 
 
 def _wait_up(urls: list[str], processes: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
@@ -354,15 +355,16 @@ def run_demo(port: int, folder: Path | None) -> None:
     temporary = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="rzcp-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    _log(f"rzcp demo: preparing the region in {folder}")
-    facts = asyncio.run(prepare(folder, port))
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # a terminated demo stops its children too
-    processes = _children(folder, port, facts["database"])
-    try:
+    processes: list[subprocess.Popen[bytes]] = []
+    try:  # from here on, an interrupt or an error stops what started and removes a temporary folder
+        _log(f"rzcp demo: preparing the region in {folder}")
+        facts = asyncio.run(prepare(folder, port))
+        _start_children(folder, port, facts["database"], processes)
         _wait_up([f"{m.base}/metadata" for m in MEMBERS] + [f"http://127.0.0.1:{port}/healthz"], processes)
         tokens = {key: _token(port, *facts["clients"][key]) for key in ("hospital", "gp", "pharmacy")}
         message = _message(folder, facts["bsn"])

@@ -3,9 +3,10 @@
 A pull's parameters are checked as a search of the gateway's own store checks them (`parse_search`), so
 the requester hears about its own mistake: a malformed value (`recorded-date=2024-13-45`) is a 400 that
 names it. Passed on unchecked, every member refused it and the requester got a 503 saying no member could
-be asked, as if the region were down. An unknown or unsupported parameter is a 400 under
+be asked, as if the region were down. A parameter R4 does not define for the type is a 400 under
 `Prefer: handling=strict`; otherwise it is not sent to the members and an outcome entry of the answer
-names it, as the store's search does.
+names it, as the store's search does. One R4 defines goes to the members even where the gateway's own
+store could not evaluate it (`code:below`, a chain, a composite): the members search.
 
 What the gateway cannot do on an answer merged from several members is refused the same way rather than
 passed on and lost in the merge: `_include` and `_revinclude` (the included resources are not about the
@@ -53,30 +54,37 @@ def check_pull_params(
 ) -> CheckedParams:
     """Raises InvalidSearch (400) for a malformed value, and under strict handling for a parameter that
     is unknown or cannot be applied to a pull. `skip` are the names the caller handles itself (the
-    patient's)."""
+    patient's).
+
+    A parameter R4 defines for the type goes to the members even where the gateway's own store could not
+    evaluate it (`code:below`, a chain, a composite): the members search, and may well support it. Only
+    a name R4 does not define for the type is left out (lenient) or refused (strict)."""
     asked = [(name, value) for name, value in pairs if name not in skip]
     values = dict(asked)
-    refused = [name for name, _ in asked if _not_on_a_pull(name, values)]
-    warnings = [_refused(name, strict) for name in dict.fromkeys(refused)]
-    kept = [(name, value) for name, value in asked if not _not_on_a_pull(name, values)]
-    # The whole query once: its limits (number of parameters, control characters) and every value.
-    query = parse_search(res_type, kept, registry, strict=strict, default_count=1, max_count=1)
-    if not query.warnings:
-        passed = [(n, v) for n, v in kept if n not in GATEWAY_PARAMS]
-        return CheckedParams(tuple(passed), tuple(warnings), query.sort)
-    # Lenient, and something was left out: pass on only what the parser took, one parameter at a time.
-    passed = [
-        (name, value)
-        for name, value in kept
-        if name not in GATEWAY_PARAMS and not _left_out(res_type, name, value, registry)
+    refused = [
+        name for name, _ in asked if _not_on_a_pull(name, values) or not _defined(res_type, name, registry)
     ]
-    return CheckedParams(tuple(passed), (*warnings, *query.warnings), query.sort)
+    warnings = [_refused(name, strict) for name in dict.fromkeys(refused)]
+    kept = [(name, value) for name, value in asked if name not in refused]
+    # The whole query once, leniently: its limits (number of parameters, control characters, _sort keys)
+    # and every value the gateway can read; what only the members can evaluate is theirs to judge.
+    parse_search(res_type, kept, registry, strict=False, default_count=1, max_count=1)
+    sort = [(name, value) for name, value in kept if name == "_sort"]
+    ordered = parse_search(res_type, sort, registry, strict=strict, default_count=1, max_count=1)
+    passed = tuple((name, value) for name, value in kept if name.partition(":")[0] not in GATEWAY_PARAMS)
+    return CheckedParams(passed, (*warnings, *ordered.warnings), ordered.sort)
 
 
-def check_everything_params(pairs: Sequence[tuple[str, str]], *, strict: bool) -> tuple[Issue, ...]:
+def check_everything_params(
+    pairs: Sequence[tuple[str, str]], registry: SearchRegistry, *, strict: bool
+) -> tuple[Issue, ...]:
     """$everything's own parameters; `start`, `end`, `_since` and anything else are not supported."""
     values = dict(pairs)
     refused = [name for name, _ in pairs if name not in _EVERYTHING_PARAMS or _not_on_a_pull(name, values)]
+    shaping = [
+        (name, value) for name, value in pairs if name in ("_count", "_summary") and name not in refused
+    ]
+    parse_search("Patient", shaping, registry, strict=True, default_count=1, max_count=1)  # their values
     return tuple(_refused(name, strict, where="by $everything") for name in dict.fromkeys(refused))
 
 
@@ -89,13 +97,20 @@ def shape_entries(bundle: dict[str, Any], *, elements: str | None, summary: str 
             entry["resource"] = shape(entry["resource"], elements=elements, summary=summary)
 
 
-def _left_out(res_type: str, name: str, value: str, registry: SearchRegistry) -> bool:
-    query = parse_search(res_type, [(name, value)], registry, strict=False, default_count=1, max_count=1)
-    return bool(query.warnings)
+def _defined(res_type: str, name: str, registry: SearchRegistry) -> bool:
+    """Whether R4 defines the parameter (the first link of a chain, without its modifier) for the type."""
+    code = name.partition(":")[0]
+    head = code.split(".")[0]
+    return code in GATEWAY_PARAMS or head == "_has" or registry.get(res_type, head) is not None
 
 
 def _not_on_a_pull(name: str, values: dict[str, str]) -> bool:
-    return name.partition(":")[0] in _NOT_ON_A_PULL or (name == "_summary" and values.get(name) == "count")
+    code = name.partition(":")[0]
+    return (
+        code in _NOT_ON_A_PULL
+        or (code in GATEWAY_PARAMS and code != name)  # `_count:x`: no modifier on these
+        or (name == "_summary" and values.get(name) == "count")
+    )
 
 
 def _refused(name: str, strict: bool, *, where: str = "on a pull from the region") -> Issue:

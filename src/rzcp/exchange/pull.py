@@ -424,7 +424,9 @@ def _sorted(
     entries: list[tuple[str, dict[str, Any]]], keys: Sequence[SortKey]
 ) -> list[tuple[str, dict[str, Any]]]:
     """The entries in `_sort` order, as the store orders a search: by each key's least (ascending) or
-    greatest (descending) value, those without one last; stable, so ties keep the members' order."""
+    greatest (descending) value, those without one last; ties by full URL (member and id), so that every
+    page of a paged answer sees one order whatever order the members answered in."""
+    entries = sorted(entries, key=lambda entry: entry[0])
     for key in reversed(keys):
         valued = [(sort_value(entry[1], key.param, descending=key.descending), entry) for entry in entries]
         present = [(value, entry) for value, entry in valued if value is not None]

@@ -267,7 +267,7 @@ async def everything(
     check_accept(request)
     authorize_interaction(principal, "Patient", "read", runtime.registry)
     pairs = list(request.query_params.multi_items())
-    warnings = check_everything_params(pairs, strict=prefer_of(request).strict)
+    warnings = check_everything_params(pairs, runtime.registry, strict=prefer_of(request).strict)
     wanted = {t.strip() for v in (v for k, v in pairs if k == "_type") for t in v.split(",") if t.strip()}
     types = tuple(
         t for t in exchange.pull_types if (not wanted or t in wanted) and _may_search(principal, t, runtime)
@@ -341,6 +341,8 @@ async def process_message(
     """Accept a FHIR message Bundle for delivery to the member its MessageHeader names: stored before
     this answers 202, with a Location to follow the delivery."""
     authorize_interaction(principal, "Bundle", "create", runtime.registry)
+    async with runtime.db.query() as conn:  # a revoked client gets its 401 before any validation work
+        await ensure_live(conn, principal)
     # Validated at the edge like any resource written to the store: the receiver gets valid FHIR only.
     bundle = validate_resource(
         await read_json_body(request, runtime.settings.max_body_bytes), expected_type="Bundle"

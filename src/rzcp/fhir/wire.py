@@ -131,7 +131,9 @@ def shape(resource: dict[str, Any], *, elements: str | None, summary: str | None
 
 
 def _mark_subsetted(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(resource.get("meta") or {})
-    tags = [t for t in meta.get("tag", []) if t.get("code") != "SUBSETTED"]
+    """Also for a member's resource, which no model validated: odd meta and tags are left as they are."""
+    meta = dict(resource["meta"]) if isinstance(resource.get("meta"), dict) else {}
+    tags = meta.get("tag") if isinstance(meta.get("tag"), list) else []
+    tags = [t for t in tags if not (isinstance(t, dict) and t.get("code") == "SUBSETTED")]
     meta["tag"] = [*tags, _SUBSETTED]
     return {**resource, "meta": meta}

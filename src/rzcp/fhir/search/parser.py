@@ -19,6 +19,8 @@ from rzcp.fhir.search.values import decimal_range, normalize_string, parse_date_
 
 MAX_PARAMS = 50
 MAX_OR_VALUES = 50
+#: A sort is evaluated per resource and key (a pull's by the gateway itself, on every page).
+MAX_SORT_KEYS = 8
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 SUMMARY_VALUES = frozenset({"count", "true", "false", "text", "data"})
@@ -317,7 +319,10 @@ class _Parser:
 
     def sort(self, raw: str) -> list[SortKey]:
         keys = []
-        for item in raw.split(","):
+        items = raw.split(",")
+        if len(items) > MAX_SORT_KEYS:
+            raise InvalidSearch(f"Too many sort keys in '_sort' (at most {MAX_SORT_KEYS})")
+        for item in items:
             item = item.strip()
             descending = item.startswith("-")
             code = item[1:] if descending else item
