@@ -38,7 +38,8 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./rzcp.db"
-    #: Public base of the FHIR API (`https://gateway.example/fhir`); derived from each request when unset.
+    #: Public base of the FHIR API (`https://gateway.example/fhir`); derived from each request when unset
+    #: (development only: production requires it, or issuer and audience would follow the Host header).
     public_base_url: str | None = None
     #: Resource types served at /fhir; "*" serves every R4 type (the simulated members use that).
     fhir_resource_types: CommaList = Field(default_factory=lambda: list(REGISTRY_TYPES))
@@ -165,6 +166,11 @@ class Settings(BaseSettings):
             if self.database_url.startswith("sqlite"):
                 raise ValueError(
                     "production needs PostgreSQL: set RZCP_DATABASE_URL=postgresql+asyncpg://..."
+                )
+            if not (self.public_base_url or "").startswith("https://"):
+                # else the token issuer, audience and discovery follow each request's Host header
+                raise ValueError(
+                    "production needs RZCP_PUBLIC_BASE_URL, the https:// address clients reach /fhir at"
                 )
         if self.default_page_size > self.max_page_size:
             raise ValueError("RZCP_DEFAULT_PAGE_SIZE may not exceed RZCP_MAX_PAGE_SIZE")

@@ -108,6 +108,22 @@ async def test_the_directory_is_readable_as_organization_and_endpoint(
     assert endpoint["status"] == "active"
 
 
+@pytest.mark.parametrize("public_base_url", [None, "http://gateway.example/fhir"])
+def test_production_needs_an_https_public_base_url(public_base_url: str | None) -> None:
+    """Without it the token issuer and audience, and the discovery documents, follow each request's
+    Host header: a client could be sent a foreign token endpoint."""
+    settings = {
+        "environment": "production",
+        "secret_key": "x" * 40,
+        "bsn_secret": "y" * 40,
+        "database_url": "postgresql+asyncpg://db/rzcp",
+        "audit_signing_key": "k",
+    }
+    with pytest.raises(ValueError, match="RZCP_PUBLIC_BASE_URL"):
+        Settings(**settings, public_base_url=public_base_url)
+    assert Settings(**settings, public_base_url="https://gateway.example/fhir").environment == "production"
+
+
 def test_production_refuses_the_default_bsn_secret() -> None:
     with pytest.raises(ValueError, match="RZCP_BSN_SECRET"):
         Settings(
