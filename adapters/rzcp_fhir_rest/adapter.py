@@ -7,7 +7,8 @@ circuit breaker per member (rzcp.exchange.breaker; per process, a health heurist
 counts timeouts, unreachable servers, 5xx and unreadable answers; 4xx answers and dropped entries are not
 failures of the member's server. Response bodies are read up to `ResponseLimits.max_bytes`, a search up to
 `max_entries` resources over at most `max_pages` pages, following `next` links only on the member's own
-origin. What comes back is checked entry by entry (checks.py) and what fails a check is dropped and
+origin; the first page asks for `_count=max_entries`, so a member's own page size decides how many pages
+that takes. What comes back is checked entry by entry (checks.py) and what fails a check is dropped and
 reported, never passed on. Calls go over the aiohttp session under the gateway's client when it has one
 (bench/README.md, "The exchange: a pull through the gateway"), else through httpx.
 """
@@ -137,6 +138,10 @@ class FhirRestAdapter(MemberAdapter):
                 return outcome
             value = query.patient if name == "_id" else f"Patient/{query.patient}"
             params = [(name, value), *(p for p in query.params if p[0] not in {"patient", "subject"})]
+        # Pages as large as the member allows: at its default size (often 20) the page limit would cut a
+        # search off at a hundred entries, far below max_entries.
+        if not any(name == "_count" for name, _ in params):
+            params = [*params, ("_count", str(self.context.limits.max_entries))]
         breaker = self.context.breakers.for_member(member.ura)
         if not breaker.allow():
             outcome.failed = True

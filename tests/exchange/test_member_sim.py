@@ -118,6 +118,20 @@ async def test_search_returns_exactly_the_patients_resources(
     assert all(r["subject"]["reference"] == f"Patient/{patient}" for r in outcome.resources)
 
 
+@pytest.mark.parametrize("limits", [ResponseLimits(max_pages=2)])
+async def test_a_search_asks_for_pages_as_large_as_the_member_allows(
+    adapter: MemberAdapter, member_sim: tuple[Member, LoadReport], limits: ResponseLimits
+) -> None:
+    """At the member's default page size (20) two pages held 40 of the patient's 66 Observations and the
+    rest was cut off; the adapter asks for `_count=max_entries` and the member's own maximum decides."""
+    member, _ = member_sim
+    patient = PREFIX + synthea_patient()
+    outcome = await adapter.search(member, SearchQuery("Observation", patient))
+    assert not outcome.partial and outcome.problems == []
+    assert {r["id"] for r in outcome.resources} == expected("Observation", "subject")
+    assert len(outcome.resources) > 2 * 20
+
+
 async def test_nl_core_data_is_found_by_its_patient(
     adapter: MemberAdapter, member_sim: tuple[Member, LoadReport]
 ) -> None:
