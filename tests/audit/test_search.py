@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from rzcp.audit import Decision, Practitioner, Returned, build_event, patient_access_log, search_events
 from rzcp.audit.search import describe_access
 from rzcp.audit.writer import AuditWriter
@@ -137,3 +139,22 @@ def test_a_message_and_its_delivery_in_the_patients_words() -> None:
     assert entry.what == "ontving een bericht over u"
     assert entry.why == "een bericht tussen zorgverleners"
     assert "Bundle" not in entry.text
+
+
+@pytest.mark.parametrize(
+    ("operation", "english", "dutch"),
+    [
+        ("announce", "registered that it holds data about you", "meldde dat het gegevens van u heeft"),
+        ("withdraw", "registered that it no longer holds data about you", "meldde dat het geen gegevens"),
+    ],
+)
+def test_a_members_announcement_in_the_patients_words(operation: str, english: str, dutch: str) -> None:
+    """A member telling the region's locator that it holds (no longer holds) the patient's data is in the
+    patient's access log as that, not as "asked for your personal details; nothing was shared"."""
+    event = build_event(
+        make_facts(interaction="operation", operation=operation, resource_type="Patient", query=None)
+    )
+    entry = describe_access(event, "en")
+    assert entry.what == english and entry.why == "for the region's index of who holds your data"
+    assert "nothing was shared" not in entry.text
+    assert describe_access(event, "nl").what.startswith(dutch)

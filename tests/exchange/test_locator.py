@@ -11,6 +11,7 @@ import pytest_asyncio
 from sqlalchemy import select, text
 
 from rzcp.app import create_app
+from rzcp.audit.search import search_events
 from rzcp.exchange.secrets import BsnProtector
 from rzcp.exchange.tables import locations
 from rzcp.membersim.bsn import derive_test_bsn
@@ -62,11 +63,16 @@ async def test_announce_find_and_withdraw(region: tuple[Region, Any, Any]) -> No
     # The stored Patient itself carries no BSN.
     stored = (await http.get(f"/fhir/{regional}")).json()
     assert all(i["system"] != BSN for i in stored.get("identifier", []))
-    response = await http.post("/fhir/Patient/$withdraw", json=parameters(bsn, None))
-    assert response.status_code == 200
+    withdrawn = await http.post("/fhir/Patient/$withdraw", json=parameters(bsn, None))
+    assert withdrawn.status_code == 200
     async with gateway.db.read() as conn:
         rows = (await conn.execute(select(locations).where(locations.c.member_ura == member.ura))).all()
     assert rows == []
+    # Both are in the audit trail as about the patient (and so in the patient's own access log).
+    for answered in (response, withdrawn):
+        page = await search_events(gateway.db, correlation_id=answered.headers["x-request-id"])
+        (event,) = page.events
+        assert event["entity"][0]["what"]["reference"] == regional, event["entity"]
 
 
 async def test_no_bsn_in_plain_text(region: tuple[Region, Any, Any]) -> None:

@@ -244,3 +244,19 @@ async def test_a_hostile_id_is_answered_and_recorded_without_failing_the_batch(
     assert [a.status_code for a in answers[:2]] in ([404, 404], [400, 400], [400, 404], [404, 400])
     assert all(a.json()["resourceType"] == "OperationOutcome" for a in answers[:2])
     assert answers[2].status_code == 200
+
+
+async def test_a_token_grant_is_recorded_with_the_client_and_member_it_went_to(app: Any) -> None:
+    """The token's later requests carry its id: the grant's record ties them to the client and member."""
+    system = await register_system(app, scope="system/*.rs")
+    async with gateway_client(app) as http:
+        granted = await http.post("/auth/token", data=system.form("system/*.rs"))
+        refused = await http.post("/auth/token", data={**system.form("system/*.rs"), "scope": "user/*.rs"})
+    assert granted.status_code == 200 and refused.status_code == 400
+    event = await one_event(app, granted)
+    assert f"https://rzcp.nl/fhir/NamingSystem/client-id|{system.client_id}" in agent_ids(event)
+    assert f"http://fhir.nl/fhir/NamingSystem/ura|{system.member_ura}" in agent_ids(event)
+    client = next(a for a in event["agent"] if a["type"]["coding"][0]["code"] == "110153")
+    assert client.get("altId")  # the token's id, as in the records of its requests
+    failed = await one_event(app, refused)
+    assert all(system.client_id not in i for i in agent_ids(failed))  # a failed grant names no one

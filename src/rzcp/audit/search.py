@@ -278,6 +278,15 @@ _MESSAGE_WORDS = {
     DELIVERY: ("ontving een bericht over u", "received a message about you"),
 }
 _DELIVERY_WHY = ("een bericht tussen zorgverleners", "a message between care providers")
+#: A member's announcement to the patient locator (no data of the patient's leaves it).
+_LOCATOR_WORDS = {
+    "announce": ("meldde dat het gegevens van u heeft", "registered that it holds data about you"),
+    "withdraw": (
+        "meldde dat het geen gegevens van u meer heeft",
+        "registered that it no longer holds data about you",
+    ),
+}
+_LOCATOR_WHY = ("voor de regionale verwijsindex", "for the region's index of who holds your data")
 #: Resource types that carry a message, not the patient's data.
 _ENVELOPE = frozenset({"Bundle", "MessageHeader"})
 
@@ -380,6 +389,9 @@ def describe_access(
         # a message pushed to another member, and its delivery by the region's exchange
         what = message[pick].format(data=data)
         why = why or _DELIVERY_WHY[pick]
+    elif operation in _LOCATOR_WORDS:
+        message = _LOCATOR_WORDS[operation]
+        what, why = message[pick], _LOCATOR_WHY[pick]
     if en:
         if message is None:
             what = f"viewed {data}" if shared else f"asked for {data}; nothing was shared"

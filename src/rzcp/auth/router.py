@@ -103,7 +103,12 @@ async def smart_configuration(auth: AuthDep, urls: EndpointsDep) -> Response:
 @router.post("/auth/token")
 async def token(request: Request, auth: AuthDep, urls: EndpointsDep) -> Response:
     form = await read_form(request)
-    return _json(await grants.token(auth, form, urls))
+    issued = await grants.token(auth, form, urls)
+    # The audit record of a grant names whom the token went to (client, member, role, token id), so that
+    # the token's later requests can be traced back to it (NEN 7513: the person and the organisation).
+    claims = await auth.tokens.verify(issued["access_token"], issuer=urls.issuer, audience=urls.fhir_base)
+    request.state.principal = Principal.from_claims(claims)
+    return _json(issued)
 
 
 @router.post("/auth/revoke")

@@ -310,6 +310,7 @@ async def announce(
         patient_id = await exchange.locator.announce(
             conn, runtime.registry, ura, announcement.bsn, announcement.local_id
         )
+    audit_note(request).patient = f"Patient/{patient_id}"  # whom the announcement was about
     body = {
         "resourceType": "Parameters",
         "parameter": [{"name": "patient", "valueReference": {"reference": f"Patient/{patient_id}"}}],
@@ -329,7 +330,10 @@ async def withdraw(
     )
     async with runtime.db.write() as conn:
         await ensure_live(conn, principal)
+        patient_id = await exchange.locator.find(conn, announcement.bsn)
         removed = await exchange.locator.withdraw(conn, ura, announcement.bsn, announcement.local_id)
+    if patient_id is not None:
+        audit_note(request).patient = f"Patient/{patient_id}"
     text = f"{removed} announcement(s) withdrawn"
     return outcome_response(200, [Issue("information", "informational", text)])
 
