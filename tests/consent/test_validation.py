@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from rzcp.consent.cases import consent_from_compact
@@ -11,6 +14,7 @@ from rzcp.consent.policy import Policy
 from rzcp.consent.service import check_and_prepare_consent
 from rzcp.consent.validation import validate_consent
 from rzcp.errors import InvalidResource
+from rzcp.fhir.validation import validate_resource
 
 MEMBERS = {"00000101", "00000201"}
 
@@ -127,3 +131,18 @@ def test_the_patient_is_forced_to_the_writer(policy: Policy) -> None:
     prepared = check_and_prepare_consent(body, patient_ref="Patient/me", policy=policy, known_members=MEMBERS)
     assert prepared["patient"] == {"reference": "Patient/me"}
     assert body["patient"] == {"reference": "Patient/somebody-else"}
+
+
+def test_the_readmes_example_consent_is_valid_and_says_what_the_readme_says(policy: Policy) -> None:
+    """Integrators copy it: it must stay a Consent the gateway accepts, and mean hospitals, medication,
+    treatment."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = re.search(r"is:\n\n```json\n(.*?)```", readme, re.S)
+    assert block is not None
+    consent = orjson.loads(block.group(1).replace("<regional id>", "p1"))
+    validate_resource(consent, expected_type="Consent")
+    validate_consent(consent, policy=policy, known_members=MEMBERS)
+    expected = consent_from_compact(
+        {"id": "x", "permit": {"to": "ziekenhuizen-labs", "data": "medicatie", "purpose": "TREAT"}}, policy
+    )
+    assert consent["provision"] == expected["provision"]
