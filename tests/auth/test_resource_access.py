@@ -190,6 +190,16 @@ async def test_request_context_headers(app: Any) -> None:
         assert "X-Acting-Practitioner" in missing.json()["issue"][0]["diagnostics"]
         malformed = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": "no-bar"})
         assert_outcome(malformed, 400, "value")
+        # The trail must name a person someone can find: a register's number, or the organisation's OID.
+        for nobody in ("x|1", "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|dr. Jansen", "urn:oid:abc|1"):
+            refused = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": nobody})
+            assert_outcome(refused, 400, "value")
+        for somebody in (
+            "http://fhir.nl/fhir/NamingSystem/big|19012345601",
+            "urn:oid:2.16.528.1.1007.99|emp-7",
+        ):
+            found = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": somebody})
+            assert found.status_code == 200, (somebody, found.text)
         ok = await http.get("/fhir/Patient", headers={"X-Acting-Practitioner": PRACTITIONER})
         assert ok.status_code == 200  # TREAT by default
         unknown = await http.get(

@@ -1,5 +1,6 @@
 """The request context headers of the contract, checked: `X-Purpose-Of-Use` (a v3 PurposeOfUse code the
-region allows; TREAT when absent), `X-Acting-Practitioner` (`system|value`; required for patient data) and
+region allows; TREAT when absent), `X-Acting-Practitioner` (`system|value`, a UZI, AGB or BIG number or an
+identifier under an organisation's OID; required for patient data) and
 `X-Break-Glass-Reason` (required with ETREAT, which is refused unless break-the-glass is enabled)."""
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ KNOWN_PURPOSES = frozenset(
     }
 )  # fmt: skip
 MAX_REASON = 1000
+#: The national registers of care professionals, their numbers all digits (UZI 9, AGB 8, BIG 11).
+PRACTITIONER_REGISTERS = frozenset(
+    {
+        "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers",
+        "http://fhir.nl/fhir/NamingSystem/agb-z",
+        "http://fhir.nl/fhir/NamingSystem/big",
+    }
+)
 
 
 def parse_context(
@@ -42,8 +51,29 @@ def parse_context(
     practitioner = None
     raw = headers.get("x-acting-practitioner")
     if raw is not None:
-        practitioner = parse_identifier(raw, "X-Acting-Practitioner")
+        practitioner = _practitioner(parse_identifier(raw, "X-Acting-Practitioner"))
     return RequestContext(purpose, practitioner, reason)
+
+
+def _practitioner(identifier: Identifier) -> Identifier:
+    """The audit trail must name a person someone can find (NEN 7513): a number in a national register, or
+    an organisation's own identifier under its OID; not any `x|1`."""
+    if identifier.system in PRACTITIONER_REGISTERS:
+        if not (identifier.value.isdigit() and len(identifier.value) <= 12):
+            raise BadRequest(
+                f"X-Acting-Practitioner: a {identifier.system} number is digits only", code="value"
+            )
+        return identifier
+    if identifier.system.startswith("urn:oid:") and all(
+        p.isdigit() for p in identifier.system[8:].split(".")
+    ):
+        return identifier
+    raise BadRequest(
+        "X-Acting-Practitioner must name the person by a UZI, AGB or BIG number "
+        "(http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|<number>, .../agb-z|..., .../big|...) or by an "
+        "identifier under the organisation's OID (urn:oid:<oid>|<value>)",
+        code="value",
+    )
 
 
 def parse_identifier(raw: str, name: str) -> Identifier:
