@@ -66,5 +66,9 @@ def test_bsn_map_types_and_long_ids(tmp_path: Path) -> None:
     mapping.write_text(json.dumps({source_id: "123456789"}))
     with pytest.raises(ValueError, match="invalid BSN"):
         read_bsn_map(mapping)
+    # A key that names no patient (here the Patient's own id rather than its fullUrl UUID, a typo away)
+    # is refused, naming the keys that would work, instead of leaving that patient a derived BSN.
+    with pytest.raises(ValueError, match=f"names no patient.*{source_id}"):
+        read_member_data([SYNTHEA], bsn_map={"not-a-patient": "999911120"})
     long = read_member_data([LONG], id_prefix="a-long-prefix-")
     assert all(len(r["id"]) <= 64 for r in long.resources)

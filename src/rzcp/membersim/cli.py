@@ -26,7 +26,8 @@ import click
 @click.option(
     "--bsn-map",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON {source patient id: BSN}; others keep a valid BSN of their own or get a test BSN.",
+    help="JSON {source patient id: BSN} (a Synthea entry's fullUrl UUID, an nl-core file's id); others "
+    "keep a valid BSN of their own or get a test BSN. An id that names no loaded patient is refused.",
 )
 @click.option("--id-prefix", default="", help="Put before every loaded id, so members hold different ids.")
 @click.option("--types", default="", help="Only these resource types (comma-separated; Patients always).")

@@ -142,6 +142,7 @@ def read_member_data(
     data = MemberData()
     taken: set[str] = set()
     seen: set[tuple[str, str]] = set()
+    patient_ids: set[str] = set()
     for path in _files(paths):
         document = orjson.loads(path.read_bytes())
         pairs = _entries(document, path)
@@ -166,7 +167,15 @@ def read_member_data(
             stored = {"resourceType": res_type, "id": own_id, **stored}
             if res_type == "Patient":
                 data.patients[own_id] = _give_bsn(stored, source_id, taken, bsn_map)
+                patient_ids.add(source_id)
             data.resources.append(stored)
+    unknown = sorted(set(bsn_map) - patient_ids)
+    if unknown:  # a typo would otherwise leave that patient with a derived BSN, unnoticed
+        raise ValueError(
+            f"the BSN map names no patient of these files: {', '.join(unknown[:5])}; its keys are the "
+            f"patients' source ids (a Synthea entry's fullUrl UUID, an example's id): "
+            f"{', '.join(sorted(patient_ids)[:5])}"
+        )
     return data
 
 
