@@ -80,6 +80,10 @@ class StaticBearer:
         await send({"type": "http.response.body", "body": body})
 
 
+#: The OID of the URA register (UZI-register), for the member acting as itself.
+URA_OID = "2.16.528.1.1007.3.3"
+
+
 class MemberContextDefaults:
     """ASGI middleware: a member's server does not take part in the region's request context, but the
     foundation's FHIR API asks every system caller for `X-Acting-Practitioner` (rzcp.auth.context). A
@@ -88,7 +92,7 @@ class MemberContextDefaults:
 
     def __init__(self, app: ASGIApp, ura: str) -> None:
         self.app = app
-        self.actor = f"urn:rzcp:member-sim|{ura}".encode()
+        self.actor = f"urn:oid:{URA_OID}|{ura}".encode()  # the organisation itself, by its URA
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not any(k == b"x-acting-practitioner" for k, _ in scope["headers"]):
