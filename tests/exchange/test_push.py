@@ -304,8 +304,11 @@ async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> N
             response = await http.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
             assert response.status_code == 202
             location = response.headers["location"]
-            await wait_for(lambda: _async(bool(receiver.keys)), timeout=15)
-            await asyncio.sleep(0.3)  # the receiver has processed it and holds the answer
+
+            async def processed() -> bool:  # the receiver has stored it and holds the answer
+                return len(await stored_bundles(receiver_db)) >= 1
+
+            await wait_for(processed, timeout=30)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -323,7 +326,3 @@ async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> N
     assert task["status"] == "completed"
     assert len(receiver.keys) == 2 and receiver.keys[0] == receiver.keys[1] == task["id"]
     assert (await stored_bundles(receiver_db)).count(task["id"]) == 1
-
-
-async def _async(value: bool) -> bool:
-    return value
