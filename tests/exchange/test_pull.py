@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import httpx
 import orjson
@@ -520,6 +520,7 @@ async def test_what_r4_defines_goes_to_the_members_even_where_the_gateway_could_
         "patient": world.patient,
         "code:below": "http://snomed.info/sct|404684003",
         "encounter.date": "ge2024",
+        "_has:Observation:focus:code": "http://loinc.org|8867-4",
         "foo": "bar",
     }
     async with announced(world, world.scripted_ura, "sc-pat"):
@@ -528,6 +529,7 @@ async def test_what_r4_defines_goes_to_the_members_even_where_the_gateway_could_
         (hit,) = world.scripted.hits
         assert "code%3Abelow=" in hit.query or "code:below=" in hit.query
         assert "encounter.date=ge2024" in hit.query and "foo" not in hit.query
+        assert any(name == "_has:Observation:focus:code" for name, _ in parse_qsl(hit.query))
         world.scripted.hits.clear()
         many = await world.pharmacy.get(
             "/fhir/Condition", params={"patient": world.patient, "_sort": ",".join(["recorded-date"] * 9)}

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.events import EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_TYPES, RZCP, first_code
 from rzcp.audit.tables import audit_events as t
+from rzcp.auth.context import PRACTITIONER_REGISTERS
 from rzcp.auth.tables import members
 from rzcp.store.db import Database
 
@@ -305,14 +306,6 @@ class AccessEntry:
     emergency_reason: str | None
     shared: bool
     text: str
-
-
-#: Registers a practitioner is named by, as a patient reads them (X-Acting-Practitioner's systems).
-PRACTITIONER_REGISTERS = {
-    "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers": "UZI",
-    "http://fhir.nl/fhir/NamingSystem/agb-z": "AGB",
-    "http://fhir.nl/fhir/NamingSystem/big": "BIG",
-}
 
 
 def _practitioner_words(who: Mapping[str, Any], en: bool) -> str | None:

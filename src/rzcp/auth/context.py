@@ -19,14 +19,13 @@ KNOWN_PURPOSES = frozenset(
     }
 )  # fmt: skip
 MAX_REASON = 1000
-#: The national registers of care professionals, their numbers all digits (UZI 9, AGB 8, BIG 11).
-PRACTITIONER_REGISTERS = frozenset(
-    {
-        "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers",
-        "http://fhir.nl/fhir/NamingSystem/agb-z",
-        "http://fhir.nl/fhir/NamingSystem/big",
-    }
-)
+#: The national registers of care professionals (system -> the name people know it by), their numbers all
+#: digits (UZI 9, AGB 8, BIG 11).
+PRACTITIONER_REGISTERS = {
+    "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers": "UZI",
+    "http://fhir.nl/fhir/NamingSystem/agb-z": "AGB",
+    "http://fhir.nl/fhir/NamingSystem/big": "BIG",
+}
 
 
 def parse_context(

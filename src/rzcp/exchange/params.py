@@ -29,7 +29,7 @@ from rzcp.fhir.wire import shape
 #: Applied by the gateway to the merged answer, never sent to a member.
 GATEWAY_PARAMS = frozenset({"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_sort"})
 #: Not possible on an answer merged from several members.
-_NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_total", "_has", "_contained", "_containedType"})
+_NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_total", "_contained", "_containedType"})
 #: What $everything takes besides the patient in its path (its entries are of several types: no _sort).
 _EVERYTHING_PARAMS = frozenset({"_type", "_count", "_page", "_format", "_pretty", "_elements", "_summary"})
 
@@ -66,6 +66,8 @@ def check_pull_params(
     ]
     warnings = [_refused(name, strict) for name in dict.fromkeys(refused)]
     kept = [(name, value) for name, value in asked if name not in refused]
+    if not kept:  # the common pull: its patient only
+        return CheckedParams((), tuple(warnings))
     # The whole query once, leniently: its limits (number of parameters, control characters, _sort keys)
     # and every value the gateway can read; what only the members can evaluate is theirs to judge.
     parse_search(res_type, kept, registry, strict=False, default_count=1, max_count=1)

@@ -334,12 +334,8 @@ def index_resource(resource: dict[str, Any], registry: SearchRegistry) -> dict[s
         return out
     token_table = INDEX_TABLES["token"].name
     for param, table in _plan(registry, res_type):
-        extra: list[tuple[str, Row]] = []
-        rows: list[Row] = []
         try:
-            for cp in param.compiled:
-                for value, declared in evaluate(resource, cp):
-                    rows.extend(_rows_for(param, cp, value, declared, extra))
+            rows, extra = _param_rows(resource, param)
         except Exception as exc:  # odd but valid data must not fail the write
             log.debug("search parameter %s.%s skipped: %s", res_type, param.code, type(exc).__name__)
             continue
@@ -347,6 +343,16 @@ def index_resource(resource: dict[str, Any], registry: SearchRegistry) -> dict[s
         for name, row in extra:
             _add(out, token_table, res_type, name, [row])
     return out
+
+
+def _param_rows(resource: dict[str, Any], param: SearchParamDef) -> tuple[list[Row], list[tuple[str, Row]]]:
+    """One parameter's index rows of a resource, and the extra token rows some of them add (`:of-type`)."""
+    extra: list[tuple[str, Row]] = []
+    rows: list[Row] = []
+    for cp in param.compiled:
+        for value, declared in evaluate(resource, cp):
+            rows.extend(_rows_for(param, cp, value, declared, extra))
+    return rows, extra
 
 
 #: The index column `_sort` orders by, per parameter type (a date by its low or high end).
@@ -367,11 +373,8 @@ def sort_value(resource: dict[str, Any], param: SearchParamDef, *, descending: b
             return parse_date_range(stamp)[0] if isinstance(stamp, str) else None
         except ValueError:  # a member's malformed stamp: no value, as for none
             return None
-    rows: list[Row] = []
     try:
-        for cp in param.compiled:
-            for value, declared in evaluate(resource, cp):
-                rows.extend(_rows_for(param, cp, value, declared, []))
+        rows, _ = _param_rows(resource, param)
     except Exception:  # odd but valid data: no value to sort by, as when it was indexed
         return None
     column = ("high" if descending else "low") if param.type == "date" else SORT_COLUMN[param.type]
