@@ -8,6 +8,10 @@ dict lookup measured in the same run, and the cost of the cross-process invalida
 2. A registry of N consents (default 1,000,000) over N/10 patients, against one of 1,000 over 100: each
    decision looks the patient up in the in-memory registry and decides; patients are visited in a random
    order. Reported: decisions per second at both sizes and the slowdown of the large one.
+   Beside it, two floors at the same sizes: a patient's dict entry and one 40-byte record (what any
+   per-patient decision must read), and a packed form of a patient's rules (one bytes record per patient,
+   a decision reading its key index and unpacking its candidate consents): what no representation avoids,
+   and what a packed one would still cost.
 3. The change-counter read (`rules_for` when nothing changed) on SQLite and PostgreSQL: microseconds per
    check inside an open transaction and with the transaction's own begin/commit, against the dict lookup.
 
@@ -26,6 +30,7 @@ import gc
 import os
 import random
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -302,6 +307,7 @@ def bench_engine(policy: Policy, rounds: int, registry_consents: int) -> None:
     )
     bench_access_patterns(policy, small, large, rounds, registry_consents)
     bench_memory_floor(rounds, patients, extra_ns=(la - s) * 1e9)
+    bench_packed_floor(rounds, patients)
     del large
     gc.unfreeze()
 
@@ -371,6 +377,86 @@ def bench_memory_floor(rounds: int, patients: int, extra_ns: float) -> None:
         f"the floor grows by {(la - s) * 1e9:.0f} ns ({growth:+.0%}); one decision per random patient grew "
         f"by {extra_ns:.0f} ns above"
     )
+
+
+#: A packed consent: effect and flags, nine condition-set ids into shared tables, the period as two integers.
+PACKED_CONSENT = struct.Struct("<BB9Hqq")
+PACKED_KEYS = 300  # requester keys (member URAs and categories) a region's consents name
+
+
+def bench_packed_floor(rounds: int, patients: int) -> None:
+    """What a packed form of each patient's rules would still cost at this size: one bytes object per
+    patient (its consents' requester keys, a candidate mask per key, and a 36-byte record per consent, as
+    `PACKED_CONSENT`; 1 to 19 consents, 10 on average), and a "decision" that finds the requester's key
+    with `bytes.find`, then unpacks the candidate records and tests one condition set of each: far less
+    work than the engine's, with all of a patient's data contiguous. 100 against `patients`, visited in a
+    random order. Not the engine: the measure of whether packing could bring a cold patient's decision
+    within the aim."""
+    rng = random.Random(13)
+    sets = [frozenset({f"x{i}", f"y{i % 7}"}) for i in range(2_000)]
+    key_bytes = [struct.pack("<I", k) for k in range(PACKED_KEYS)]
+
+    def packed(consents: int) -> bytes:
+        keys = sorted(rng.sample(range(PACKED_KEYS), min(consents, 8)))
+        head = struct.pack("<HH", len(keys), consents) + b"".join(key_bytes[k] for k in keys)
+        masks = b"".join(struct.pack("<I", rng.getrandbits(consents)) for _ in keys)
+        records = b"".join(
+            PACKED_CONSENT.pack(
+                rng.randrange(2),
+                0,
+                *(rng.randrange(len(sets)) for _ in range(9)),
+                *sorted(rng.sample(range(2**40), 2)),
+            )
+            for _ in range(consents)
+        )
+        return head + masks + records
+
+    unpack = PACKED_CONSENT.unpack_from
+
+    def decide_packed(record: bytes, key: int, moment: int, probe: str) -> int:
+        count = struct.unpack_from("<H", record)[0]
+        end = 4 + 4 * count
+        at = record.find(key_bytes[key], 4, end)
+        while at != -1 and at % 4:
+            at = record.find(key_bytes[key], at + 1, end)
+        if at == -1:
+            return 0
+        mask = int.from_bytes(record[end + at - 4 : end + at], "little")
+        base, found, i = end + 4 * count, 0, 0
+        while mask:
+            if mask & 1:
+                fields = unpack(record, base + PACKED_CONSENT.size * i)
+                if fields[11] <= moment <= fields[12] and probe in sets[fields[2]]:
+                    found += fields[0] + 1
+            mask >>= 1
+            i += 1
+        return found
+
+    def run_over(count: int) -> Callable[[], int]:
+        table = {f"Patient/{p}": packed(rng.randint(1, 19)) for p in range(count)}
+        keys = list(table)
+        visits = [
+            (
+                rng.choice(keys),
+                rng.randrange(PACKED_KEYS),
+                rng.getrandbits(40),
+                f"x{rng.randrange(len(sets))}",
+            )
+            for _ in range(100_000)
+        ]
+
+        def run() -> int:
+            for patient, key, moment, probe in visits:
+                decide_packed(table[patient], key, moment, probe)
+            return len(visits)
+
+        return run
+
+    s, la, growth = small_vs_large(run_over(100), run_over(patients), rounds)
+    print(f"\n## a packed form's floor: one bytes record per patient, 100 vs {patients:,} patients")
+    print(f"{'100 patients':>22} {s * 1e9:>9.0f} ns")
+    print(f"{f'{patients:,} patients':>22} {la * 1e9:>9.0f} ns")
+    print(f"a packed record grows by {(la - s) * 1e9:.0f} ns per decision ({growth:+.0%})")
 
 
 async def bench_counter(url: str, label: str, rounds: int, baseline: Callable[[], int]) -> None:

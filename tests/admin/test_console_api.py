@@ -181,6 +181,68 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
     assert {_who(e) for e in added_records} == {"dev:chief"}
 
 
+async def test_a_suspended_member_is_reinstated_and_a_client_rotates_its_keys(
+    chief: httpx.AsyncClient, otto: httpx.AsyncClient, console_app: Any
+) -> None:
+    system = await register_system(console_app, scope="system/*.rs")
+    organisation = f"/fhir/Organization/ura-{system.member_ura}"
+    async with as_bearer(console_app, None) as http:
+        assert (await http.post("/auth/token", data=system.form("system/*.rs"))).status_code == 200
+        assert (await chief.post(f"/admin/api/members/{system.member_ura}/suspend")).status_code == 200
+        await refused_client(http, system)
+        outcome_of(await otto.post(f"/admin/api/members/{system.member_ura}/reinstate"), 403)
+        outcome_of(await chief.post("/admin/api/members/00000000/reinstate"), 404)
+        back = await chief.post(f"/admin/api/members/{system.member_ura}/reinstate")
+        assert back.status_code == 200 and back.json()["status"] == "active", back.text
+        old_token = await fetch_token(http, system, "system/*.rs")
+
+        # key rotation: the old key and the new one together, then the new one alone
+        rotated = SystemClient(system.client_id, system.member_ura, new_key("ES384"), alg="ES384")
+        keys = f"/admin/api/clients/{system.client_id}/keys"
+        both = {"keys": [system.key.as_dict(private=False), rotated.key.as_dict(private=False)]}
+        answer = await chief.put(keys, json={"jwks": both})
+        assert answer.status_code == 200 and answer.json()["kids"] == [system.key.kid, rotated.key.kid]
+        await fetch_token(http, system, "system/*.rs")
+        await fetch_token(http, rotated, "system/*.rs")
+        answer = await chief.put(keys, json={"jwks": {"keys": [rotated.key.as_dict(private=False)]}})
+        assert answer.status_code == 200 and answer.json()["kids"] == [rotated.key.kid]
+        await refused_client(http, system)
+        new_token = await fetch_token(http, rotated, "system/*.rs")
+        for token in (old_token, new_token):  # issued to the same client: both run until they expire
+            http.headers["Authorization"] = f"Bearer {token}"
+            http.headers["X-Acting-Practitioner"] = PRACTITIONER
+            found = await http.get(organisation)
+            assert found.status_code == 200 and found.json()["active"] is True  # projected again
+        # checked as at registration, and nothing changes when refused
+        private = {"jwks": {"keys": [rotated.key.as_dict(private=True)]}}
+        for bad in (private, {"jwks": [1]}, {}, {"jwks_url": "https://elsewhere.example/jwks"},
+                    {"jwks_url": "https://keys.example/" + "x" * 2000}):  # fmt: skip
+            outcome_of(await chief.put(keys, json=bad), 400)
+        await fetch_token(http, rotated, "system/*.rs")
+        outcome_of(await chief.put("/admin/api/clients/nobody/keys", json=private), 400)
+        outcome_of(
+            await chief.put("/admin/api/clients/nobody/keys", json={"jwks_url": "https://keys.example/k"}),
+            404,
+        )
+        outcome_of(await otto.put(keys, json={"jwks_url": "https://keys.example/k"}), 403)
+        assert (await chief.post(f"/admin/api/clients/{system.client_id}/revoke")).status_code == 200
+        outcome_of(await chief.put(keys, json={"jwks_url": "https://keys.example/k"}), 409)
+    recorded = [
+        e
+        for e in await console_records(chief, "clients.keys")
+        if ("client_id", system.client_id) in _details(e)
+    ]
+    assert ("kids", f"{system.key.kid},{rotated.key.kid}") in _details(recorded[-1])  # newest first
+    reinstated = await console_records(chief, "members.reinstate")
+    assert any(("ura", system.member_ura) in _details(e) and e["outcome"] == "0" for e in reinstated)
+
+
+async def refused_client(http: httpx.AsyncClient, system: SystemClient) -> None:
+    """The token endpoint's refusal, an OAuth error (RFC 6749 5.2), not an OperationOutcome."""
+    response = await http.post("/auth/token", data=system.form("system/*.rs"))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_client", response.text
+
+
 def _details(event: dict[str, Any]) -> set[tuple[str, str]]:
     console = next(x for x in event["entity"] if x["type"]["code"] == "console")
     return {(d["type"], d["valueString"]) for d in console.get("detail", ())}

@@ -147,5 +147,21 @@ def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> No
     refused = run(*client[:3], "ehr-weak", *client[4:], "--jwks", str(weak), env=env)
     assert refused.returncode != 0 and "2048" in refused.stderr
     assert "ehr-noord" in run("clients", "list", env=env).stdout
+    # key rotation: checked as at registration; a refused set leaves the registered one
+    rotated = tmp_path / "rotated.json"
+    rotated.write_text(
+        json.dumps({"keys": [RSAKey.generate_key(2048, parameters={"kid": "k2"}).as_dict(private=False)]})
+    )
+    refused = run("clients", "keys", "ehr-noord", "--jwks", str(weak), env=env)
+    assert refused.returncode != 0 and "2048" in refused.stderr
+    replaced = run("clients", "keys", "ehr-noord", "--jwks", str(rotated), env=env)
+    assert replaced.returncode == 0 and "k2" in replaced.stdout, replaced.stderr
+    assert run("clients", "keys", "nobody", "--jwks", str(rotated), env=env).returncode != 0
     assert run("clients", "revoke", "ehr-noord", env=env).returncode == 0
+    refused = run("clients", "keys", "ehr-noord", "--jwks", str(rotated), env=env)
+    assert refused.returncode != 0 and "revoked" in refused.stderr
     assert run("members", "suspend", "12345678", env=env).returncode == 0
+    assert "\tsuspended\t" in run("members", "list", env=env).stdout
+    assert run("members", "reinstate", "12345678", env=env).returncode == 0
+    assert "\tactive\t" in run("members", "list", env=env).stdout
+    assert run("members", "reinstate", "00000000", env=env).returncode != 0

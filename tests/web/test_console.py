@@ -180,6 +180,19 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     assert await fhir_status(live_gateway, tokens[pasted.client_id]) == 401
     assert await fhir_status(live_gateway, tokens[uploaded.client_id]) == 200
 
+    # Key rotation: the uploaded client's keys replaced in the page; the old key gets no token any more.
+    rotated = SystemClient(uploaded.client_id, ura, new_key())
+    row = page.locator(f"#clients-table tr[data-client='{uploaded.client_id}']")
+    await row.get_by_role("button", name="replace keys").click()
+    await expect(page.get_by_label("New JWKS", exact=True)).to_be_focused()
+    await page.get_by_label("New JWKS", exact=True).fill(json.dumps({"keys": [rotated.key.as_dict(private=False)]}))
+    await page.get_by_role("button", name="Save the new keys").click()
+    await expect(page.get_by_text(f"The keys of {uploaded.client_id} are replaced.")).to_be_visible()
+    await expect(row).to_contain_text(rotated.key.kid)
+    assert (await system_token(live_gateway, uploaded)).status_code in (400, 401)
+    assert (await system_token(live_gateway, rotated)).status_code == 200
+    assert await fhir_status(live_gateway, tokens[uploaded.client_id]) == 200  # issued before: runs out
+
     await page.get_by_role("link", name="Members").click()
     await member_row.get_by_role("button", name="suspend").click()
     await expect(member_row.get_by_role("button", name="Cancel")).to_be_focused()  # Enter twice does nothing
@@ -188,7 +201,15 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     await expect(page.locator(f"#members-table tr[data-ura='{ura}']")).to_contain_text("suspended")
     await screenshot(page, "console-members")
     assert await fhir_status(live_gateway, tokens[uploaded.client_id]) == 401
-    assert (await system_token(live_gateway, uploaded)).status_code in (400, 401)
+    assert (await system_token(live_gateway, rotated)).status_code in (400, 401)
+
+    await member_row.get_by_role("button", name="reinstate").click()
+    await member_row.get_by_role("button", name="Yes, reinstate").click()
+    await expect(page.get_by_text(f"{name} is active again.")).to_be_visible()
+    await expect(page.locator(f"#members-table tr[data-ura='{ura}']")).to_contain_text("active")
+    again = await system_token(live_gateway, rotated)  # the revoked client stays revoked
+    assert again.status_code == 200 and (await system_token(live_gateway, pasted)).status_code in (400, 401)
+    assert await fhir_status(live_gateway, again.json()["access_token"]) == 200
 
     # A second registration of the same URA is refused in plain words, not as raw JSON.
     await page.get_by_label("URA").fill(ura)

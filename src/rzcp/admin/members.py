@@ -91,11 +91,26 @@ async def add_member(
     return found
 
 
-async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str]) -> Client:
-    """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
+def _jwks_of(body: dict[str, Any]) -> dict[str, Any] | None:
     jwks = body.get("jwks")
     if jwks is not None and not isinstance(jwks, dict):
         raise BadRequest('jwks is a JWKS object: {"keys": [...]}')
+    return jwks
+
+
+def noted_keys(body: dict[str, Any]) -> dict[str, str]:
+    """What a console record says of the keys in a body: the jwks_url, or the kids of a JWKS."""
+    noted = {"jwks_url": str(body["jwks_url"])} if "jwks_url" in body else {}
+    if isinstance(body.get("jwks"), dict):
+        keys = body["jwks"].get("keys")
+        kids = [k.get("kid") for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
+        noted["kids"] = ",".join(str(kid) for kid in kids)
+    return noted
+
+
+async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str]) -> Client:
+    """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
+    jwks = _jwks_of(body)
     role = text_field(body, "role", required=False) or "member"
     client = await registry.add_client(
         conn,
@@ -108,3 +123,16 @@ async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts:
         allowed_hosts=allowed_hosts,
     )
     return client
+
+
+async def replace_client_keys(
+    conn: AsyncConnection, client_id: str, body: dict[str, Any], allowed_hosts: list[str]
+) -> Client:
+    """`rzcp clients keys`: key rotation, with a JWKS document or an allow-listed jwks_url."""
+    return await registry.replace_client_keys(
+        conn,
+        client_id,
+        jwks=_jwks_of(body),
+        jwks_url=text_field(body, "jwks_url", required=False),
+        allowed_hosts=allowed_hosts,
+    )

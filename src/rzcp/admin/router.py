@@ -4,7 +4,7 @@ the role, parses, calls the module that does the work and shapes nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,12 +83,21 @@ async def add_member(request: Request, _: Admin) -> dict[str, Any]:
 
 @router.post("/members/{ura}/suspend", name="members.suspend")
 async def suspend_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
+    return await _set_status(request, ura, request.app.state.exchange.directory.suspend_member)
+
+
+@router.post("/members/{ura}/reinstate", name="members.reinstate")
+async def reinstate_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
+    return await _set_status(request, ura, request.app.state.exchange.directory.reinstate_member)
+
+
+async def _set_status(request: Request, ura: str, change: Callable[..., Awaitable[None]]) -> dict[str, Any]:
     runtime = _runtime(request)
     async with runtime.db.write() as conn:
-        await request.app.state.exchange.directory.suspend_member(conn, runtime.registry, ura)
+        await change(conn, runtime.registry, ura)
         member = await registry.get_member(conn, ura)
         health = await member_health(conn)
-    assert member is not None  # suspend_member raised NotFound otherwise
+    assert member is not None  # `change` raised NotFound otherwise
     return members.member_json(member, health.get(ura, UNKNOWN))
 
 
@@ -103,16 +112,22 @@ async def list_clients(request: Request, _: Admin) -> dict[str, Any]:
 async def add_client(request: Request, _: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
     body = await _body(request)
-    noted = {k: str(body[k]) for k in ("client_id", "member_ura", "scope", "role", "jwks_url") if k in body}
-    if isinstance(body.get("jwks"), dict):
-        keys = body["jwks"].get("keys")
-        kids = [k.get("kid") for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
-        noted["kids"] = ",".join(str(kid) for kid in kids)
-    console_params(request).update(noted)
+    noted = {k: str(body[k]) for k in ("client_id", "member_ura", "scope", "role") if k in body}
+    console_params(request).update(noted | members.noted_keys(body))
     async with runtime.db.write() as conn:
         client = await members.add_client(conn, body, runtime.settings.jwks_allowed_hosts)
         stored = await registry.get_client(conn, client.client_id)
     return members.client_json(stored or client)
+
+
+@router.put("/clients/{client_id}/keys", name="clients.keys")
+async def replace_client_keys(request: Request, client_id: str, _: Admin) -> dict[str, Any]:
+    runtime = _runtime(request)
+    body = await _body(request)
+    console_params(request).update(members.noted_keys(body))
+    async with runtime.db.write() as conn:
+        client = await members.replace_client_keys(conn, client_id, body, runtime.settings.jwks_allowed_hosts)
+    return members.client_json(client)
 
 
 @router.post("/clients/{client_id}/revoke", name="clients.revoke")

@@ -53,44 +53,12 @@ def members() -> None:
     """Member organisations of the region."""
 
 
-@members.command("add")
-@click.option("--ura", required=True, help="The organisation's URA number (8 digits).")
-@click.option("--name", required=True)
-@click.option("--type", "category", required=True, help="Organisation category code.")
-@click.option("--endpoint", required=True, help="The member's FHIR base URL.")
-@click.option("--adapter", default="fhir-rest", show_default=True)
-@click.pass_context
-def members_add(ctx: click.Context, ura: str, name: str, category: str, endpoint: str, adapter: str) -> None:
-    """Register a member organisation."""
-
-    async def work(conn: AsyncConnection) -> Any:
-        return await registry.add_member(
-            conn, ura=ura, name=name, category=category, endpoint=endpoint, adapter=adapter
-        )
-
-    member = _in_transaction(_settings(ctx), work, write=True)
-    click.echo(f"member {member.ura} ({member.name}) registered")
-
-
 @members.command("list")
 @click.pass_context
 def members_list(ctx: click.Context) -> None:
     """List the members: URA, status, category, name, endpoint."""
     for m in _in_transaction(_settings(ctx), registry.list_members, write=False):
         click.echo(f"{m.ura}\t{m.status}\t{m.category}\t{m.name}\t{m.endpoint}")
-
-
-@members.command("suspend")
-@click.argument("ura")
-@click.pass_context
-def members_suspend(ctx: click.Context, ura: str) -> None:
-    """Suspend a member: its clients' tokens stop working at their next request."""
-
-    async def work(conn: AsyncConnection) -> None:
-        await registry.suspend_member(conn, ura)
-
-    _in_transaction(_settings(ctx), work, write=True)
-    click.echo(f"member {ura} suspended")
 
 
 @click.group()
@@ -118,12 +86,7 @@ def clients_add(
     """Register a client with its public keys (--jwks FILE or --jwks-url URL)."""
     if (jwks_file is None) == (jwks_url is None):
         raise click.UsageError("give exactly one of --jwks FILE and --jwks-url URL")
-    jwks = None
-    if jwks_file is not None:
-        try:
-            jwks = orjson.loads(jwks_file.read_bytes())
-        except orjson.JSONDecodeError:
-            raise click.ClickException(f"{jwks_file} is not JSON") from None
+    jwks = _jwks_from(jwks_file) if jwks_file is not None else None
     settings = _settings(ctx)
 
     async def work(conn: AsyncConnection) -> Any:
@@ -162,6 +125,35 @@ def clients_revoke(ctx: click.Context, client_id: str) -> None:
 
     _in_transaction(_settings(ctx), work, write=True)
     click.echo(f"client {client_id} revoked")
+
+
+@clients.command("keys")
+@click.argument("client_id")
+@click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--jwks-url", help="Where the client publishes its keys (host must be allow-listed).")
+@click.pass_context
+def clients_keys(ctx: click.Context, client_id: str, jwks_file: Path | None, jwks_url: str | None) -> None:
+    """Replace a client's public keys (key rotation): --jwks FILE or --jwks-url URL."""
+    if (jwks_file is None) == (jwks_url is None):
+        raise click.UsageError("give exactly one of --jwks FILE and --jwks-url URL")
+    jwks = _jwks_from(jwks_file) if jwks_file is not None else None
+    settings = _settings(ctx)
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await registry.replace_client_keys(
+            conn, client_id, jwks=jwks, jwks_url=jwks_url, allowed_hosts=settings.jwks_allowed_hosts
+        )
+
+    client = _in_transaction(settings, work, write=True)
+    where = client.jwks_url or ", ".join(str(k.get("kid")) for k in (client.jwks or {}).get("keys", []))
+    click.echo(f"client {client.client_id}: keys replaced ({where})")
+
+
+def _jwks_from(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        raise click.ClickException(f"{path} is not JSON") from None
 
 
 @click.group()

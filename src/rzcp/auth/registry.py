@@ -117,8 +117,19 @@ async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
 
 
 async def suspend_member(conn: AsyncConnection, ura: str) -> None:
+    await _set_member_status(conn, ura, "suspended")
+
+
+async def reinstate_member(conn: AsyncConnection, ura: str) -> None:
+    """Undo a suspension (say, after a security incident was cleared). The member's clients that were not
+    revoked work again, with newly issued tokens: a token refused while suspended has expired by now or
+    is asked again at its next request like any other."""
+    await _set_member_status(conn, ura, "active")
+
+
+async def _set_member_status(conn: AsyncConnection, ura: str, status: str) -> None:
     result = await conn.execute(
-        update(members).where(members.c.ura == ura).values(status="suspended", changed_at=utcnow())
+        update(members).where(members.c.ura == ura).values(status=status, changed_at=utcnow())
     )
     if result.rowcount == 0:
         raise NotFound(f"no member with URA {ura}")
@@ -179,14 +190,7 @@ async def add_client(
         raise BadRequest(f"client id {client_id!r} may hold letters, digits and . _ : - only")
     if role not in ROLES:
         raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}")
-    if (jwks is None) == (jwks_url is None):
-        raise BadRequest("give the client's public keys as a JWKS file or a jwks URL, one of the two")
-    if jwks is not None:
-        jwks = check_jwks(jwks)
-    if jwks_url is not None:
-        host = urlsplit(_url(jwks_url, "jwks URL")).hostname
-        if allowed_hosts is not None and host not in allowed_hosts:
-            raise BadRequest(f"jwks host {host} is not in RZCP_JWKS_ALLOWED_HOSTS")
+    jwks = _checked_keys(jwks, jwks_url, allowed_hosts)
     try:
         scopes = ScopeSet.parse(scope)
     except ScopeError as exc:
@@ -241,6 +245,50 @@ async def get_client(conn: AsyncConnection, client_id: str) -> Client | None:
 async def list_clients(conn: AsyncConnection) -> list[Client]:
     rows = await conn.execute(select(*_CLIENT_COLUMNS).join(members).order_by(clients.c.client_id))
     return [_client(r) for r in rows]
+
+
+def _checked_keys(
+    jwks: dict[str, Any] | None, jwks_url: str | None, allowed_hosts: list[str] | None
+) -> dict[str, Any] | None:
+    if (jwks is None) == (jwks_url is None):
+        raise BadRequest("give the client's public keys as a JWKS file or a jwks URL, one of the two")
+    if jwks_url is not None:
+        if len(jwks_url) > MAX_URL:
+            raise BadRequest(f"the jwks URL is at most {MAX_URL} characters")
+        host = urlsplit(_url(jwks_url, "jwks URL")).hostname
+        if allowed_hosts is not None and host not in allowed_hosts:
+            raise BadRequest(f"jwks host {host} is not in RZCP_JWKS_ALLOWED_HOSTS")
+        return None
+    return check_jwks(jwks)
+
+
+async def replace_client_keys(
+    conn: AsyncConnection,
+    client_id: str,
+    *,
+    jwks: dict[str, Any] | None = None,
+    jwks_url: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> Client:
+    """Key rotation: the client's public keys replaced by a new JWKS (or a jwks URL), checked as at
+    registration. The next client assertion is verified against them in every process (they are read
+    from the database per token request); tokens issued before stay valid until they expire, since they
+    were issued to the same client. To rotate without a gap, register a JWKS holding the old and the new
+    key, switch the client to the new key, then register the new key alone."""
+    checked = _checked_keys(jwks, jwks_url, allowed_hosts)
+    current = await get_client(conn, client_id)
+    if current is None:
+        raise NotFound(f"no client with id {client_id}")
+    if current.revoked:
+        raise Conflict(f"client {client_id} is revoked: register a new client instead")
+    await conn.execute(
+        update(clients)
+        .where(clients.c.client_id == client_id)
+        .values(jwks=orjson.dumps(checked).decode() if checked is not None else None, jwks_url=jwks_url)
+    )
+    stored = await get_client(conn, client_id)
+    assert stored is not None
+    return stored
 
 
 async def revoke_client(conn: AsyncConnection, client_id: str, *, at: datetime | None = None) -> None:

@@ -1,10 +1,11 @@
-"""The exchange's commands: `rzcp members add` and `members suspend` through the member directory (so the
+"""The exchange's commands: `rzcp members add`, `suspend` and `reinstate` through the member directory (so the
 registry row, its endpoint details and the Organization/Endpoint resources change together), and
 `rzcp demo`."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +84,39 @@ def members_add(
     click.echo(f"member {member.ura} ({member.name}) registered, endpoint {member.base_url}")
 
 
-@click.command("suspend")
-@click.argument("ura")
-@click.pass_context
-def members_suspend(ctx: click.Context, ura: str) -> None:
-    """Suspend a member: its clients' tokens stop working at their next request, its Endpoint too."""
-    settings = auth_cli._settings(ctx)
+def _status_command(
+    name: str,
+    change: Callable[[Directory, AsyncConnection, SearchRegistry, str], Awaitable[None]],
+    help_text: str,
+) -> click.Command:
+    """`members suspend` and `members reinstate`: the registry row and the member's Organization and
+    Endpoint change together, through the directory."""
 
-    async def work(conn: AsyncConnection) -> None:
-        await _directory(settings).suspend_member(conn, SearchRegistry.default(), ura)
+    @click.command(name, help=help_text)
+    @click.argument("ura")
+    @click.pass_context
+    def command(ctx: click.Context, ura: str) -> None:
+        settings = auth_cli._settings(ctx)
 
-    auth_cli._in_transaction(settings, work, write=True)
-    click.echo(f"member {ura} suspended")
+        async def work(conn: AsyncConnection) -> None:
+            await change(_directory(settings), conn, SearchRegistry.default(), ura)
+
+        auth_cli._in_transaction(settings, work, write=True)
+        click.echo(f"member {ura} {name.removesuffix('e')}ed")
+
+    return command
+
+
+members_suspend = _status_command(
+    "suspend",
+    Directory.suspend_member,
+    "Suspend a member: its clients' tokens stop working at their next request, its Endpoint too.",
+)
+members_reinstate = _status_command(
+    "reinstate",
+    Directory.reinstate_member,
+    "Reinstate a suspended member: its clients that were not revoked may get tokens again.",
+)
 
 
 @click.command("demo")
@@ -120,4 +142,5 @@ def demo(port: int, folder: Path | None) -> None:
 def register(main: click.Group) -> None:
     auth_cli.members.add_command(members_add, "add")
     auth_cli.members.add_command(members_suspend, "suspend")
+    auth_cli.members.add_command(members_reinstate, "reinstate")
     main.add_command(demo)

@@ -105,6 +105,10 @@ class Directory:
         await registry.suspend_member(conn, ura)
         await project(conn, search, ura)
 
+    async def reinstate_member(self, conn: AsyncConnection, search: SearchRegistry, ura: str) -> None:
+        await registry.reinstate_member(conn, ura)
+        await project(conn, search, ura)
+
     async def active_member(self, conn: AsyncConnection, ura: str) -> Member | None:
         """The member if it is active now: asked on every request (a suspension counts at once, in every
         process), with a statement built once, so only its execution costs."""

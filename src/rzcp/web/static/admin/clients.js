@@ -1,5 +1,6 @@
 // Clients: the member systems that call the gateway, each with its public keys (a JWKS, pasted, uploaded or
-// fetched from a jwks_uri). Register one, revoke one (its tokens are refused from that moment on).
+// fetched from a jwks_uri). Register one, replace its keys (rotation), revoke one (its tokens are refused
+// from that moment on).
 
 import { t } from "/web/common/i18n.js";
 import { el, clear, notice, table, field } from "/web/common/dom.js";
@@ -36,7 +37,19 @@ export async function render(box, ctx) {
         el("td", {}, t(`role.${c.role}`)),
         el("td", { class: "url" }, c.jwks_url ? c.jwks_url : t("clients.kids", { kids: (c.kids || []).join(", ") || "-" })),
         el("td", {}, statusTag(c.status)),
-        el("td", {}, c.status === "active" ? confirmButton(t("clients.revoke"), t("clients.revokeQuestion", { client: c.client_id }), () => revoke(c)) : ""),
+        el(
+          "td",
+          {},
+          c.status === "revoked"
+            ? ""
+            : el(
+                "span",
+                { class: "actions" },
+                el("button", { type: "button", class: "secondary small", onclick: () => showKeysForm(c) }, t("clients.replaceKeys")),
+                " ",
+                c.status === "active" ? confirmButton(t("clients.revoke"), t("clients.revokeQuestion", { client: c.client_id }), () => revoke(c)) : "",
+              ),
+        ),
       ),
     );
     list.append(
@@ -56,8 +69,62 @@ export async function render(box, ctx) {
     await refresh().catch((error) => ctx.fail(messages, error));
   }
 
+  const keysBox = el("div");
+  function showKeysForm(client) {
+    clear(keysBox).append(keysForm(client, messages, refresh, ctx, () => clear(keysBox)));
+    keysBox.querySelector("textarea").focus();
+  }
+
   const members = await refresh();
-  box.append(registerForm(members || [], messages, refresh, ctx));
+  box.append(keysBox, registerForm(members || [], messages, refresh, ctx));
+}
+
+/** Key rotation: the client's keys replaced by a new JWKS (pasted or uploaded) or a jwks_uri. */
+function keysForm(client, messages, refresh, ctx, close) {
+  const jwks = el("textarea", { rows: "6", spellcheck: "false", class: "mono" });
+  const file = el("input", { type: "file", accept: ".json,.jwks,application/json" });
+  const jwksUrl = el("input", { type: "url", placeholder: "https://…/.well-known/jwks.json" });
+  file.addEventListener("change", async () => {
+    if (file.files.length) jwks.value = await file.files[0].text();
+  });
+  const title = t("clients.replaceKeysTitle", { client: client.client_id });
+  const form = el(
+    "form",
+    { id: "keys-form", novalidate: true },
+    el("h3", { id: "keys-form-title" }, title),
+    el("p", { class: "muted" }, t("clients.replaceKeysHint")),
+    field("f-new-jwks", t("clients.newJwks"), jwks, t("clients.jwksHint")),
+    field("f-new-jwks-file", t("clients.newJwksFile"), file),
+    field("f-new-jwks-url", t("clients.orJwksUrl"), jwksUrl, t("clients.jwksUrlHint")),
+    el(
+      "p",
+      {},
+      el("button", { type: "submit" }, t("clients.replaceKeysButton")),
+      " ",
+      el("button", { type: "button", class: "secondary", onclick: close }, t("confirm.no")),
+    ),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(messages);
+    const url = jwksUrl.value.trim();
+    const parsed = url ? null : parseJwks(jwks.value);
+    if (url ? !url.startsWith("https://") : !parsed) {
+      messages.append(notice("error", t("form.invalid", { fields: url ? t("clients.orJwksUrl") : t("clients.newJwks") })));
+      messages.scrollIntoView({ block: "nearest" });
+      return;
+    }
+    try {
+      await call(`clients/${encodeURIComponent(client.client_id)}/keys`, { method: "PUT", body: url ? { jwks_url: url } : { jwks: parsed } });
+      messages.append(notice("ok", t("clients.keysReplaced", { client: client.client_id })));
+      close();
+    } catch (error) {
+      ctx.fail(messages, error);
+    }
+    await refresh().catch((error) => ctx.fail(messages, error));
+    messages.scrollIntoView({ block: "nearest" });
+  });
+  return el("section", { class: "card", "aria-labelledby": "keys-form-title" }, form);
 }
 
 function registerForm(members, messages, refresh, ctx) {

@@ -1,4 +1,5 @@
-// A two-step button for what cannot be undone (suspend, revoke): the first press asks, the second acts.
+// A two-step button for what changes who may call, at once (suspend, reinstate, revoke, replace keys): the
+// first press asks, the second acts.
 // Inline rather than window.confirm, so it is keyboard- and screen-reader-friendly and testable.
 
 import { el } from "/web/common/dom.js";
@@ -19,7 +20,7 @@ export function confirmButton(label, question, action) {
       await action();
     });
     holder.replaceChildren(el("span", { class: "question" }, question), " ", yes, " ", no);
-    no.focus(); // the safe choice first: pressing Enter twice must not suspend or revoke
+    no.focus(); // the safe choice first: pressing Enter twice must not act
   };
   start.addEventListener("click", ask);
   holder.append(start);

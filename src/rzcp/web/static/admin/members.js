@@ -1,5 +1,5 @@
-// Members: the region's organisations. List them with their health, register one, suspend one that left
-// (its systems' tokens are refused from that moment on).
+// Members: the region's organisations. List them with their health, register one, suspend one that left or
+// must be stopped (its systems' tokens are refused from that moment on), reinstate a suspended one.
 
 import { t, formatMoment } from "/web/common/i18n.js";
 import { el, clear, notice, table, field } from "/web/common/dom.js";
@@ -50,7 +50,13 @@ export async function render(box, ctx) {
         el("td", { class: "url" }, m.endpoint),
         el("td", {}, statusTag(m.status)),
         el("td", {}, healthTag(m.health)),
-        el("td", {}, m.status === "active" ? confirmButton(t("members.suspend"), t("members.suspendQuestion", { name: m.name }), () => suspend(m)) : ""),
+        el(
+          "td",
+          {},
+          m.status === "active"
+            ? confirmButton(t("members.suspend"), t("members.suspendQuestion", { name: m.name }), () => change(m, "suspend", "members.suspended"))
+            : confirmButton(t("members.reinstate"), t("members.reinstateQuestion", { name: m.name }), () => change(m, "reinstate", "members.reinstated")),
+        ),
       ),
     );
     list.append(
@@ -58,11 +64,11 @@ export async function render(box, ctx) {
     );
   }
 
-  async function suspend(member) {
+  async function change(member, action, done) {
     clear(messages);
     try {
-      await call(`members/${encodeURIComponent(member.ura)}/suspend`, { method: "POST" });
-      messages.append(notice("ok", t("members.suspended", { name: member.name })));
+      await call(`members/${encodeURIComponent(member.ura)}/${action}`, { method: "POST" });
+      messages.append(notice("ok", t(done, { name: member.name })));
       await refresh();
     } catch (error) {
       ctx.fail(messages, error);
