@@ -243,6 +243,18 @@ async def refused_client(http: httpx.AsyncClient, system: SystemClient) -> None:
     assert response.status_code == 400 and response.json()["error"] == "invalid_client", response.text
 
 
+async def test_a_logout_ends_the_console_session_too(console_app: Any) -> None:
+    token = await person_token(console_app, "chief")
+    async with as_bearer(console_app, token) as http:
+        assert (await http.get("/admin/api/members")).status_code == 200
+        ended = await http.post("/auth/revoke", data={"token": token, "client_id": "rzcp-admin-console"})
+        assert ended.status_code == 200
+        for call in (http.get("/admin/api/members"), http.get("/admin/api/audit/events"),
+                     http.post("/admin/api/members", json={"ura": "00000999", "name": "After logout",
+                               "category": "huisartsen", "endpoint": "https://x.example/fhir"})):  # fmt: skip
+            outcome_of(await call, 401)
+
+
 def _details(event: dict[str, Any]) -> set[tuple[str, str]]:
     console = next(x for x in event["entity"] if x["type"]["code"] == "console")
     return {(d["type"], d["valueString"]) for d in console.get("detail", ())}

@@ -240,6 +240,11 @@ async def test_metadata_is_an_r4_capability_statement(client: httpx.AsyncClient)
     assert {"read", "vread", "update", "delete", "create", "search-type"} <= {
         i["code"] for i in patient_entry["interaction"]
     }
+    # the trail is written by the gateway only: no write is offered (each is a 405)
+    audit_entry = next(r for r in body["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    offered = {i["code"] for i in audit_entry["interaction"]}
+    assert "search-type" in offered and not offered & {"create", "update", "delete"}
+    assert (await client.delete("/fhir/AuditEvent/any")).status_code == 405
 
 
 # --- what a client gets wrong: each answer is a 4xx OperationOutcome, and nothing stored is lost ---

@@ -260,6 +260,12 @@ async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
         page = (await world.pharmacy.get(nxt.replace("http://gateway.test", ""))).json()
         ids += [r["id"] for r in entries(page)]
     assert len(ids) == len(set(ids)) and set(ids) == expected(world, "Condition")
+    # _count=0: the total alone, as the store answers it (found by an integrator: it gave one entry and a
+    # next link that led back to the same page)
+    counted = await world.pharmacy.get("/fhir/Condition", params={"patient.identifier": bsn, "_count": "0"})
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["total"] == len(ids) and entries(counted.json()) == []
+    assert [link["relation"] for link in counted.json()["link"]] == ["self"]
     # the audit records of these searches name the patient by the regional id; the BSN is nowhere
     rows = await _audit_rows(world, after=start)
     asked = [r for r in rows if "NamingSystem/bsn|*" in _queries(r.content)]

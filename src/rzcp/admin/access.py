@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from rzcp.auth.deps import CurrentPrincipal
 from rzcp.auth.principal import Principal
-from rzcp.auth.registry import ensure_live, needs_live_check
+from rzcp.auth.registry import ensure_live
 from rzcp.errors import Forbidden
 
 
@@ -31,10 +31,10 @@ def require(principal: Principal, role: str) -> Principal:
 
 
 async def _live(request: Request, principal: CurrentPrincipal) -> Principal:
-    """The caller, refused when its client was revoked or its member suspended since the token was issued."""
-    if needs_live_check(principal):
-        async with request.app.state.runtime.db.query() as conn:
-            await ensure_live(conn, principal)
+    """The caller, refused when its client was revoked or its member suspended since the token was issued,
+    or (a person) when the session was ended by logout."""
+    async with request.app.state.runtime.db.query() as conn:
+        await ensure_live(conn, principal)
     return principal
 
 

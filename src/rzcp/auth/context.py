@@ -5,10 +5,16 @@ identifier under an organisation's OID; required for patient data) and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Set
 
 from rzcp.auth.principal import Identifier, Principal, RequestContext
 from rzcp.errors import BadRequest, Forbidden
+
+#: ASCII digits only: `str.isdigit` also takes superscripts and other scripts' digits, which no register
+#: holds, and the trail must name a person someone can find.
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_OID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 #: The v3 PurposeOfUse codes (http://terminology.hl7.org/CodeSystem/v3-ActReason) a region may allow.
 PURPOSE_OF_USE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -58,14 +64,12 @@ def _practitioner(identifier: Identifier) -> Identifier:
     """The audit trail must name a person someone can find (NEN 7513): a number in a national register, or
     an organisation's own identifier under its OID; not any `x|1`."""
     if identifier.system in PRACTITIONER_REGISTERS:
-        if not (identifier.value.isdigit() and len(identifier.value) <= 12):
+        if not _DIGITS.fullmatch(identifier.value):
             raise BadRequest(
                 f"X-Acting-Practitioner: a {identifier.system} number is digits only", code="value"
             )
         return identifier
-    if identifier.system.startswith("urn:oid:") and all(
-        p.isdigit() for p in identifier.system[8:].split(".")
-    ):
+    if identifier.system.startswith("urn:oid:") and _OID.fullmatch(identifier.system[8:]):
         return identifier
     raise BadRequest(
         "X-Acting-Practitioner must name the person by a UZI, AGB or BIG number "

@@ -143,10 +143,18 @@ async def jwks(auth: AuthDep) -> Response:
 
 @router.post("/auth/introspect")
 async def introspect(request: Request, auth: AuthDep, urls: EndpointsDep) -> Response:
-    """RFC 7662, for callers holding a valid token of their own (a member system checking a token)."""
+    """RFC 7662, for a member system checking a token of its own organisation; any other token, a patient's
+    included, is answered `active: false`."""
     caller = await auth.tokens.verify(bearer_token(request), issuer=urls.issuer, audience=urls.fhir_base)
     if caller.get("kind") != "system":
         raise OAuthError("invalid_client", "introspection is for member systems", status=401)
+    try:
+        async with auth.db.read() as conn:
+            await ensure_live(conn, Principal.from_claims(caller))
+    except InvalidToken:
+        raise OAuthError(
+            "invalid_client", "the client is revoked or its member suspended", status=401
+        ) from None
     form = await read_form(request)
     subject = form.get("token")
     if not subject:
@@ -156,6 +164,10 @@ async def introspect(request: Request, auth: AuthDep, urls: EndpointsDep) -> Res
         async with auth.db.read() as conn:
             await ensure_live(conn, Principal.from_claims(claims))
     except (InvalidToken, ValueError, KeyError):
+        return _json({"active": False})
+    if claims.get("ura") is None or claims.get("ura") != caller.get("ura"):
+        # another member's or a patient's token: what it says (a patient's regional id, another
+        # organisation's scopes) is not the caller's to learn
         return _json({"active": False})
     shown = (
         "scope",

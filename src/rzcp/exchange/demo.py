@@ -56,7 +56,8 @@ NL_CORE = [
     DATA / "nl-core" / "nl-core-Patient-01.json",
     DATA / "nl-core" / "nl-core-AllergyIntolerance-01.json",
 ]
-SCOPE = "system/*.cruds"
+#: What a member system needs, and no more: pull (read, search), announce patients, push messages.
+SCOPE = "system/*.rs system/Patient.c system/Bundle.c"
 PRACTITIONER = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|900012345"
 PSY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
 

@@ -349,7 +349,7 @@ async def run_pull(
         "link": [{"relation": "self", "url": self_url}],
         "entry": [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in page],
     }
-    if next_url is not None and query.offset + query.count < report.total:
+    if next_url is not None and query.count and query.offset + query.count < report.total:
         bundle["link"].append({"relation": "next", "url": next_url})
     if issues:
         bundle["entry"].append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})

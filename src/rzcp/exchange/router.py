@@ -27,6 +27,7 @@ from rzcp.audit.events import Returned
 from rzcp.audit.http import note as audit_note
 from rzcp.auth.access import authorize_interaction
 from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.auth.context import require_practitioner
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import ensure_live
@@ -68,13 +69,17 @@ def _base(request: Request, runtime: Runtime) -> str:
 
 
 def _member_of(principal: Principal) -> str:
-    if not principal.is_system or principal.member_ura is None:
+    """The exchange (pulls, pushes, announcements) is for systems of the role `member`: the region's admin
+    and auditor systems manage and audit it, they take no part in it."""
+    if not principal.is_system or principal.member_ura is None or principal.role != "member":
         raise Forbidden("the exchange is for member systems")
     return principal.member_ura
 
 
 async def _requester(exchange: Exchange, conn: Any, principal: Principal) -> Requester:
+    """The requesting (or sending) member, active now, acting for a named professional."""
     ura = _member_of(principal)
+    require_practitioner(principal)
     member = await exchange.directory.active_member(conn, ura)
     if member is None:
         raise Forbidden("the calling member is not active")
@@ -116,7 +121,7 @@ def _count(pairs: list[tuple[str, str]], runtime: Runtime) -> int:
         return settings.default_page_size
     if not raw.isdigit():
         raise BadRequest(f"_count={raw!r} is not a whole number", expression=("_count",))
-    return max(1, min(int(raw), settings.max_page_size))
+    return min(int(raw), settings.max_page_size)  # 0: the total only, as a store search answers it
 
 
 async def _answer(

@@ -19,6 +19,9 @@ _INTERACTIONS = (
     "create",
     "search-type",
 )
+_WRITES = frozenset({"create", "update", "delete"})
+#: Written by the gateway only: its REST API reads them and refuses writes (405).
+_READ_ONLY_TYPES = frozenset({"AuditEvent"})
 _RESULT_PARAMS = ("_count", "_sort", "_summary", "_elements", "_include", "_revinclude", "_total")
 
 
@@ -39,7 +42,11 @@ def _build(registry: Any, types: tuple[str, ...], base: str) -> dict[str, Any]:
         resources.append(
             {
                 "type": res_type,
-                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "interaction": [
+                    {"code": code}
+                    for code in _INTERACTIONS
+                    if res_type not in _READ_ONLY_TYPES or code not in _WRITES
+                ],
                 "versioning": "versioned-update",
                 "readHistory": True,
                 "updateCreate": False,

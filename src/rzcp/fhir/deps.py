@@ -18,7 +18,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rzcp.auth.access import Access, authorize_interaction
+from rzcp.auth.access import Access, authorize_interaction, authorize_rest_write
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead
@@ -92,7 +92,7 @@ ResourceId = Annotated[str, Depends(_resource_id)]
 
 def _can(interaction: str) -> Callable[..., Access]:
     async def dependency(request: Request, res_type: ResourceType, principal: CurrentPrincipal) -> Access:
-        return authorize_interaction(principal, res_type, interaction, _runtime(request).registry)
+        return authorize_rest_write(principal, res_type, interaction, _runtime(request).registry)
 
     return dependency
 

@@ -5,7 +5,7 @@ responses."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -13,13 +13,13 @@ from urllib.parse import parse_qsl
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.http import AuditNote
-from rzcp.errors import BadRequest, PreconditionFailed
+from rzcp.errors import BadRequest, Forbidden, PreconditionFailed
 from rzcp.fhir import bundles, paging
-from rzcp.fhir.search.parser import parse_search
+from rzcp.fhir.search.parser import SearchQuery, parse_search
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.runtime import Runtime
 from rzcp.store.resources import ResourceStore, Version
-from rzcp.store.search_sql import execute_search
+from rzcp.store.search_sql import StoredRow, execute_search
 
 if TYPE_CHECKING:
     from rzcp.auth.compartment import PatientCompartment
@@ -38,11 +38,15 @@ async def search(
     strict: bool,
     compartment: PatientCompartment | None = None,
     audit: AuditNote | None = None,
+    may_include: Callable[[str], None] | None = None,
 ) -> bytes:
     """A searchset Bundle for one page of `res_type?pairs`; `_page` in pairs picks the page.
 
     With a `compartment` (a patient's token) the search is confined to it and so are the included
-    resources."""
+    resources. `may_include` raises when the caller may not search a type: asked before the search for
+    every type an `_include`/`_revinclude` names (a clear refusal that depends on no data), and after it
+    for the type of every resource included (an `_include` without a target type may reach any type its
+    reference can point to; what the caller may not search is left out, as if not there)."""
     path = f"/{res_type}"
     bound = paging.binding(path, pairs)
     token = dict(pairs).get(paging.PAGE_PARAM)
@@ -59,8 +63,13 @@ async def search(
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
     )
+    if may_include is not None:
+        for named in named_include_types(query):
+            may_include(named)
     result = await execute_search(conn, query, offset=offset)
     included = result.included
+    if may_include is not None and included:
+        included = _permitted(included, may_include)
     if compartment is not None and included:
         included = await compartment.visible(conn, included)
     if audit is not None:
@@ -82,6 +91,24 @@ async def search(
         elements=params.get("_elements"),
         summary=summary if summary in ("true", "text", "data") else None,
     )
+
+
+def named_include_types(query: SearchQuery) -> set[str]:
+    """The types the query's `_include`s and `_revinclude`s name outright."""
+    named = {inc.source_type for inc in query.revincludes}
+    named.update(inc.target_type for inc in query.includes if inc.target_type is not None)
+    return named
+
+
+def _permitted(rows: list[StoredRow], may_include: Callable[[str], None]) -> list[StoredRow]:
+    allowed: dict[str, bool] = {}
+    for res_type in {row.res_type for row in rows}:
+        try:
+            may_include(res_type)
+            allowed[res_type] = True
+        except Forbidden:
+            allowed[res_type] = False
+    return [row for row in rows if allowed[row.res_type]]
 
 
 async def find_existing(

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.http import note as audit_note
-from rzcp.auth.access import Access
+from rzcp.auth.access import Access, require_named_patient
 from rzcp.errors import BadRequest, Gone, Issue
 from rzcp.exchange.router import regional_patient_search
 from rzcp.fhir import interactions
@@ -141,6 +141,7 @@ async def _search(
     """A type search, by GET or POST alike: a Patient's BSN is looked up in the locator (the regional
     Patient carries none), anything else in the store."""
     if res_type == "Patient" and access.compartment is None:
+        require_named_patient(access.principal, pairs)
         located = await regional_patient_search(request, runtime, conn, pairs)
         if located is not None:
             return located
@@ -153,6 +154,7 @@ async def _search(
         strict=prefer.strict,
         compartment=access.compartment,
         audit=audit_note(request),
+        may_include=access.may_search,
     )
     return render(request, body.decode())
 
