@@ -149,6 +149,11 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
     }
     private = {**client, "jwks": {"keys": [key.as_dict(private=True)]}, "client_id": f"x-{ura}"}
     outcome_of(await chief.post("/admin/api/clients", json=private), 400)
+    typo = {**client, "client_id": f"t-{ura}", "scope": "system/Pateint.rs"}  # no such type: a typo
+    assert (
+        "Pateint"
+        in outcome_of(await chief.post("/admin/api/clients", json=typo), 400)["issue"][0]["diagnostics"]
+    )
     jwks_url = {"jwks": None, "jwks_url": "https://keys.example/jwks.json"}
     by_url = await chief.post("/admin/api/clients", json={**client, "client_id": f"u-{ura}", **jwks_url})
     assert by_url.status_code == 201 and by_url.json()["jwks_url"] == "https://keys.example/jwks.json"

@@ -26,6 +26,7 @@ from rzcp.auth.scopes import ScopeError, ScopeSet
 from rzcp.auth.tables import clients, ended_sessions, members
 from rzcp.auth.tokens import InvalidToken
 from rzcp.errors import BadRequest, Conflict, NotFound
+from rzcp.fhir.search.definitions import SearchRegistry
 
 _URA = re.compile(r"\d{8}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
@@ -197,6 +198,10 @@ async def add_client(
         raise BadRequest(str(exc)) from None
     if not scopes.resource or scopes.contexts() != {"system"}:
         raise BadRequest("a client's scopes must be system/... scopes")
+    known = SearchRegistry.default().resource_types()
+    unknown = sorted({s.resource_type for s in scopes.resource} - known - {"*"})
+    if unknown:
+        raise BadRequest(f"{', '.join(unknown)}: not an R4 resource type (scopes name a type or *)")
     member = await conn.execute(select(members.c.status).where(members.c.ura == member_ura))
     if member.first() is None:
         raise NotFound(f"no member with URA {member_ura}")
