@@ -165,3 +165,16 @@ def test_no_clinical_content_and_canonical_form() -> None:
     shuffled = dict(reversed(list(event.items())))
     assert canonical(shuffled) == canonical(event)
     assert b": " not in canonical(event) and canonical(event).startswith(b'{"action":"E"')
+
+
+def test_reading_a_messages_status_is_a_read_not_a_push() -> None:
+    """Found by an integrator: every status poll counted as a push in the console's lists and charts."""
+    from rzcp.admin.classify import classify
+    from rzcp.audit.http import _interaction
+
+    kinds = {}
+    for method, path in (("POST", "/fhir/$process-message"), ("GET", "/fhir/$process-message/m-1")):
+        interaction, operation = _interaction(method, None, path)
+        facts = make_facts(interaction=interaction, operation=operation, status=200, decisions=())
+        kinds[method] = classify(build_event(facts)).kind
+    assert kinds == {"POST": "push", "GET": "read"}

@@ -105,7 +105,10 @@ def _interaction(method: str, route: str | None, path: str) -> tuple[str, str | 
     if route is not None and (method, route) in _INTERACTION:
         return _INTERACTION[(method, route)], None
     if "$" in path:
-        return "operation", path.rsplit("$", 1)[1].split("/")[0]
+        name, _, rest = path.rsplit("$", 1)[1].partition("/")
+        if method == "GET" and rest:  # `GET $process-message/<id>`: reading a message's status
+            return "read", f"{name}-status"
+        return "operation", name
     if path.startswith("/auth/token"):
         return "operation", "token"
     if path.startswith("/auth/revoke"):
