@@ -239,6 +239,8 @@ async def test_metadata_and_discovery_need_no_token(app: Any, anonymous: httpx.A
     assert config["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     assert config["code_challenge_methods_supported"] == ["S256"]
     assert "client-confidential-asymmetric" in config["capabilities"]
+    # the least scopes the README advises a member system are advertised, not only the broad ones
+    assert {"system/*.rs", "system/Patient.c", "system/Bundle.c"} <= set(config["scopes_supported"])
     jwks = (await anonymous.get("/auth/jwks")).json()
     assert all("d" not in key for key in jwks["keys"])
     statement = (await anonymous.get("/fhir/metadata")).json()

@@ -86,6 +86,10 @@ async def smart_configuration(auth: AuthDep, urls: EndpointsDep) -> Response:
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": [
+            # what a member system needs (pull, announce, push), then the broader forms an admin's may take
+            "system/*.rs",
+            "system/Patient.c",
+            "system/Bundle.c",
             "system/*.read",
             "system/*.write",
             "system/*.cruds",
