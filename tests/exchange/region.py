@@ -18,6 +18,7 @@ import orjson
 
 from rzcp.app import create_app
 from rzcp.auth import registry
+from rzcp.auth.bsn import is_valid_bsn
 from rzcp.consent.cache import note_consent_change
 from rzcp.consent.cases import consent_from_compact
 from rzcp.consent.policy import load_policy
@@ -53,6 +54,14 @@ def synthea_ids(res_type: str, prefix: str) -> set[str]:
 
 def new_ura() -> str:
     return f"{uuid.uuid4().int % 10**8:08d}"
+
+
+def new_bsn() -> str:
+    """A BSN that passes the 11-check, other than any a test used before (the database is shared)."""
+    while True:
+        bsn = f"9{uuid.uuid4().int % 10**8:08d}"
+        if is_valid_bsn(bsn):
+            return bsn
 
 
 class Counting:

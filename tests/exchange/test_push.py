@@ -8,18 +8,21 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
 from rzcp.app import create_app
+from rzcp.audit.tables import audit_events
 from rzcp.exchange.outbox import accept_message
-from rzcp.exchange.pull import Requester
+from rzcp.exchange.pull import SOURCE_SYSTEM, Requester
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
 from rzcp.exchange.worker import OutboxWorker
@@ -33,11 +36,16 @@ from tests.exchange.region import (
     load_member,
     member_app,
     message_bundle,
+    new_bsn,
     wait_for,
 )
 from tests.exchange.servers import free_port, serve
 
 PROCESS = "POST /fhir/$process-message"
+PATIENT_URL = "urn:uuid:22222222-2222-4222-8222-222222222222"
+HER_URL = "urn:uuid:44444444-4444-4444-8444-444444444444"
+BSN = "http://fhir.nl/fhir/NamingSystem/bsn"
+URA = "http://fhir.nl/fhir/NamingSystem/ura"
 
 
 @dataclass
@@ -54,6 +62,9 @@ class Push:
     late_db: str
     bsn: str
     tmp: Any
+    #: Another patient of the GP's, whose consent lets hospitals have her documents only.
+    her_bsn: str
+    ggz_endpoint: str
 
 
 async def stored_bundles(db_url: str) -> list[str]:
@@ -67,6 +78,33 @@ async def stored_bundles(db_url: str) -> list[str]:
             return [r.res_id for r in rows]
     finally:
         await db.dispose()
+
+
+async def delivered_bundle(db_url: str, message_id: str) -> dict[str, Any]:
+    from rzcp.store.db import Database
+    from rzcp.store.tables import resources
+
+    db = Database(db_url)
+    try:
+        async with db.read() as conn:
+            query = select(resources.c.content).where(
+                resources.c.res_type == "Bundle", resources.c.res_id == message_id
+            )
+            return orjson.loads((await conn.execute(query)).scalars().one())
+    finally:
+        await db.dispose()
+
+
+async def outbox_rows(push: Push, key: str) -> list[Any]:
+    async with push.region.db.read() as conn:
+        return list(await conn.execute(select(outbox).where(outbox.c.sender_key == key)))
+
+
+async def audit_record_of(push: Push, response: httpx.Response) -> Any:
+    """The audit record of one request (found by the request id the gateway answered with)."""
+    async with push.region.db.read() as conn:
+        query = select(audit_events).where(audit_events.c.correlation_id == response.headers["x-request-id"])
+        return (await conn.execute(query)).one()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -94,9 +132,27 @@ async def push(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
         ids = await region.announce(gp.ura, gp_patients)
         bsn = next(iter(gp_patients.values()))
         await region.consent(ids[bsn], {"permit": {"to": ["ziekenhuizen-labs", "verpleging-verzorging"]}})
+        her_bsn = new_bsn()
+        her = await region.announce(gp.ura, {"gp-her": her_bsn})
+        await region.consent(
+            her[her_bsn], {"permit": {"to": "ziekenhuizen-labs", "types": "DocumentReference"}}
+        )
         client = await region.client_for(await region.add_client(gp.ura))
         yield Push(
-            region, client, gp.ura, zh.ura, hospital, zh_db, ggz.ura, late.ura, late_port, late_db, bsn, tmp
+            region,
+            client,
+            gp.ura,
+            zh.ura,
+            hospital,
+            zh_db,
+            ggz.ura,
+            late.ura,
+            late_port,
+            late_db,
+            bsn,
+            tmp,
+            her_bsn,
+            ggz.base_url,
         )
         await client.aclose()
         await region.close()
@@ -149,6 +205,13 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     bad["entry"] = bad["entry"][1:]
     response = await push.gp.post("/fhir/$process-message", json=bad)
     assert response.status_code == 400
+    # A second MessageHeader, naming another sender: which one would the receiver read?
+    two = message_bundle(push.hospital_ura, push.bsn)
+    header = two["entry"][0]["resource"] | {"sender": {"identifier": {"system": URA, "value": push.ggz_ura}}}
+    two["entry"].append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": header})
+    response = await push.gp.post("/fhir/$process-message", json=two)
+    assert response.status_code == 400
+    assert await outbox_rows(push, two["id"]) == []
 
 
 @pytest.mark.parametrize(
@@ -179,6 +242,294 @@ async def test_a_message_carrying_invalid_fhir_is_refused_naming_it_and_not_stor
             select(func.count()).select_from(outbox).where(outbox.c.sender_key == bad["id"])
         )
     assert count == 0
+
+
+# --- one patient per message ---------------------------------------------------------------------------
+
+
+def patient_entry(url: str, bsn: str | None, res_id: str | None = None) -> dict[str, Any]:
+    patient: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": "Jansen"}]}
+    if bsn is not None:
+        patient["identifier"] = [{"system": BSN, "value": bsn}]
+    if res_id is not None:
+        patient["id"] = res_id
+    return {"fullUrl": url, "resource": patient}
+
+
+def condition(subject: dict[str, Any], **more: Any) -> dict[str, Any]:
+    resource = {
+        "resourceType": "Condition",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "35489007"}]},
+        "subject": subject,
+        **more,
+    }
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource}
+
+
+def message_with(push: Push, *entries: dict[str, Any]) -> dict[str, Any]:
+    """The GP's discharge letter to the hospital about the consenting patient, carrying `entries` too."""
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    bundle["entry"].extend(entries)
+    return bundle
+
+
+async def test_her_refusal_holds_whatever_patient_comes_first(push: Push) -> None:
+    """The tester's finding: a consenting patient's Patient first, then hers and her Condition. The message
+    is about two people: refused, stored nowhere, and its record names neither of them."""
+    alone = message_bundle(push.hospital_ura, push.her_bsn)
+    alone["entry"][2]["resource"] = condition({"reference": PATIENT_URL})["resource"]
+    assert (await push.gp.post("/fhir/$process-message", json=alone)).status_code == 403
+
+    smuggled = message_with(push, patient_entry(HER_URL, push.her_bsn), condition({"reference": HER_URL}))
+    response = await push.gp.post("/fhir/$process-message", json=smuggled)
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[3].resource.identifier"]
+    assert "one patient" in issue["diagnostics"]
+    assert await outbox_rows(push, smuggled["id"]) == []
+    record = await audit_record_of(push, response)
+    assert record.patient is None
+    assert orjson.loads(record.content)["outcomeDesc"] == "refused: not about exactly one patient"
+
+
+def _other_patients(push: Push) -> list[tuple[str, list[dict[str, Any]], str]]:
+    """Ways a hostile sender could bring a second patient into a message: (case, entries added, the
+    element the refusal names)."""
+    her = push.her_bsn
+    at = "Bundle.entry[3].resource"
+    return [
+        (
+            "a second Patient without a BSN",
+            [patient_entry(HER_URL, None), condition({"reference": HER_URL})],
+            f"{at}.identifier",
+        ),
+        (
+            "the same person twice, but one Patient carries a second BSN",
+            [
+                {
+                    "fullUrl": HER_URL,
+                    "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [{"system": BSN, "value": push.bsn}, {"system": BSN, "value": her}],
+                    },
+                }
+            ],
+            f"{at}.identifier",
+        ),
+        (
+            "the same person twice, but one Patient carries her BSN under the BSN's OID",
+            [
+                {
+                    "fullUrl": HER_URL,
+                    "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [
+                            {"system": BSN, "value": push.bsn},
+                            {"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": her},
+                        ],
+                    },
+                }
+            ],
+            f"{at}.identifier",
+        ),
+        ("a Patient outside the Bundle", [condition({"reference": "Patient/gp-her"})], f"{at}.subject"),
+        (
+            "a Patient on another server",
+            [condition({"reference": "https://gp.example/fhir/Patient/gp-her"})],
+            f"{at}.subject",
+        ),
+        (
+            "her BSN as a logical reference",
+            [condition({"identifier": {"system": BSN, "value": her}})],
+            f"{at}.subject.identifier",
+        ),
+        (
+            "her BSN on a resource about the patient",
+            [condition({"reference": PATIENT_URL}, identifier=[{"system": BSN, "value": her}])],
+            f"{at}.identifier[0]",
+        ),
+        (
+            "a contained Patient",
+            [
+                condition(
+                    {"reference": "#her"},
+                    contained=[
+                        {
+                            "resourceType": "Patient",
+                            "id": "her",
+                            "identifier": [{"system": BSN, "value": her}],
+                        }
+                    ],
+                )
+            ],
+            f"{at}.contained[0]",
+        ),
+        ("a Group as subject", [condition({"reference": "Group/ward-3"})], f"{at}.subject"),
+        (
+            "a urn: reference to no entry",
+            [condition({"reference": "urn:uuid:55555555-5555-4555-8555-555555555555"})],
+            f"{at}.subject",
+        ),
+        (
+            "another Patient outside the subject",
+            [condition({"reference": PATIENT_URL}, asserter={"reference": "Patient/gp-her"})],
+            f"{at}.asserter",
+        ),
+        (
+            "a conditional reference to her",
+            [
+                condition(
+                    {"reference": PATIENT_URL}, asserter={"reference": f"Patient?identifier={BSN}|{her}"}
+                )
+            ],
+            f"{at}.asserter",
+        ),
+    ]
+
+
+async def test_a_message_about_more_than_one_patient_is_refused_naming_the_element(push: Push) -> None:
+    for case, entries, element in _other_patients(push):
+        bundle = message_with(push, *entries)
+        response = await push.gp.post("/fhir/$process-message", json=bundle)
+        assert response.status_code == 422, f"{case}: {response.text}"
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["expression"] == [element], case
+        assert await outbox_rows(push, bundle["id"]) == [], case
+
+
+async def test_a_message_may_name_its_one_patient_in_every_way_the_gateway_can_resolve(push: Push) -> None:
+    """A second Patient entry with the same BSN, a relative reference to a Patient entry's id, the BSN as
+    a logical reference: all the same person."""
+    bundle = message_with(
+        push,
+        patient_entry(HER_URL, push.bsn, res_id="gp-1"),
+        condition({"reference": HER_URL}),
+        condition({"reference": "Patient/gp-1"}),
+        condition({"identifier": {"system": BSN, "value": push.bsn}}),
+    )
+    response = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert response.status_code == 202, response.text
+
+
+async def test_contained_data_is_decided_by_consent_too(push: Push) -> None:
+    """Her consent lets the hospital have her documents, not her conditions: a Condition contained in an
+    Organization is her condition all the same."""
+    bundle = message_bundle(push.hospital_ura, push.her_bsn)
+    assert (await push.gp.post("/fhir/$process-message", json=bundle)).status_code == 202
+    bundle = message_bundle(push.hospital_ura, push.her_bsn)
+    organization = {
+        "resourceType": "Organization",
+        "name": "Huisartsenpraktijk De Linde",
+        "contained": [condition({"reference": PATIENT_URL})["resource"] | {"id": "c1"}],
+    }
+    bundle["entry"].append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": organization})
+    response = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert response.status_code == 403, response.text
+    assert await outbox_rows(push, bundle["id"]) == []
+
+
+# --- the sender ----------------------------------------------------------------------------------------
+
+
+def _claims(push: Push) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """MessageHeader senders that are not the GP: (case, header changes, entries added)."""
+    other = push.ggz_ura
+    org_url = f"urn:uuid:{uuid.uuid4()}"
+    organization = {"resourceType": "Organization", "identifier": [{"system": URA, "value": other}]}
+    return [
+        ("another member's URA", {"sender": {"identifier": {"system": URA, "value": other}}}, []),
+        ("another member's Organization", {"sender": {"reference": f"Organization/ura-{other}"}}, []),
+        (
+            "an Organization entry with another member's URA",
+            {"sender": {"reference": org_url}},
+            [{"fullUrl": org_url, "resource": organization}],
+        ),
+        (
+            "the GP's URA and another's Organization",
+            {
+                "sender": {
+                    "reference": f"Organization/ura-{other}",
+                    "identifier": {"system": URA, "value": push.gp_ura},
+                }
+            },
+            [],
+        ),
+        ("a practitioner, not an organisation", {"sender": {"reference": "Practitioner/uzi-1"}}, []),
+        ("a name only", {"sender": {"display": "GGZ De Oever"}}, []),
+        ("another member's endpoint as source", {"source": {"endpoint": push.ggz_endpoint + "/"}}, []),
+    ]
+
+
+async def test_a_message_in_another_members_name_is_refused(push: Push) -> None:
+    for case, header, entries in _claims(push):
+        bundle = message_with(push, *entries)
+        bundle["entry"][0]["resource"].update(header)
+        response = await push.gp.post("/fhir/$process-message", json=bundle)
+        assert response.status_code == 403, f"{case}: {response.text}"
+        assert response.json()["issue"][0]["code"] == "forbidden", case
+        assert await outbox_rows(push, bundle["id"]) == [], case
+    record = await audit_record_of(push, response)
+    assert orjson.loads(record.content)["outcomeDesc"] == "refused: the MessageHeader names another sender"
+
+
+async def test_the_receiver_learns_the_sender_from_the_gateway(push: Push) -> None:
+    """The GP names itself (or no one); a source tag it wrote itself, naming another member, does not
+    reach the receiver: the gateway's own does, on the Bundle and each resource, with the sender's URA."""
+    named = message_bundle(push.hospital_ura, push.bsn)
+    named["entry"][0]["resource"]["sender"] = {"reference": f"Organization/ura-{push.gp_ura}"}
+    assert (await push.gp.post("/fhir/$process-message", json=named)).status_code == 202
+
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    forged = {"system": SOURCE_SYSTEM, "code": push.ggz_ura}
+    bundle["meta"] = {"security": [forged], "source": push.ggz_endpoint}
+    bundle["entry"][2]["resource"]["meta"] = {"security": [forged]}
+    response = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert response.status_code == 202, response.text
+    task = await completed(push.gp, response.headers["location"])
+    assert task["status"] == "completed"
+    delivered = await delivered_bundle(push.hospital_db, task["id"])
+    header, patient, document = (e["resource"] for e in delivered["entry"])
+    for resource in (delivered, header, patient, document):
+        assert [s for s in resource["meta"]["security"] if s["system"] == SOURCE_SYSTEM] == [
+            {"system": SOURCE_SYSTEM, "code": push.gp_ura, "display": "Huisartsenpraktijk De Linde"}
+        ]
+    assert delivered["meta"]["source"] == "http://127.0.0.1:9/fhir"
+    assert header["sender"]["identifier"] == {"system": URA, "value": push.gp_ura}
+
+
+# --- one Bundle.id, one message ------------------------------------------------------------------------
+
+
+async def test_a_used_bundle_id_with_other_content_is_a_conflict(push: Push) -> None:
+    """The sender's Bundle.id names one message: a repeat with the same content is that message again,
+    other content under it is refused (409) and stored nowhere, and the stored message stays as it was."""
+    first = message_bundle(push.hospital_ura, push.bsn)
+    assert (await push.gp.post("/fhir/$process-message", json=first)).status_code == 202
+    (stored,) = await outbox_rows(push, first["id"])
+
+    changed = message_bundle(push.hospital_ura, push.bsn, key=first["id"])
+    changed["entry"][2]["resource"]["status"] = "superseded"
+    response = await push.gp.post("/fhir/$process-message", json=changed)
+    assert response.status_code == 409, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "conflict" and issue["expression"] == ["Bundle.id"]
+    # about the same patient as the stored message: the refusal's record names her
+    record = await audit_record_of(push, response)
+    assert record.patient == f"Patient/{stored.patient_id}"
+    assert (
+        orjson.loads(record.content)["outcomeDesc"] == "refused: Bundle.id already used for another message"
+    )
+
+    other_patient = message_bundle(push.hospital_ura, push.her_bsn, key=first["id"])
+    response = await push.gp.post("/fhir/$process-message", json=other_patient)
+    assert response.status_code == 409, response.text
+    # about another patient: the record names neither the stored message's patient nor the new one
+    assert (await audit_record_of(push, response)).patient is None
+
+    assert [(r.id, r.message) for r in await outbox_rows(push, first["id"])] == [(stored.id, stored.message)]
+    again = await push.gp.post("/fhir/$process-message", json=first)
+    assert again.status_code == 202
 
 
 async def test_a_push_to_a_member_that_is_down_and_comes_back(push: Push) -> None:

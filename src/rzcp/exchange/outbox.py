@@ -1,5 +1,6 @@
-"""Message push: a member's FHIR message Bundle, checked against the patient's consent, stored durably
-before the sender hears "accepted", then delivered by a worker (rzcp.exchange.worker).
+"""Message push: a member's FHIR message Bundle, checked to be about one patient and from the member that
+sends it (rzcp.exchange.message) and against the patient's consent, stored durably before the sender hears
+"accepted", then delivered by a worker (rzcp.exchange.worker).
 
     message, report = await accept_message(exchange, conn, sender, bundle)   # in the request's write txn
     rows = await claim(conn, worker_token, lease_seconds=30, limit=10)       # by a worker
@@ -34,14 +35,14 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.events import Decision as AuditDecision
-from rzcp.auth.bsn import BSN_SYSTEM
 from rzcp.consent.cache import rules_for
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Request
 from rzcp.consent.service import request_for_resource
-from rzcp.errors import BadRequest, Forbidden, NotFound
-from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
+from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
+from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
+from rzcp.exchange.message import MessageIndex, check_sender, message_bsn
 from rzcp.exchange.pull import Requester, TypeDecision, type_decision
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
@@ -70,6 +71,8 @@ class PushReport:
     status: int = 202
     #: Resource type -> count carried in the message (never content).
     carried: dict[str, int] = field(default_factory=dict)
+    #: Why the push was refused, for the audit's outcome description.
+    refusal: str | None = None
 
     def audit_decisions(self) -> tuple[AuditDecision, ...]:
         return tuple(d.for_audit(self.sender_ura) for d in self.decisions)
@@ -120,59 +123,124 @@ def _receiver(header: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return ura, destination.get("endpoint")
 
 
-def _bsn(entries: list[Mapping[str, Any]]) -> str | None:
-    for resource in entries:
-        if resource.get("resourceType") != "Patient":
-            continue
-        for identifier in resource.get("identifier") or []:
-            if isinstance(identifier, Mapping) and identifier.get("system") == BSN_SYSTEM:
-                return str(identifier.get("value") or "") or None
-    return None
-
-
-async def accept_message(
-    exchange: Exchange, conn: AsyncConnection, sender: Requester, bundle: Any
-) -> tuple[Message | None, PushReport]:
-    """Check a message Bundle and store it for delivery. Raises BadRequest for a malformed message and
-    Forbidden when the patient's consent does not let the sender share it with the receiver (the report
-    rides on the exception as `.report`)."""
+def _index(bundle: Any) -> MessageIndex:
+    """The message's entries; BadRequest when it is not a message Bundle led by its one MessageHeader."""
     if (
         not isinstance(bundle, Mapping)
         or bundle.get("resourceType") != "Bundle"
         or bundle.get("type") != "message"
     ):
         raise BadRequest("$process-message takes a Bundle of type message")
-    resources = [
-        e.get("resource")
-        for e in bundle.get("entry") or []
-        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
-    ]
-    if not resources or resources[0].get("resourceType") != "MessageHeader":
+    index = MessageIndex(bundle)
+    if not index.entries or index.entries[0].get("resourceType") != "MessageHeader":
         raise BadRequest("a message Bundle starts with its MessageHeader", expression=("Bundle.entry[0]",))
-    ura, endpoint = _receiver(resources[0])
-    active = await exchange.directory.members(conn)
+    if sum(r.get("resourceType") == "MessageHeader" for r in index.entries) > 1:
+        # a second header could name another sender or receiver, and a receiver might read that one
+        raise BadRequest("a message Bundle has one MessageHeader", expression=("Bundle.entry",))
+    return index
+
+
+def _receiver_member(header: Mapping[str, Any], active: Mapping[str, Member], sender: Requester) -> Member:
+    ura, endpoint = _receiver(header)
     receiver = (
         active.get(ura)
         if ura
         else next((m for m in active.values() if endpoint and m.base_url == str(endpoint).rstrip("/")), None)
     )
-    report = PushReport(None, sender.ura, receiver.ura if receiver else ura, None)
     if receiver is None:
         raise BadRequest("the message's destination is not an active member of the region")
     if receiver.ura == sender.ura:
         raise BadRequest("a member does not send messages to itself through the region")
-    clinical = [r for r in resources if r.get("resourceType") not in _ADMINISTRATIVE]
-    for resource in resources:
+    return receiver
+
+
+def _carried(entries: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every resource the message carries: the entries and what they contain (a Condition contained in an
+    Organization is the patient's data as much as one in an entry of its own)."""
+    contained = [c for r in entries for c in r.get("contained") or [] if isinstance(c, Mapping)]
+    return [*entries, *contained]
+
+
+def _refused(error: RzcpError, report: PushReport, why: str) -> RzcpError:
+    """The error with the report of the refusal riding on it (`.report`), for the audit."""
+    report.status, report.refusal = error.status, why
+    error.report = report  # type: ignore[attr-defined]
+    return error
+
+
+async def accept_message(
+    exchange: Exchange, conn: AsyncConnection, sender: Requester, bundle: Any
+) -> tuple[Message, PushReport]:
+    """Check a message Bundle and store it for delivery. Raises BadRequest for a malformed message,
+    InvalidResource (422) for one that is not about exactly one patient (rzcp.exchange.message), and, with
+    the report riding on it as `.report`: Forbidden when the MessageHeader names another sender or the
+    patient's consent does not let the sender share it with the receiver, Conflict when the Bundle.id
+    was used before for other content."""
+    index = _index(bundle)
+    header = index.entries[0]
+    active = await exchange.directory.members(conn)
+    receiver = _receiver_member(header, active, sender)
+    report = PushReport(None, sender.ura, receiver.ura, None)
+    carried = _carried(index.entries)
+    for resource in carried:
         kind = str(resource.get("resourceType"))
         report.carried[kind] = report.carried.get(kind, 0) + 1
+    try:
+        check_sender(header, index, sender.ura, active)
+    except Forbidden as exc:
+        raise _refused(exc, report, "the MessageHeader names another sender") from None
+    clinical = [r for r in carried if r.get("resourceType") not in _ADMINISTRATIVE]
     if not clinical:
         raise BadRequest("the message carries no patient data to deliver")
-    bsn = _bsn(resources)
-    if bsn is None:
-        raise BadRequest("the message must carry the Patient with a BSN identifier", code="required")
+    try:
+        bsn = message_bsn(bundle, index)
+    except InvalidResource as exc:
+        raise _refused(exc, report, "not about exactly one patient") from None
     patient_id = await exchange.locator.find(conn, bsn)
+    sender_key = str(bundle.get("id") or uuid.uuid4())[:128]
+    existing = (
+        await conn.execute(
+            select(outbox).where(outbox.c.sender_ura == sender.ura, outbox.c.sender_key == sender_key)
+        )
+    ).first()
+    if existing is not None and orjson.loads(existing.message) != bundle:
+        raise _conflict(existing, patient_id, report)
     report.patient = f"Patient/{patient_id}" if patient_id else None
-    refused = patient_id is None
+    await _decide(exchange, conn, sender, receiver, patient_id, clinical, report)
+    if existing is not None:
+        report.message_id, report.accepted, report.repeated = existing.id, True, True
+        return _message(existing), report
+    message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
+    report.message_id, report.accepted = message.id, True
+    return message, report
+
+
+def _conflict(existing: Any, patient_id: str | None, report: PushReport) -> RzcpError:
+    """The Bundle.id names a stored message with other content. The refusal's record names the patient
+    only when the new content is about the stored message's patient too: otherwise the request was not
+    about her, and naming her would put it in her access log and her name in a record of someone else's
+    data."""
+    if patient_id is not None and existing.patient_id == patient_id:
+        report.patient = f"Patient/{patient_id}"
+    error = Conflict(
+        f"Bundle.id was used before for a message with other content ({existing.id}); a new message needs "
+        "a new Bundle.id, and a repeat the same content",
+        expression=("Bundle.id",),
+    )
+    return _refused(error, report, "Bundle.id already used for another message")
+
+
+async def _decide(
+    exchange: Exchange,
+    conn: AsyncConnection,
+    sender: Requester,
+    receiver: Member,
+    patient_id: str | None,
+    clinical: list[Mapping[str, Any]],
+    report: PushReport,
+) -> None:
+    """Forbidden unless the patient is known and their consent lets the sender share every resource
+    carried with the receiver; the decisions per type go into the report."""
     if patient_id is not None:
         compiled = await rules_for(conn, exchange.consent_cache, f"Patient/{patient_id}")
         base = Request(
@@ -192,21 +260,21 @@ async def accept_message(
             if kind not in by_type or (by_type[kind].permit and not decision.permitted):
                 by_type[kind] = type_decision(decision, kind)
         report.decisions = list(by_type.values())
-        refused = not all(d.permit for d in report.decisions)
-    if refused:
-        report.status = 403
+    if patient_id is None or not all(d.permit for d in report.decisions):
         error = Forbidden("the patient's consent does not allow this message to be shared with the receiver")
-        error.report = report  # type: ignore[attr-defined]
-        raise error
-    sender_key = str(bundle.get("id") or uuid.uuid4())[:128]
-    existing = (
-        await conn.execute(
-            select(outbox).where(outbox.c.sender_ura == sender.ura, outbox.c.sender_key == sender_key)
-        )
-    ).first()
-    if existing is not None:
-        report.message_id, report.accepted, report.repeated = existing.id, True, True
-        return _message(existing), report
+        raise _refused(error, report, "no consent for the receiver")
+
+
+async def _store(
+    conn: AsyncConnection,
+    sender: Requester,
+    receiver: Member,
+    sender_key: str,
+    patient_id: str | None,
+    bundle: Mapping[str, Any],
+) -> Message:
+    """The message as the sender sent it (a repeat is compared with it); the gateway's statement of the
+    sender is added on delivery (rzcp.exchange.message.as_delivered)."""
     now = utcnow()
     message_id = str(uuid.uuid4())
     row = {
@@ -227,10 +295,7 @@ async def accept_message(
         "detail": "accepted",
     }
     await conn.execute(outbox.insert().values(**row))
-    report.message_id, report.accepted = message_id, True
-    return Message(
-        message_id, sender.ura, receiver.ura, patient_id, "pending", 0, now, now, None, "accepted"
-    ), report
+    return Message(message_id, sender.ura, receiver.ura, patient_id, "pending", 0, now, now, None, "accepted")
 
 
 def _message(row: Any, *, with_content: bool = False) -> Message:

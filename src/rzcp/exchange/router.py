@@ -31,7 +31,7 @@ from rzcp.auth.context import require_practitioner
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import ensure_live
-from rzcp.errors import BadRequest, Forbidden, Gone, Issue, NotFound
+from rzcp.errors import BadRequest, Forbidden, Gone, Issue, NotFound, RzcpError
 from rzcp.exchange.locator import parse_announcement
 from rzcp.exchange.outbox import accept_message, as_task, get_message
 from rzcp.exchange.params import check_everything_params, check_pull_params, shape_entries
@@ -361,14 +361,15 @@ async def process_message(
             await ensure_live(conn, principal)
             sender = await _requester(exchange, conn, principal)
             message, report = await accept_message(exchange, conn, sender, bundle)
-    except Forbidden as exc:
-        _note(request, getattr(exc, "report", None), desc="refused: no consent for the receiver")
+    except RzcpError as exc:
+        refused = getattr(exc, "report", None)  # a refusal the audit records with its reason
+        if refused is not None:
+            _note(request, refused, desc=f"refused: {refused.refusal}")
         raise
     _note(request, report, [Returned(t, n, report.receiver_ura) for t, n in sorted(report.carried.items())])
     worker = getattr(request.app.state, "outbox_worker", None)
     if worker is not None:
         worker.wake()
-    assert message is not None
     location = f"{_base(request, runtime)}/$process-message/{message.id}"
     text = "message accepted again (already known)" if report.repeated else "message accepted for delivery"
     return outcome_response(

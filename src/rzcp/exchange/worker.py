@@ -1,8 +1,9 @@
 """The outbox's delivery worker: one per gateway process, started in the app's lifespan.
 
 It claims due messages through the database (rzcp.exchange.outbox.claim), delivers each through the
-receiver's adapter with the message id as idempotency key, and writes the result (delivered, retry later
-with back-off, rejected, failed for good). A claimed message is leased for `outbox_lease_seconds`; a worker
+receiver's adapter with the message id as idempotency key and the gateway's statement of its sender
+(rzcp.exchange.message.as_delivered), and writes the result (delivered, retry later with back-off,
+rejected, failed for good). A claimed message is leased for `outbox_lease_seconds`; a worker
 that dies mid-delivery simply lets the lease run out, and a worker in any process picks the message up
 again and sends it with the same key. `wake()` shortens the wait after a message was accepted in this
 process. `on_delivery` (the audit's hook) is awaited with a `DeliveryReport` for every attempt.
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rzcp.audit.events import AuditFacts, Returned
+from rzcp.exchange.message import as_delivered
 from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, any_due, claim, finish
 from rzcp.exchange.service import Exchange
 from rzcp.settings import Settings
@@ -94,15 +96,18 @@ class OutboxWorker:
         return len(messages)
 
     async def _deliver(self, message: Message, token: str) -> None:
+        directory = self.exchange.directory
         async with self.db.query() as conn:
-            receiver = (await self.exchange.directory.members(conn, [message.receiver_ura])).get(
-                message.receiver_ura
+            receiver = (await directory.members(conn, [message.receiver_ura])).get(message.receiver_ura)
+            sender = (await directory.members(conn, [message.sender_ura], active_only=False)).get(
+                message.sender_ura
             )
         outcome = None
         if receiver is not None:
             adapter = self.exchange.adapters.for_member(receiver)
             assert message.content is not None
-            outcome = await adapter.deliver(receiver, message.content, idempotency_key=message.id)
+            content = as_delivered(message.content, message.sender_ura, sender)
+            outcome = await adapter.deliver(receiver, content, idempotency_key=message.id)
         async with self.db.write() as conn:
             report = await finish(conn, message, token, outcome, self.plan)
         if self.on_delivery is not None:
