@@ -532,6 +532,16 @@ async def test_a_used_bundle_id_with_other_content_is_a_conflict(push: Push) -> 
     assert again.status_code == 202
 
 
+async def test_the_same_message_sent_at_once_is_stored_once(push: Push) -> None:
+    """A sender's retry racing its first attempt (two gateway processes, say): every answer is a 202 for
+    the one message, none a 500 from the unique key that keeps it one."""
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    answers = await asyncio.gather(*(push.gp.post("/fhir/$process-message", json=bundle) for _ in range(8)))
+    assert [a.status_code for a in answers] == [202] * 8, [a.text for a in answers if a.status_code != 202]
+    (stored,) = await outbox_rows(push, bundle["id"])
+    assert {a.headers["location"].rsplit("/", 1)[1] for a in answers} == {stored.id}
+
+
 async def test_a_push_to_a_member_that_is_down_and_comes_back(push: Push) -> None:
     response = await push.gp.post("/fhir/$process-message", json=message_bundle(push.late_ura, push.bsn))
     assert response.status_code == 202

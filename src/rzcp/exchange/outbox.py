@@ -31,7 +31,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.audit.events import Decision as AuditDecision
@@ -168,6 +170,11 @@ def _refused(error: RzcpError, report: PushReport, why: str) -> RzcpError:
     return error
 
 
+_STORED = select(outbox).where(
+    outbox.c.sender_ura == bindparam("sender_ura"), outbox.c.sender_key == bindparam("sender_key")
+)
+
+
 async def accept_message(
     exchange: Exchange, conn: AsyncConnection, sender: Requester, bundle: Any
 ) -> tuple[Message, PushReport]:
@@ -198,21 +205,22 @@ async def accept_message(
         raise _refused(exc, report, "not about exactly one patient") from None
     patient_id = await exchange.locator.find(conn, bsn)
     sender_key = str(bundle.get("id") or uuid.uuid4())[:128]
-    existing = (
-        await conn.execute(
-            select(outbox).where(outbox.c.sender_ura == sender.ura, outbox.c.sender_key == sender_key)
-        )
-    ).first()
+    existing = (await conn.execute(_STORED, {"sender_ura": sender.ura, "sender_key": sender_key})).first()
     if existing is not None and orjson.loads(existing.message) != bundle:
         raise _conflict(existing, patient_id, report)
     report.patient = f"Patient/{patient_id}" if patient_id else None
     await _decide(exchange, conn, sender, receiver, patient_id, clinical, report)
-    if existing is not None:
-        report.message_id, report.accepted, report.repeated = existing.id, True, True
-        return _message(existing), report
-    message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
-    report.message_id, report.accepted = message.id, True
-    return message, report
+    if existing is None:
+        message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
+        if message is not None:
+            report.message_id, report.accepted = message.id, True
+            return message, report
+        # the same Bundle.id stored by a concurrent request since the SELECT above (another process)
+        existing = (await conn.execute(_STORED, {"sender_ura": sender.ura, "sender_key": sender_key})).one()
+        if orjson.loads(existing.message) != bundle:
+            raise _conflict(existing, patient_id, report)
+    report.message_id, report.accepted, report.repeated = existing.id, True, True
+    return _message(existing), report
 
 
 def _conflict(existing: Any, patient_id: str | None, report: PushReport) -> RzcpError:
@@ -272,9 +280,11 @@ async def _store(
     sender_key: str,
     patient_id: str | None,
     bundle: Mapping[str, Any],
-) -> Message:
+) -> Message | None:
     """The message as the sender sent it (a repeat is compared with it); the gateway's statement of the
-    sender is added on delivery (rzcp.exchange.message.as_delivered)."""
+    sender is added on delivery (rzcp.exchange.message.as_delivered). None when a message with this
+    sender's key is there already: two processes accepting the same repeat at once store it once, and
+    the loser answers as for a repeat instead of failing on the unique key."""
     now = utcnow()
     message_id = str(uuid.uuid4())
     row = {
@@ -294,7 +304,10 @@ async def _store(
         "http_status": None,
         "detail": "accepted",
     }
-    await conn.execute(outbox.insert().values(**row))
+    make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert = make(outbox).values(**row).on_conflict_do_nothing(index_elements=["sender_ura", "sender_key"])
+    if (await conn.execute(insert)).rowcount == 0:
+        return None
     return Message(message_id, sender.ura, receiver.ura, patient_id, "pending", 0, now, now, None, "accepted")
 
 
