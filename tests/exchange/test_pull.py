@@ -267,6 +267,28 @@ async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
     assert not [r for r in rows if world.bsn in r.content or world.bsn in _queries(r.content)]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/fhir/Condition?patient.identifier={bsn}",  # no system: refused (400), and recorded
+        "/fhir/Condition?patient.identifier=urn:oid:2.16.840.1.113883.2.4.6.3|{bsn}",
+        "/fhir/Condition?patient={bsn}",
+        "/fhir/Condition?subject:Patient.identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}",
+        "/fhir/Patient?identifier={bsn}",
+        "/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}",
+        "/fhir/Patient?identifier:text={bsn}",
+        "/fhir/Patient/{bsn}/$everything",
+    ],
+)
+async def test_no_bsn_in_the_record_however_it_was_asked(world: World, url: str) -> None:
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    response = await world.pharmacy.get(url.format(bsn=world.bsn))
+    assert response.status_code < 500, response.text
+    (row,) = await _audit_rows(world, after=start)
+    assert world.bsn not in row.content and world.bsn not in _queries(row.content)
+    assert row.patient in (None, f"Patient/{world.patient}")
+
+
 def _queries(content: str) -> str:
     """The recorded queries of an AuditEvent (base64 in entity.query), decoded and unquoted."""
     entities = orjson.loads(content).get("entity", ())
