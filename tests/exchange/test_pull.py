@@ -381,6 +381,51 @@ async def test_a_failing_member_adds_a_warning(world: World, handler: Any) -> No
     assert len(issues(bundle)) == 1 and "Scripted" in issues(bundle)[0]
 
 
+def _garbled(*extra: dict[str, Any], **bundle: Any) -> bytes:
+    """The scripted member's answer: its Condition for the patient, `extra` entries, odd top-level parts."""
+    mine = {"resourceType": "Condition", "id": "sc-1", "subject": {"reference": "Patient/sc-pat"}}
+    body = orjson.loads(searchset(mine))
+    body["entry"] += list(extra)
+    return orjson.dumps({**body, **bundle})
+
+
+def _outcome(**garbled: Any) -> dict[str, Any]:
+    return {"resource": {"resourceType": "OperationOutcome", **garbled}, "search": {"mode": "outcome"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "incomplete"),
+    [
+        (_garbled(_outcome(issue=5)), False),
+        (_garbled(_outcome(issue=[{"details": "text"}])), False),
+        (_garbled(_outcome(issue="x"), {"resource": 5}, {"search": 5}, 7), False),
+        (_garbled(link=5), True),
+        (_garbled(link=[{"relation": "next", "url": "http://[::1"}], total="many"), True),
+    ],
+    ids=["issue-int", "details-text", "odd-entries", "link-int", "bad-next-link"],
+)
+async def test_a_garbled_answer_is_reported_and_the_pull_goes_on(
+    world: World, body: bytes, incomplete: bool
+) -> None:
+    """What the member sent that can be read is used, the rest dropped; an answer that may miss a page
+    says so. Never a 500: the other members' data comes back."""
+    world.scripted.handler = answer(body)
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        pulled = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+        everything = await world.pharmacy.get(
+            f"/fhir/Patient/{world.patient}/$everything", params={"_count": "500"}
+        )
+    for response in (pulled, everything):
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        ids = {r["id"] for r in entries(bundle)}
+        assert expected(world, "Condition") | {"sc-1"} <= ids
+        warnings = [i for i in issues(bundle) if "Scripted" in i]
+        assert len(warnings) == incomplete and all("answered only in part" in w for w in warnings)
+
+
 async def test_a_member_that_is_down(world: World) -> None:
     async with announced(world, world.down_ura, "down-pat"):
         response = await world.pharmacy.get(
