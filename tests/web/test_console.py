@@ -185,7 +185,9 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     row = page.locator(f"#clients-table tr[data-client='{uploaded.client_id}']")
     await row.get_by_role("button", name="replace keys").click()
     await expect(page.get_by_label("New JWKS", exact=True)).to_be_focused()
-    await page.get_by_label("New JWKS", exact=True).fill(json.dumps({"keys": [rotated.key.as_dict(private=False)]}))
+    await page.get_by_label("New JWKS", exact=True).fill(
+        json.dumps({"keys": [rotated.key.as_dict(private=False)]})
+    )
     await page.get_by_role("button", name="Save the new keys").click()
     await expect(page.get_by_text(f"The keys of {uploaded.client_id} are replaced.")).to_be_visible()
     await expect(row).to_contain_text(rotated.key.kid)
