@@ -9,8 +9,11 @@ failures of the member's server. Response bodies are read up to `ResponseLimits.
 `max_entries` resources over at most `max_pages` pages, following `next` links only on the member's own
 origin; the first page asks for `_count=max_entries`, so a member's own page size decides how many pages
 that takes. What comes back is checked entry by entry (checks.py) and what fails a check is dropped and
-reported, never passed on. Calls go over the aiohttp session under the gateway's client when it has one
-(bench/README.md, "The exchange: a pull through the gateway"), else through httpx.
+reported, never passed on; nothing in an answer is assumed to have FHIR's shape (an `issue` that is a
+number, a `link` that is a string, a next link no client can send): what cannot be read is reported, and
+what may be missing because of it makes the search partial. Calls go over the aiohttp session under the
+gateway's client when it has one (bench/README.md, "The exchange: a pull through the gateway"), else
+through httpx.
 """
 
 from __future__ import annotations
@@ -58,7 +61,14 @@ class _TooLarge(Exception):
 #: A connection that failed or timed out (retryable), over either client.
 _TRANSPORT_FAILURES = (httpx.TransportError, aiohttp.ClientConnectionError, TimeoutError, OSError)
 #: Everything an exchange turns into its answer's problem (`_failure`); the rest are bugs and raise.
-_FAILURES = (AuthFailed, _TooLarge, *_TRANSPORT_FAILURES, httpx.HTTPError, aiohttp.ClientError)
+_FAILURES = (
+    AuthFailed,
+    _TooLarge,
+    *_TRANSPORT_FAILURES,
+    httpx.HTTPError,
+    httpx.InvalidURL,  # a member's next link httpx will not send (aiohttp's InvalidURL is a ClientError)
+    aiohttp.ClientError,
+)
 
 
 @dataclass
@@ -105,7 +115,10 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 def _same_origin(url: str, base: str) -> bool:
-    one, two = urlsplit(url), urlsplit(base)
+    try:
+        one, two = urlsplit(url), urlsplit(base)
+    except ValueError:  # a link the member garbled (`http://[::1`) is on no server of the member's
+        return False
     return (one.scheme, one.netloc) == (two.scheme, two.netloc)
 
 
@@ -178,7 +191,7 @@ class FhirRestAdapter(MemberAdapter):
                 else:
                     outcome.partial = True
                 break
-            if pages == 1 and isinstance(bundle.get("total"), int):
+            if pages == 1 and _is_count(bundle.get("total")):
                 total = bundle["total"]
             url = self._take_entries(bundle, checker, outcome)
             if url is None:
@@ -498,44 +511,61 @@ class FhirRestAdapter(MemberAdapter):
                 )
                 return None
             outcome.resources.append(resource)  # type: ignore[arg-type]
-        for link in bundle.get("link") or []:
-            if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-                return link["url"]
+        return _next_url(bundle, outcome)
+
+
+def _next_url(bundle: dict[str, Any], outcome: SearchOutcome) -> str | None:
+    """The next page's URL, None on the last page. Links that cannot be read may have hidden a next page,
+    so they leave the search partial rather than looking complete."""
+    links = bundle.get("link")
+    if links is None:
         return None
+    urls = [link.get("url") for link in _objects(links) if link.get("relation") == "next"]
+    if isinstance(links, list) and all(isinstance(url, str) for url in urls):
+        return urls[0] if urls else None
+    outcome.partial = True
+    outcome.problems.append(Problem(ProblemCode.INVALID_ANSWER, "Bundle.link cannot be read"))
+    return None
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects in what FHIR says is a list of them; none when it is no list. A member's answer is
+    read with no assumption about its shape: the adapter never raises on what a member sends."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _outcome_text(resource: Any) -> str:
-    if isinstance(resource, dict):
-        for issue in resource.get("issue") or []:
-            if isinstance(issue, dict):
-                text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
-                if isinstance(text, str) and text:
-                    return text[:500]
+    """The member's own words for its warning (an issue's diagnostics, else its details.text), or a
+    plain sentence when the outcome has none that can be read."""
+    for issue in _objects(resource.get("issue") if isinstance(resource, dict) else None):
+        details = issue.get("details")
+        for text in (issue.get("diagnostics"), details.get("text") if isinstance(details, dict) else None):
+            if isinstance(text, str) and text:
+                return text[:500]
     return "the member reported an issue with its answer"
 
 
 def _parse_capabilities(ura: str, statement: dict[str, Any]) -> Capabilities:
     types: dict[str, frozenset[str]] = {}
     operations: set[str] = set()
-    for rest in statement.get("rest") or []:
-        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+    for rest in _objects(statement.get("rest")):
+        if rest.get("mode", "server") != "server":
             continue
-        for op in rest.get("operation") or []:
-            if isinstance(op, dict) and isinstance(op.get("name"), str):
-                operations.add(op["name"].lstrip("$"))
-        for resource in rest.get("resource") or []:
-            if not isinstance(resource, dict) or not isinstance(resource.get("type"), str):
+        operations.update(_operation_names(rest))
+        for resource in _objects(rest.get("resource")):
+            if not isinstance(resource.get("type"), str):
                 continue
             names = {
-                p["name"] for p in resource.get("searchParam") or [] if isinstance(p, dict) and "name" in p
+                p["name"] for p in _objects(resource.get("searchParam")) if isinstance(p.get("name"), str)
             }
             types[resource["type"]] = frozenset(names)
-            for op in resource.get("operation") or []:
-                if isinstance(op, dict) and isinstance(op.get("name"), str):
-                    operations.add(op["name"].lstrip("$"))
-    for message in statement.get("messaging") or []:
-        if isinstance(message, dict):
-            operations.add("process-message")
+            operations.update(_operation_names(resource))
+    if _objects(statement.get("messaging")):
+        operations.add("process-message")
     version = statement.get("fhirVersion")
     return Capabilities(
         ura,
@@ -544,3 +574,11 @@ def _parse_capabilities(ura: str, statement: dict[str, Any]) -> Capabilities:
         resource_types=types,
         operations=frozenset(operations),
     )
+
+
+def _operation_names(declaring: dict[str, Any]) -> set[str]:
+    return {
+        op["name"].lstrip("$")
+        for op in _objects(declaring.get("operation"))
+        if isinstance(op.get("name"), str)
+    }

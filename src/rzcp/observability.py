@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rzcp.auth.bsn import without_bsns
+
 _SANE_ID = re.compile(r"[A-Za-z0-9._\-]{8,64}")
 
 REQUESTS = Counter("rzcp_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
@@ -62,7 +64,8 @@ def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text = value.decode("latin-1")
-            return text if _SANE_ID.fullmatch(text) else None
+            # The id is recorded in the audit trail: one that may hold a BSN is replaced, not kept.
+            return text if _SANE_ID.fullmatch(text) and without_bsns(text) == text else None
     return None
 
 

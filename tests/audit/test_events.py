@@ -107,6 +107,20 @@ def test_break_the_glass() -> None:
     assert [s["code"] for s in event["subtype"]] == ["search-type"]
 
 
+def test_a_bsn_in_the_break_the_glass_reason_is_not_recorded() -> None:
+    """The reason is the practitioner's own words, and may name the patient by BSN."""
+    system = Principal(
+        kind="system",
+        subject="his",
+        scopes=ScopeSet.parse("system/Observation.rs"),
+        context=RequestContext("ETREAT", Identifier(UZI, "9001"), "BSN 999967551 bewusteloos binnengebracht"),
+    )
+    facts = facts_from_principal(system, interaction="read", status=200, correlation_id="c")
+    event = build_event(facts)
+    assert _entities(event, "emergency")[0]["description"] == "BSN * bewusteloos binnengebracht"
+    assert "999967551" not in orjson.dumps(event).decode()
+
+
 def test_denied_and_failed_requests() -> None:
     unauthenticated = build_event(
         AuditFacts(

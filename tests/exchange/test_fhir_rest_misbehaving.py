@@ -3,14 +3,21 @@ per test (slow, down, 500, garbage, another patient's data, the wrong type, an i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rzcp_fhir_rest.checks import EntryChecker
 
 from rzcp.exchange.adapters import (
+    AdapterContext,
+    AdapterRegistry,
     DeliveryStatus,
     Member,
     MemberAdapter,
@@ -19,6 +26,7 @@ from rzcp.exchange.adapters import (
     SearchQuery,
 )
 from rzcp.exchange.breaker import BreakerState
+from rzcp.exchange.http import build_http_client
 from tests.exchange.conftest import FakeClock
 from tests.exchange.servers import ScriptedMember, answer, free_port, searchset, slow
 
@@ -386,3 +394,227 @@ async def test_capabilities_are_read_from_metadata(adapter: MemberAdapter, scrip
     assert found.operations == frozenset({"process-message"})
     await adapter.capabilities(member)
     assert len(server.hits) == 1  # cached
+
+
+# --- any JSON shape: reported, never raised --------------------------------------------------------------
+
+GENERIC_WARNING = "the member reported an issue with its answer"
+
+
+def with_entries(*extra: Any, **bundle: Any) -> bytes:
+    """A searchset with the patient's `o1` and `extra` entries; `bundle` replaces top-level elements."""
+    body = orjson.loads(searchset(obs("o1")))
+    body["entry"] += list(extra)
+    return orjson.dumps({**body, **bundle})
+
+
+def outcome_entry(resource: Any, search: Any = None) -> dict[str, Any]:
+    return {"resource": resource, "search": {"mode": "outcome"} if search is None else search}
+
+
+@pytest.mark.parametrize(
+    ("entry", "text"),
+    [
+        (outcome_entry({"resourceType": "OperationOutcome", "issue": 5}), GENERIC_WARNING),
+        (
+            outcome_entry({"resourceType": "OperationOutcome", "issue": [{"details": "text"}]}),
+            GENERIC_WARNING,
+        ),
+        (outcome_entry({"resourceType": "OperationOutcome", "issue": "index rebuilding"}), GENERIC_WARNING),
+        (outcome_entry({"resourceType": "OperationOutcome", "issue": {"diagnostics": "x"}}), GENERIC_WARNING),
+        (
+            outcome_entry(
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [5, None, {"diagnostics": 7, "details": {"text": "slow"}}],
+                }
+            ),
+            "slow",
+        ),
+        (
+            outcome_entry({"resourceType": "OperationOutcome", "issue": [{"diagnostics": ["a"]}]}),
+            GENERIC_WARNING,
+        ),
+        (outcome_entry(None), GENERIC_WARNING),
+        (outcome_entry(["OperationOutcome"]), GENERIC_WARNING),
+        (outcome_entry({"resourceType": "OperationOutcome"}, search="outcome"), GENERIC_WARNING),
+    ],
+    ids=[
+        "issue-int",
+        "details-text",
+        "issue-str",
+        "issue-object",
+        "mixed",
+        "diagnostics-list",
+        "null",
+        "list",
+        "search-str",
+    ],
+)
+async def test_a_member_outcome_of_any_shape_is_its_warning(
+    adapter: MemberAdapter, scripted: Scripted, entry: dict[str, Any], text: str
+) -> None:
+    server, member = scripted
+    server.handler = answer(with_entries(entry))
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert not outcome.failed and not outcome.partial
+    assert [(p.code, p.detail) for p in outcome.problems] == [(ProblemCode.MEMBER_WARNING, text)]
+
+
+@pytest.mark.parametrize(
+    ("body", "partial"),
+    [
+        (with_entries(link=5), True),
+        (with_entries(link="next"), True),
+        (with_entries(link=[{"relation": "next", "url": 5}]), True),
+        (with_entries(link=[5, "x", None, {"relation": ["next"]}]), False),
+        (with_entries(total="many"), False),
+        (with_entries(total=True), False),
+        (with_entries(total=-1), False),
+        (
+            with_entries(5, None, "x", [], {"resource": 5}, {"search": 5}, {"resource": {"resourceType": 5}}),
+            False,
+        ),
+        (with_entries({"resource": obs("o2", meta=5)}, {"resource": obs("o3", subject="Patient/p1")}), False),
+    ],
+    ids=[
+        "link-int",
+        "link-str",
+        "next-url-int",
+        "odd-links",
+        "total-str",
+        "total-bool",
+        "total-negative",
+        "odd-entries",
+        "odd-resources",
+    ],
+)
+async def test_odd_shapes_in_a_searchset_are_dropped_and_reported(
+    adapter: MemberAdapter, scripted: Scripted, body: bytes, partial: bool
+) -> None:
+    server, member = scripted
+    server.handler = answer(body)
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert "o1" in [r["id"] for r in outcome.resources]
+    assert not outcome.failed and outcome.partial is partial
+    assert len(server.hits) == 1
+
+
+@pytest.mark.parametrize(
+    ("over", "url"),
+    [("aiohttp", "http://[::1"), ("httpx", "http://[::1"), ("httpx", "{base}/Observation?page=\u0000")],
+    ids=["bad-host", "bad-host-httpx", "nul-httpx"],  # aiohttp follows a NUL (yarl quotes it)
+)
+async def test_a_next_link_that_cannot_be_sent_ends_the_search_as_partial(
+    context: AdapterContext, scripted: Scripted, over: str, url: str
+) -> None:
+    server, member = scripted
+    http = build_http_client(httpx.AsyncHTTPTransport() if over == "httpx" else None)
+    registry = AdapterRegistry(dataclasses.replace(context, http=http))
+    try:
+        server.handler = answer(searchset(obs("o1"), next_url=url.format(base=member.base_url)))
+        outcome = await registry.get("fhir-rest").search(member, SearchQuery("Observation", PATIENT))
+    finally:
+        await registry.aclose()
+        await http.aclose()
+    assert [r["id"] for r in outcome.resources] == ["o1"]
+    assert outcome.partial and not outcome.failed and codes(outcome) == [ProblemCode.INVALID_ANSWER]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"rest": 5, "messaging": 5},
+        {"rest": [{"resource": 5, "operation": "x"}], "messaging": "x"},
+        {
+            "rest": [
+                {
+                    "resource": [{"type": "Observation", "searchParam": [{"name": ["x"]}, 5]}],
+                    "mode": ["server"],
+                }
+            ]
+        },
+        {"rest": [{"resource": [{"type": "Observation", "searchParam": {"name": "x"}, "operation": [5]}]}]},
+    ],
+)
+async def test_capabilities_of_any_shape_are_read_as_far_as_they_go(
+    adapter: MemberAdapter, scripted: Scripted, statement: dict[str, Any]
+) -> None:
+    server, member = scripted
+    server.handler = answer(orjson.dumps({"resourceType": "CapabilityStatement", **statement}))
+    found = await adapter.capabilities(member)
+    assert found.available
+    assert found.resource_types in ({}, {"Observation": frozenset()})
+
+
+FHIR_KEYS = (
+    "resourceType", "type", "id", "entry", "resource", "search", "mode", "link", "relation", "url", "total",
+    "issue", "diagnostics", "details", "text", "meta", "security", "subject", "reference", "code", "status",
+)  # fmt: skip
+FHIR_WORDS = (
+    "Bundle", "searchset", "Observation", "OperationOutcome", "Patient", "outcome", "match", "include",
+    "next", "o1", "o2", "final", "Patient/p1", "Patient/p2", "@base@/Observation?page=2", "@base@/\u0000",
+    "http://[::1",
+)  # fmt: skip
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(FHIR_WORDS),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(FHIR_KEYS) | st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+#: OperationOutcome entries, as a member may garble them.
+member_outcomes = st.builds(
+    lambda issue, search: {
+        "resource": {"resourceType": "OperationOutcome", "issue": issue},
+        "search": search,
+    },
+    json_values | st.lists(st.dictionaries(st.sampled_from(["diagnostics", "details"]), json_values)),
+    st.just({"mode": "outcome"}) | json_values,
+)
+#: Searchsets with random entries, links and totals beside the patient's own Observation; and any JSON.
+member_answers = st.one_of(
+    st.fixed_dictionaries(
+        {"resourceType": st.just("Bundle"), "type": st.just("searchset")},
+        optional={
+            "entry": st.lists(st.just({"resource": obs("o1")}) | member_outcomes | json_values, max_size=5)
+            | json_values,
+            "link": st.lists(json_values, max_size=3) | json_values,
+            "total": json_values,
+        },
+    ),
+    json_values,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=member_answers)
+async def test_any_json_from_a_member_is_reported_never_raised(
+    adapter: MemberAdapter, scripted: Scripted, body: Any
+) -> None:
+    """Whatever JSON a member answers a search with, the adapter returns an outcome (it never raises),
+    and what it keeps has passed the entry checks."""
+    server, member = scripted
+    adapter.context.breakers._breakers.clear()  # type: ignore[attr-defined]
+    server.handler = answer(orjson.dumps(body).replace(b"@base@", member.base_url.encode()))
+    query = SearchQuery("Observation", PATIENT)
+    outcome = await adapter.search(member, query)
+    checker = EntryChecker(query)
+    assert all(checker.check(resource) is None for resource in outcome.resources)
+    assert not (outcome.failed and outcome.resources)
+    assert all(isinstance(p.detail, str) for p in outcome.problems)

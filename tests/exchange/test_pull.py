@@ -273,6 +273,28 @@ async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
     assert not [r for r in rows if world.bsn in r.content or world.bsn in _queries(r.content)]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/fhir/Condition?patient.identifier={bsn}",  # no system: refused (400), and recorded
+        "/fhir/Condition?patient.identifier=urn:oid:2.16.840.1.113883.2.4.6.3|{bsn}",
+        "/fhir/Condition?patient={bsn}",
+        "/fhir/Condition?subject:Patient.identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}",
+        "/fhir/Patient?identifier={bsn}",
+        "/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}",
+        "/fhir/Patient?identifier:text={bsn}",
+        "/fhir/Patient/{bsn}/$everything",
+    ],
+)
+async def test_no_bsn_in_the_record_however_it_was_asked(world: World, url: str) -> None:
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    response = await world.pharmacy.get(url.format(bsn=world.bsn))
+    assert response.status_code < 500, response.text
+    (row,) = await _audit_rows(world, after=start)
+    assert world.bsn not in row.content and world.bsn not in _queries(row.content)
+    assert row.patient in (None, f"Patient/{world.patient}")
+
+
 def _queries(content: str) -> str:
     """The recorded queries of an AuditEvent (base64 in entity.query), decoded and unquoted."""
     entities = orjson.loads(content).get("entity", ())
@@ -363,6 +385,51 @@ async def test_a_failing_member_adds_a_warning(world: World, handler: Any) -> No
     assert response.status_code == 200
     assert {r["id"] for r in entries(bundle)} == expected(world, "Condition")
     assert len(issues(bundle)) == 1 and "Scripted" in issues(bundle)[0]
+
+
+def _garbled(*extra: dict[str, Any], **bundle: Any) -> bytes:
+    """The scripted member's answer: its Condition for the patient, `extra` entries, odd top-level parts."""
+    mine = {"resourceType": "Condition", "id": "sc-1", "subject": {"reference": "Patient/sc-pat"}}
+    body = orjson.loads(searchset(mine))
+    body["entry"] += list(extra)
+    return orjson.dumps({**body, **bundle})
+
+
+def _outcome(**garbled: Any) -> dict[str, Any]:
+    return {"resource": {"resourceType": "OperationOutcome", **garbled}, "search": {"mode": "outcome"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "incomplete"),
+    [
+        (_garbled(_outcome(issue=5)), False),
+        (_garbled(_outcome(issue=[{"details": "text"}])), False),
+        (_garbled(_outcome(issue="x"), {"resource": 5}, {"search": 5}, 7), False),
+        (_garbled(link=5), True),
+        (_garbled(link=[{"relation": "next", "url": "http://[::1"}], total="many"), True),
+    ],
+    ids=["issue-int", "details-text", "odd-entries", "link-int", "bad-next-link"],
+)
+async def test_a_garbled_answer_is_reported_and_the_pull_goes_on(
+    world: World, body: bytes, incomplete: bool
+) -> None:
+    """What the member sent that can be read is used, the rest dropped; an answer that may miss a page
+    says so. Never a 500: the other members' data comes back."""
+    world.scripted.handler = answer(body)
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        pulled = await world.pharmacy.get(
+            "/fhir/Condition", params={"patient": world.patient, "_count": "500"}
+        )
+        everything = await world.pharmacy.get(
+            f"/fhir/Patient/{world.patient}/$everything", params={"_count": "500"}
+        )
+    for response in (pulled, everything):
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        ids = {r["id"] for r in entries(bundle)}
+        assert expected(world, "Condition") | {"sc-1"} <= ids
+        warnings = [i for i in issues(bundle) if "Scripted" in i]
+        assert len(warnings) == incomplete and all("answered only in part" in w for w in warnings)
 
 
 async def test_a_member_that_is_down(world: World) -> None:

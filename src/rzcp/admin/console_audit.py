@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from rzcp.audit.events import facts_from_principal
+from rzcp.auth.bsn import without_bsns
 from rzcp.errors import RzcpError
 
 #: Query parameters whose value never goes into a record.
@@ -43,9 +44,9 @@ def status_of(exc: BaseException) -> int:
 
 
 def _params(request: Request) -> tuple[tuple[str, str], ...]:
-    given = [(name, str(value)) for name, value in request.path_params.items()]
+    given = [(name, without_bsns(str(value))) for name, value in request.path_params.items()]
     for name, value in request.query_params.multi_items():
-        given.append((name, f"{name} given" if name in SECRET_PARAMS else value))
+        given.append((name, f"{name} given" if name in SECRET_PARAMS else without_bsns(value)))
     given.extend(console_params(request).items())
     return tuple(given)
 

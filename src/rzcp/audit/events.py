@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from rzcp.audit.tables import audit_events
+from rzcp.auth.bsn import without_bsns
 
 if TYPE_CHECKING:
     from rzcp.auth.principal import Principal
@@ -207,7 +208,9 @@ def facts_from_principal(principal: Principal | None, **facts: Any) -> AuditFact
         facts.setdefault("role", principal.role)
         facts.setdefault("token_id", principal.token_id)
         facts.setdefault("purpose", context.purpose_of_use)
-        facts.setdefault("emergency_reason", context.break_glass_reason)
+        # A practitioner's own words, which may name the patient by BSN: the record keeps them without it.
+        reason = context.break_glass_reason
+        facts.setdefault("emergency_reason", reason and without_bsns(reason))
         if principal.is_patient and principal.patient_id:
             facts.setdefault("patient", f"Patient/{principal.patient_id}")
         facts["practitioner"] = practitioner

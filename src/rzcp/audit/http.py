@@ -11,16 +11,17 @@ refused before anyone was authenticated (401) are recorded too, with no one as t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rzcp.audit.events import Decision, Returned, facts_from_principal
+from rzcp.audit.redact import recorded_query, recorded_reference
 from rzcp.audit.writer import AuditUnavailable
-from rzcp.auth.bsn import BSN_SYSTEM
 
 log = logging.getLogger("rzcp.audit")
 
@@ -30,6 +31,10 @@ _AUDITED = ("/fhir", "/auth/token", "/auth/revoke")
 
 _PATIENT_PARAMS = ("patient", "subject", "beneficiary")
 _PATIENT_KEYS = tuple(f'"{name}"' for name in _PATIENT_PARAMS)
+#: What a request's path may give the record as a resource type or an operation's name; anything else in
+#: the path (a BSN, say) is not recorded from there.
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_OPERATION_NAME = re.compile(r"[A-Za-z][A-Za-z-]{0,63}")
 
 
 @dataclass
@@ -106,6 +111,8 @@ def _interaction(method: str, route: str | None, path: str) -> tuple[str, str | 
         return _INTERACTION[(method, route)], None
     if "$" in path:
         name, _, rest = path.rsplit("$", 1)[1].partition("/")
+        if not _OPERATION_NAME.fullmatch(name):
+            return "operation", None
         if method == "GET" and rest:  # `GET $process-message/<id>`: reading a message's status
             return "read", f"{name}-status"
         return "operation", name
@@ -127,19 +134,6 @@ def _patient_from_request(scope: Scope, params: dict[str, str]) -> str | None:
         if value:
             return value if "/" in value else f"Patient/{value}"
     return None
-
-
-_BSN_PREFIX = BSN_SYSTEM + "|"
-
-
-def without_bsn(query: str) -> str:
-    """The query as recorded: a BSN asked for (`patient.identifier=<bsn system>|<bsn>`) becomes
-    `<bsn system>|*`. BSNs are stored nowhere in clear, the trail included; the record names the patient
-    it resolved to by the regional Patient id."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(value.startswith(_BSN_PREFIX) for _, value in pairs):
-        return query
-    return urlencode([(k, _BSN_PREFIX + "*" if v.startswith(_BSN_PREFIX) else v) for k, v in pairs])
 
 
 class AuditMiddleware:
@@ -177,8 +171,12 @@ class AuditMiddleware:
         route = getattr(scope.get("route"), "path", None)
         interaction, operation = _interaction(scope["method"], route, scope["path"])
         path_params = scope.get("path_params", {})
-        res_type = path_params.get("type") or _type_from_path(scope["path"])
-        target = f"{res_type}/{path_params['id']}" if res_type and path_params.get("id") else None
+        res_type = _resource_type(scope)
+        target = (
+            recorded_reference(f"{res_type}/{path_params['id']}")
+            if res_type and path_params.get("id")
+            else None
+        )
         client = scope.get("client")
         facts = facts_from_principal(
             principal,
@@ -187,14 +185,14 @@ class AuditMiddleware:
             correlation_id=state.get("request_id", ""),
             resource_type=res_type,
             target=target,
-            query=without_bsn(scope.get("query_string", b"").decode("latin-1")) or None,
+            query=recorded_query(scope.get("query_string", b"").decode("latin-1")) or None,
             operation=audit_note.operation or operation,
             address=client[0] if client else None,
             returned=tuple(audit_note.returned),
             decisions=tuple(audit_note.decisions),
             outcome_desc=audit_note.outcome_desc,
             member_name=audit_note.member_name,
-            **_patient_fact(principal, audit_note.patient or _patient_from_request(scope, params)),
+            **_patient_fact(principal, _regional(audit_note.patient or _patient_from_request(scope, params))),
         )
         try:
             await runtime.audit.record(facts)
@@ -214,11 +212,20 @@ def _patient_fact(principal: Any, patient: str | None) -> dict[str, str]:
     return {"patient": patient}
 
 
-def _type_from_path(path: str) -> str | None:
-    parts = [p for p in path.split("/") if p]
-    if len(parts) >= 2 and parts[0] == "fhir" and parts[1][:1].isupper():
-        return parts[1]
-    return None
+def _regional(patient: str | None) -> str | None:
+    """The patient as the record names it; none when the request named them by what may be a BSN
+    (`patient=999967551`, `Patient/999967551/$everything`): that is no regional id, and is not kept."""
+    return patient if patient is None or recorded_reference(patient) == patient else None
+
+
+def _resource_type(scope: Scope) -> str | None:
+    """The type asked for, from the route or else the path; only what can be a type's name, as a request
+    for `/fhir/<anything>` is recorded too."""
+    named = scope.get("path_params", {}).get("type")
+    if named is None:
+        parts = [p for p in scope["path"].split("/") if p]
+        named = parts[1] if len(parts) >= 2 and parts[0] == "fhir" else None
+    return named if named is not None and _TYPE_NAME.fullmatch(named) else None
 
 
 async def _send_unavailable(send: Send) -> None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
+#: The BSN's OID, the older name of the same identifier system (`urn:oid:<oid>` as a FHIR system).
+BSN_OID = "2.16.840.1.113883.2.4.6.3"
+_BSN_SYSTEMS = frozenset(
+    {BSN_SYSTEM.lower(), BSN_SYSTEM.lower().replace("http:", "https:"), BSN_OID, f"urn:oid:{BSN_OID}"}
+)
+_UUID = r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+#: A UUID (left whole) or a nine-digit number standing alone.
+_UUID_OR_NINE_DIGITS = re.compile(rf"(?P<uuid>{_UUID})|(?<!\d)(?P<nine>\d{{9}})(?!\d)")
 
 
 def is_valid_bsn(value: str) -> bool:
@@ -15,3 +25,21 @@ def is_valid_bsn(value: str) -> bool:
         return False
     total = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1), strict=True)) - digits[8]
     return total % 11 == 0
+
+
+def is_bsn_system(system: str) -> bool:
+    """Whether an identifier system names the BSN. Besides the NamingSystem URL, systems still send the
+    OID (with or without `urn:oid:`), and a case or a trailing slash must not let a BSN through."""
+    return system.strip().lower().rstrip("/") in _BSN_SYSTEMS
+
+
+def without_bsns(text: str) -> str:
+    """`text` with every nine-digit number that passes the 11-check replaced by `*`: for free text and ids
+    a caller chose, which may hold a BSN anywhere. A UUID is left whole (the gateway's ids are UUIDs and a
+    nine-digit stretch inside one is not a BSN); a number that fails the 11-check is no BSN."""
+    return _UUID_OR_NINE_DIGITS.sub(_masked_match, text)
+
+
+def _masked_match(match: re.Match[str]) -> str:
+    nine = match.group("nine")
+    return "*" if nine is not None and is_valid_bsn(nine) else match.group(0)

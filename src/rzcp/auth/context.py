@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Set
 
+from rzcp.auth.bsn import is_bsn_system
 from rzcp.auth.principal import Identifier, Principal, RequestContext
 from rzcp.errors import BadRequest, Forbidden
 
@@ -69,6 +70,12 @@ def _practitioner(identifier: Identifier) -> Identifier:
                 f"X-Acting-Practitioner: a {identifier.system} number is digits only", code="value"
             )
         return identifier
+    if is_bsn_system(identifier.system):
+        raise BadRequest(
+            "X-Acting-Practitioner names a person by BSN; a BSN is recorded nowhere, the audit trail "
+            "included: use the person's UZI, AGB or BIG number or the organisation's own identifier",
+            code="value",
+        )
     if identifier.system.startswith("urn:oid:") and _OID.fullmatch(identifier.system[8:]):
         return identifier
     raise BadRequest(

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rzcp.auth.bsn import without_bsns
 from rzcp.errors import Issue, RzcpError
 
 log = logging.getLogger("rzcp.errors")
@@ -93,13 +94,14 @@ async def _integrity_error(_request: Request, _exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex
+    path = without_bsns(request.url.path)  # `/fhir/Patient/<bsn>/$everything`: no BSN goes into a log
     if isinstance(exc, OperationalError):
-        log.error("database unavailable (incident %s) on %s %s", incident, request.method, request.url.path)
+        log.error("database unavailable (incident %s) on %s %s", incident, request.method, path)
         return outcome_response(
             503,
             [Issue("error", "transient", f"The database is unavailable; retry later (incident {incident})")],
         )
-    log.exception("unhandled error (incident %s) on %s %s", incident, request.method, request.url.path)
+    log.exception("unhandled error (incident %s) on %s %s", incident, request.method, path)
     return outcome_response(500, [Issue("error", "exception", f"Internal error (incident {incident})")])
 
 
