@@ -459,7 +459,7 @@ class FhirRestAdapter(MemberAdapter):
 
     async def _read_bounded(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
-        size = int(declared) if declared is not None and declared.isdigit() else None
+        size = int(declared) if declared is not None and (declared.isascii() and declared.isdigit()) else None
         return await self._capped(size, response.aiter_bytes())
 
     async def _capped(self, declared: int | None, chunks: AsyncIterator[bytes]) -> bytes:

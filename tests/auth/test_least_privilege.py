@@ -175,3 +175,19 @@ async def test_introspection_is_for_live_clients_and_their_own_tokens(app: Any) 
             await registry.revoke_client(conn, caller.client_id)
         refused = await http.post("/auth/introspect", data={"token": foreign})
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
+async def test_digits_that_are_not_ascii_are_a_400_not_a_500(app: Any) -> None:
+    """Found by the second security test: `str.isdigit` takes a superscript two, `int` does not."""
+    admin = await _token(app, role="admin", scope="system/*.cruds")
+    auditor = await _token(app, role="auditor", scope="system/*.rs")
+    for token, path in (
+        (admin, "/fhir/Organization?_count=%C2%B2"),
+        (admin, "/fhir/Organization/x/_history/%C2%B2"),
+        (admin, "/fhir/Organization?_count=999967551%C2%B2"),
+        (auditor, "/fhir/AuditEvent?_count=%C2%B2"),
+    ):
+        async with _as(app, token) as http:
+            answer = await http.get(path)
+            assert answer.status_code in (400, 404), (path, answer.status_code, answer.text)
+            assert answer.json()["resourceType"] == "OperationOutcome"

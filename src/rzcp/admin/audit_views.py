@@ -110,7 +110,7 @@ async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str,
 def page_size(value: str | None) -> int:
     if not value:
         return DEFAULT_COUNT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_COUNT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_COUNT:
         raise BadRequest(f"count is a number from 1 to {MAX_COUNT}")
     return int(value)
 
@@ -123,7 +123,7 @@ def open_page(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         kind, _, seq = text.partition(":")
-        if kind != "before" or not seq.isdigit():
+        if kind != "before" or not (seq.isascii() and seq.isdigit()):
             raise ValueError(token)
         return int(seq)
     except ValueError:
@@ -204,7 +204,7 @@ async def event_detail(db: Database, search_registry: SearchRegistry, event_id: 
         consent = None
         for ref in consent_refs:
             _, cid, _, version = ref.split("/")
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):
                 continue
             try:
                 stored = await ResourceStore(conn, search_registry).vread("Consent", cid, int(version))

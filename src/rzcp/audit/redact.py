@@ -45,7 +45,7 @@ def recorded_query(query: str) -> str:
 def recorded_reference(reference: str) -> str:
     """`Type/id` from a request's path or parameters, its id masked when it may be a BSN."""
     head, _, res_id = reference.rpartition("/")
-    if res_id.isdigit() and len(res_id) in (8, 9):
+    if (res_id.isascii() and res_id.isdigit()) and len(res_id) in (8, 9):
         res_id = MASK
     return without_bsns(f"{head}/{res_id}" if head else res_id)
 

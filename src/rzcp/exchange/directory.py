@@ -82,7 +82,7 @@ class Directory:
         call_timeout: float | None = None,
         auth: MemberAuth | None = None,
     ) -> None:
-        if agb is not None and not (agb.isdigit() and len(agb) == 8):
+        if agb is not None and not ((agb.isascii() and agb.isdigit()) and len(agb) == 8):
             raise BadRequest(f"AGB code {agb!r} must be 8 digits")
         auth = auth or MemberAuth()
         row = {

@@ -119,7 +119,7 @@ def _count(pairs: list[tuple[str, str]], runtime: Runtime) -> int:
     settings = runtime.settings
     if raw is None:
         return settings.default_page_size
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"_count={raw!r} is not a whole number", expression=("_count",))
     return min(int(raw), settings.max_page_size)  # 0: the total only, as a store search answers it
 

@@ -192,7 +192,7 @@ def page_size(raw: str | None, runtime: Runtime) -> int:
     settings = runtime.settings
     if raw is None:
         return settings.default_page_size
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"_count={raw!r} is not a whole number", expression=("_count",))
     return max(1, min(int(raw), settings.max_page_size))
 

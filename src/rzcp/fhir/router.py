@@ -81,7 +81,7 @@ def _if_match(value: str | None) -> int | None:
     if value is None:
         return None
     raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f'If-Match {value!r} is not an ETag of the form W/"<version>"', code="value")
     return int(raw)
 
@@ -281,7 +281,7 @@ async def instance_history(
 @router.get("/{type}/{id}/_history/{vid}", responses={200: _FHIR_RESPONSE})
 async def vread(request: Request, vid: str, res_type: TypePath, res_id: IdPath) -> Response:
     runtime, access = await instance_access(request, res_type, res_id, "vread")
-    if not vid.isdigit() or len(vid) > 9:
+    if not (vid.isascii() and vid.isdigit()) or len(vid) > 9:
         raise BadRequest(f"{vid!r} is not a version id of this server", code="value")
     async with live_query(runtime, access.principal) as conn:
         if access.compartment is not None:

@@ -73,7 +73,7 @@ async def read_form_body(request: Request, max_bytes: int) -> list[tuple[str, st
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and (declared.isascii() and declared.isdigit()) and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -16,7 +16,7 @@ _TEST_SPAN = 100_000
 
 def is_valid_bsn(value: str) -> bool:
     """The 11-check: 9 digits, sum of digit times (9, 8, ..., 2, -1) divisible by 11, and not all zeros."""
-    if len(value) != 9 or not value.isdigit() or value == "000000000":
+    if len(value) != 9 or not (value.isascii() and value.isdigit()) or value == "000000000":
         return False
     total = sum(int(d) * w for d, w in zip(value, (9, 8, 7, 6, 5, 4, 3, 2, -1), strict=True))
     return total % 11 == 0

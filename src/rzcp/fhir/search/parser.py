@@ -361,7 +361,7 @@ class _Parser:
 
 
 def _count(raw: str, max_count: int) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise _bad("_count", "expected a non-negative integer")
     return min(int(raw), max_count)
 
