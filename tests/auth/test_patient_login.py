@@ -210,6 +210,44 @@ async def two_patients(browser: httpx.AsyncClient, client: httpx.AsyncClient, ap
     }
 
 
+async def test_a_search_of_the_directory_includes_the_directory_only(
+    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    """The region's directory is open to a patient (to name an organisation in a consent). Found by a
+    security test: `Organization?_revinclude=Consent:organization` brought other patients' consents along."""
+    organization = await client.post(
+        "/fhir/Organization", json={"resourceType": "Organization", "name": "Ziekenhuis Dir"},
+        headers={"Content-Type": FHIR},
+    )  # fmt: skip
+    org_ref = f"Organization/{organization.json()['id']}"
+    other = await patient_token(browser, new_bsn())
+    body = consent_from_compact(
+        {"id": "draft", "permit": {"to": "huisartsen"}}, login_app.state.runtime.policy
+    )
+    del body["id"], body["meta"]
+    body.update(patient={"reference": f"Patient/{other['patient']}"}, organization=[{"reference": org_ref}],
+                sourceAttachment={"title": "Consent form signed by the patient"})  # fmt: skip
+    stored = await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})
+    assert stored.status_code == 201, stored.text
+    verifier = secrets.token_urlsafe(48)
+    scope = "patient/Patient.rs patient/Consent.cruds patient/Organization.rs launch/patient openid"
+    code = (await login(browser, new_bsn(), verifier, scope=scope))["code"]
+    token = (await redeem(browser, code, verifier)).json()["access_token"]
+    async with as_patient(login_app, token) as http:
+        for include in ("_revinclude=Consent:organization", "_revinclude=Provenance:target"):
+            answer = await http.get(f"/fhir/Organization?_id={organization.json()['id']}&{include}")
+            assert answer.status_code == 403, (include, answer.text)
+            assert stored.json()["id"] not in answer.text
+        # an include that does not name its type leaves out what is not the directory
+        endpoint = await http.get(
+            f"/fhir/Organization?_id={organization.json()['id']}&_include=Organization:endpoint"
+        )
+        assert {e["resource"]["resourceType"] for e in endpoint.json()["entry"]} == {"Organization"}
+        partof = {"_id": organization.json()["id"], "_include": "Organization:partof"}
+        parents = await http.get("/fhir/Organization", params=partof)
+        assert parents.status_code == 200, parents.text
+
+
 def as_patient(login_app: Any, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=login_app),

@@ -38,7 +38,11 @@ class Access:
 
     def may_search(self, res_type: str) -> None:
         """Raise unless this caller may search `res_type` too: what an `_include` or `_revinclude` reaches
-        is held to the same rules as a search of its own (a member never sees a Consent that way)."""
+        is held to the same rules as a search of its own (a member never sees a Consent that way). A
+        patient's search of the directory (no compartment) includes the directory only: a Consent that
+        names an organisation is not theirs to find from it."""
+        if self.principal.is_patient and self.compartment is None and res_type not in DIRECTORY_TYPES:
+            raise Forbidden(f"a search of the region's directory does not include {res_type} resources")
         authorize_interaction(self.principal, res_type, "search-type", self.registry)
 
 
