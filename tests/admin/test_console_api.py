@@ -242,6 +242,31 @@ async def test_a_suspended_member_is_reinstated_and_a_client_rotates_its_keys(
     assert any(("ura", system.member_ura) in _details(e) and e["outcome"] == "0" for e in reinstated)
 
 
+async def test_an_admin_hands_out_no_role_they_do_not_hold(
+    chief: httpx.AsyncClient, ada: httpx.AsyncClient, console_app: Any
+) -> None:
+    """Found by a security test: an admin who may not read the trail registered an auditor client with a
+    key of their own, and read the trail through it."""
+    member = await register_system(console_app)
+    key = new_key()
+    auditor = {
+        "client_id": f"aud-{uuid.uuid4().hex[:8]}",
+        "member_ura": member.member_ura,
+        "scope": "system/AuditEvent.rs",
+        "role": "auditor",
+        "jwks": {"keys": [key.as_dict(private=False)]},
+    }
+    outcome_of(await ada.post("/admin/api/clients", json=auditor), 403)
+    listed = (await chief.get("/admin/api/clients")).json()["clients"]
+    assert auditor["client_id"] not in {c["client_id"] for c in listed}
+    assert (await chief.post("/admin/api/clients", json=auditor)).status_code == 201  # an admin and auditor
+    own = {"keys": [new_key().as_dict(private=False)]}
+    outcome_of(await ada.put(f"/admin/api/clients/{auditor['client_id']}/keys", json={"jwks": own}), 403)
+    member_client = {**auditor, "client_id": f"mem-{uuid.uuid4().hex[:8]}", "role": "member",
+                     "scope": "system/*.rs"}  # fmt: skip
+    assert (await ada.post("/admin/api/clients", json=member_client)).status_code == 201
+
+
 async def refused_client(http: httpx.AsyncClient, system: SystemClient) -> None:
     """The token endpoint's refusal, an OAuth error (RFC 6749 5.2), not an OperationOutcome."""
     response = await http.post("/auth/token", data=system.form("system/*.rs"))

@@ -9,11 +9,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rzcp.admin.access import roles_of
 from rzcp.admin.health import MemberHealth
 from rzcp.auth import registry
+from rzcp.auth.principal import Principal
 from rzcp.auth.registry import Client, Member
 from rzcp.consent.policy import Policy
-from rzcp.errors import BadRequest
+from rzcp.errors import BadRequest, Forbidden
 from rzcp.exchange.directory import Directory
 from rzcp.fhir.search.definitions import SearchRegistry
 
@@ -108,10 +110,22 @@ def noted_keys(body: dict[str, Any]) -> dict[str, str]:
     return noted
 
 
-async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str]) -> Client:
+def check_may_hand_out(principal: Principal, role: str) -> None:
+    """Whoever holds the keys of a client acts in its role. So an administrator registers (or re-keys) a
+    client of the trail's role only when they are an auditor themselves: else an admin who may not read the
+    trail could give themselves a system that does. Member clients are every admin's job; each
+    registration is in the console's own audit record, with its key ids."""
+    if role != "member" and role not in roles_of(principal):
+        raise Forbidden(f"only someone who holds the {role} role registers or re-keys a client of that role")
+
+
+async def add_client(
+    conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str], by: Principal
+) -> Client:
     """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
     jwks = _jwks_of(body)
     role = text_field(body, "role", required=False) or "member"
+    check_may_hand_out(by, role)
     client = await registry.add_client(
         conn,
         client_id=text_field(body, "client_id") or "",
@@ -126,9 +140,12 @@ async def add_client(conn: AsyncConnection, body: dict[str, Any], allowed_hosts:
 
 
 async def replace_client_keys(
-    conn: AsyncConnection, client_id: str, body: dict[str, Any], allowed_hosts: list[str]
+    conn: AsyncConnection, client_id: str, body: dict[str, Any], allowed_hosts: list[str], by: Principal
 ) -> Client:
     """`rzcp clients keys`: key rotation, with a JWKS document or an allow-listed jwks_url."""
+    current = await registry.get_client(conn, client_id)
+    if current is not None:
+        check_may_hand_out(by, current.role)
     return await registry.replace_client_keys(
         conn,
         client_id,

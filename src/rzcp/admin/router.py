@@ -109,24 +109,26 @@ async def list_clients(request: Request, _: Admin) -> dict[str, Any]:
 
 
 @router.post("/clients", name="clients.add", status_code=201)
-async def add_client(request: Request, _: Admin) -> dict[str, Any]:
+async def add_client(request: Request, admin: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
     body = await _body(request)
     noted = {k: str(body[k]) for k in ("client_id", "member_ura", "scope", "role") if k in body}
     console_params(request).update(noted | members.noted_keys(body))
     async with runtime.db.write() as conn:
-        client = await members.add_client(conn, body, runtime.settings.jwks_allowed_hosts)
+        client = await members.add_client(conn, body, runtime.settings.jwks_allowed_hosts, admin)
         stored = await registry.get_client(conn, client.client_id)
     return members.client_json(stored or client)
 
 
 @router.put("/clients/{client_id}/keys", name="clients.keys")
-async def replace_client_keys(request: Request, client_id: str, _: Admin) -> dict[str, Any]:
+async def replace_client_keys(request: Request, client_id: str, admin: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
     body = await _body(request)
     console_params(request).update(members.noted_keys(body))
     async with runtime.db.write() as conn:
-        client = await members.replace_client_keys(conn, client_id, body, runtime.settings.jwks_allowed_hosts)
+        client = await members.replace_client_keys(
+            conn, client_id, body, runtime.settings.jwks_allowed_hosts, admin
+        )
     return members.client_json(client)
 
 
