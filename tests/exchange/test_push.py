@@ -375,6 +375,30 @@ def _other_patients(push: Push) -> list[tuple[str, list[dict[str, Any]], str]]:
             [condition({"reference": PATIENT_URL}, asserter={"reference": "Patient/gp-her"})],
             f"{at}.asserter",
         ),
+        # found by the second security test: the BSN's system spelled otherwise
+        *(
+            (
+                f"her BSN on a Task under {system}",
+                [
+                    {
+                        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                        "resource": {
+                            "resourceType": "Task",
+                            "status": "requested",
+                            "intent": "order",
+                            "for": {"identifier": {"system": system, "value": her}},
+                        },
+                    }
+                ],
+                f"{at}.for.identifier",
+            )
+            for system in (
+                "https://fhir.nl/fhir/NamingSystem/bsn",
+                f"{BSN}/",
+                "2.16.840.1.113883.2.4.6.3",
+                BSN.upper(),
+            )
+        ),
         (
             "a conditional reference to her",
             [
@@ -458,7 +482,55 @@ def _claims(push: Push) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]
         ("a practitioner, not an organisation", {"sender": {"reference": "Practitioner/uzi-1"}}, []),
         ("a name only", {"sender": {"display": "GGZ De Oever"}}, []),
         ("another member's endpoint as source", {"source": {"endpoint": push.ggz_endpoint + "/"}}, []),
+        # found by the second security test
+        ("another member's endpoint with a query", {"source": {"endpoint": push.ggz_endpoint + "?x"}}, []),
+        (
+            "another member's URA as responsible",
+            {"responsible": {"identifier": {"system": URA, "value": other}}},
+            [],
+        ),
+        (
+            "its own directory address, resolving to an entry with another member's URA",
+            {"sender": {"reference": f"http://gateway.test/fhir/Organization/ura-{push.gp_ura}"}},
+            [
+                {
+                    "fullUrl": f"http://gateway.test/fhir/Organization/ura-{push.gp_ura}",
+                    "resource": organization,
+                }
+            ],
+        ),
     ]
+
+
+def _nested(push: Push) -> list[tuple[str, dict[str, Any], str]]:
+    """Resources put where consent is not decided per resource: (case, entry added, element refused)."""
+    psy = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
+    labelled = condition({"reference": PATIENT_URL}, meta={"security": [psy]})["resource"]
+    inner_bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": labelled}]}
+    organization = {"resourceType": "Organization", "id": "o", "contained": [{**labelled, "id": "c"}]}
+    return [
+        (
+            "a labelled Condition inside a collection Bundle",
+            {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": inner_bundle},
+            "Bundle.entry[3].resource",
+        ),
+        (
+            "a Condition contained in a contained Organization",
+            condition({"reference": PATIENT_URL}, contained=[organization]),
+            "Bundle.entry[3].resource.contained[0]",
+        ),
+    ]
+
+
+async def test_what_is_nested_deeper_than_consent_is_decided_is_refused(push: Push) -> None:
+    """Found by the second security test: a PSY-labelled Condition the patient shields went through inside
+    a collection Bundle, and one contained twice deep, undecided and without the gateway's sender tag."""
+    for case, entry, element in _nested(push):
+        bundle = message_with(push, entry)
+        response = await push.gp.post("/fhir/$process-message", json=bundle)
+        assert response.status_code == 422, f"{case}: {response.text}"
+        assert response.json()["issue"][0]["expression"] == [element], case
+        assert await outbox_rows(push, bundle["id"]) == [], case
 
 
 async def test_a_message_in_another_members_name_is_refused(push: Push) -> None:

@@ -37,15 +37,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system
 from rzcp.errors import Forbidden, InvalidResource
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import URA_SYSTEM, organization_id
 from rzcp.exchange.pull import SOURCE_SYSTEM
 
-#: The BSN's naming system, by its URL and by its OID (a receiver may match on either).
-BSN_SYSTEMS = frozenset({BSN_SYSTEM, "urn:oid:2.16.840.1.113883.2.4.6.3"})
 #: The elements that say whom a resource is about (as the audit reads them: rzcp.audit.http).
 SUBJECT_ELEMENTS = ("subject", "patient", "beneficiary")
 _TYPED_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}$")
@@ -126,12 +125,45 @@ def _objects(node: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
             yield from _objects(item, f"{path}[{i}]")
 
 
+def _names_bsn(node: Mapping[str, Any]) -> bool:
+    """An identifier (or any object with a `system`) under the BSN, however the system is spelled: the
+    URL, the OID with or without `urn:oid:`, another case, a trailing slash, `https`."""
+    system = node.get("system")
+    return isinstance(system, str) and is_bsn_system(system)
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [] if value is None else [value]
 
 
 def _refuse(message: str, path: str, code: str = "business-rule") -> InvalidResource:
     return InvalidResource(message, code=code, expression=(path,))
+
+
+# --- what a message may carry --------------------------------------------------------------------------
+
+
+def check_flat(index: MessageIndex) -> None:
+    """InvalidResource (422) for a resource the gateway could not decide or tag: a Bundle inside the
+    message (a document, a collection: its resources would travel undecided), or a contained resource
+    that contains again (R4's dom-2 forbids it). Consent is decided, and the sender stated, per entry and
+    per contained resource; deeper is not looked at, so it is not let through."""
+    for i, resource in enumerate(index.entries):
+        path = f"Bundle.entry[{i}].resource"
+        if resource.get("resourceType") == "Bundle":
+            raise _refuse(
+                "a message carries its resources as entries of its own, not inside another Bundle: "
+                "consent is decided per resource",
+                path,
+            )
+        for j, inner in enumerate(_as_list(resource.get("contained"))):
+            if not isinstance(inner, Mapping):
+                continue
+            if inner.get("resourceType") == "Bundle" or inner.get("contained"):
+                raise _refuse(
+                    "a contained resource is not a Bundle and contains nothing itself (R4 dom-2)",
+                    f"{path}.contained[{j}]",
+                )
 
 
 # --- one patient ---------------------------------------------------------------------------------------
@@ -144,7 +176,7 @@ def message_bsn(bundle: Mapping[str, Any], index: MessageIndex) -> str:
     for i, resource in enumerate(index.entries):
         _check_resource(resource, f"Bundle.entry[{i}].resource", index)
     for path, node in _objects(bundle, "Bundle"):
-        if node.get("system") in BSN_SYSTEMS and "value" in node and str(node["value"]) != bsn:
+        if _names_bsn(node) and "value" in node and str(node["value"]) != bsn:
             raise _refuse("a message carries the BSN of its one patient only; this is another", path)
     return bsn
 
@@ -159,9 +191,7 @@ def _patients_bsn(index: MessageIndex) -> str:
         bsns = {
             str(identifier.get("value"))
             for identifier in _as_list(resource.get("identifier"))
-            if isinstance(identifier, Mapping)
-            and identifier.get("system") in BSN_SYSTEMS
-            and identifier.get("value")
+            if isinstance(identifier, Mapping) and _names_bsn(identifier) and identifier.get("value")
         }
         if not bsns:
             raise _refuse(f"every Patient in a message carries its BSN ({BSN_SYSTEM})", path, "required")
@@ -233,7 +263,7 @@ def _is_the_patient(reference: Any, container: Mapping[str, Any], index: Message
         return False
     if "reference" not in reference:
         identifier = reference.get("identifier")
-        return isinstance(identifier, Mapping) and identifier.get("system") in BSN_SYSTEMS
+        return isinstance(identifier, Mapping) and _names_bsn(identifier)
     target = index.resolve(reference, container)
     return target.res_type == "Patient" and index.is_entry(target.resource)
 
@@ -245,13 +275,14 @@ def check_sender(
     header: Mapping[str, Any], index: MessageIndex, sender_ura: str, members: Mapping[str, Member]
 ) -> None:
     """Forbidden (403) when the MessageHeader claims to come from anyone but the calling member."""
-    claimed = header.get("sender")
-    if claimed is not None and _sender_uras(claimed, header, index) != {sender_ura}:
-        raise Forbidden(
-            f"MessageHeader.sender must be your own organisation (URA {sender_ura}), named by its URA "
-            f"identifier or Organization/{organization_id(sender_ura)}, or be left out",
-            expression=("MessageHeader.sender",),
-        )
+    for element in ("sender", "responsible"):
+        claimed = header.get(element)
+        if claimed is not None and _sender_uras(claimed, header, index) != {sender_ura}:
+            raise Forbidden(
+                f"MessageHeader.{element} must be your own organisation (URA {sender_ura}), named by its URA "
+                f"identifier or Organization/{organization_id(sender_ura)}, or be left out",
+                expression=(f"MessageHeader.{element}",),
+            )
     endpoint = (header.get("source") or {}).get("endpoint")
     owner = _endpoint_owner(endpoint, members)
     if owner is not None and owner != sender_ura:
@@ -285,27 +316,47 @@ def _sender_uras(claimed: Any, header: Mapping[str, Any], index: MessageIndex) -
 def _reference_uras(
     claimed: Mapping[str, Any], text: str, header: Mapping[str, Any], index: MessageIndex
 ) -> set[str] | None:
+    """What the receiver would find: the entry the reference resolves to in the Bundle (its URAs) and, for
+    the directory's `Organization/ura-<URA>`, that URA too; an entry that says another URA than its
+    directory address disagrees with it and both count."""
+    found: set[str] = set()
     directory = _DIRECTORY_ORGANIZATION.search(text.split("/_history/")[0])
     if directory:
-        return {directory.group(1)}
+        found.add(directory.group(1))
     target = index.resolve(claimed, header)
-    if target.resource is None or target.res_type != "Organization":
-        return None
-    uras = {
-        str(i.get("value"))
-        for i in _as_list(target.resource.get("identifier"))
-        if isinstance(i, Mapping) and i.get("system") == URA_SYSTEM
-    }
-    return uras or None
+    if target.resource is not None:
+        if target.res_type != "Organization":
+            return None
+        uras = {
+            str(i.get("value"))
+            for i in _as_list(target.resource.get("identifier"))
+            if isinstance(i, Mapping) and i.get("system") == URA_SYSTEM
+        }
+        if not uras:
+            return None
+        found |= uras
+    return found or None
 
 
 def _endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
     """The member whose registered endpoint the URL is (or lies under); the longest match wins."""
     if not isinstance(endpoint, str):
         return None
-    url = endpoint.rstrip("/").lower()
-    owners = [m for m in members.values() if f"{url}/".startswith(f"{m.base_url.lower()}/")]
+    url = _comparable(endpoint)
+    owners = [m for m in members.values() if f"{url}/".startswith(f"{_comparable(m.base_url)}/")]
     return max(owners, key=lambda m: len(m.base_url)).ura if owners else None
+
+
+def _comparable(url: str) -> str:
+    """A URL as a place: scheme and host in lower case, no query, fragment, user or trailing slash, so
+    `.../fhir?x` or `.../fhir#` is still the member's endpoint."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.strip().lower()
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
 # --- on the way out ------------------------------------------------------------------------------------

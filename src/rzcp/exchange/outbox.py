@@ -44,7 +44,7 @@ from rzcp.consent.service import request_for_resource
 from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
-from rzcp.exchange.message import MessageIndex, check_sender, message_bsn
+from rzcp.exchange.message import MessageIndex, check_flat, check_sender, message_bsn
 from rzcp.exchange.pull import Requester, TypeDecision, type_decision
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
@@ -196,6 +196,10 @@ async def accept_message(
         check_sender(header, index, sender.ura, active)
     except Forbidden as exc:
         raise _refused(exc, report, "the MessageHeader names another sender") from None
+    try:
+        check_flat(index)
+    except InvalidResource as exc:
+        raise _refused(exc, report, "resources nested where they cannot be decided") from None
     clinical = [r for r in carried if r.get("resourceType") not in _ADMINISTRATIVE]
     if not clinical:
         raise BadRequest("the message carries no patient data to deliver")
