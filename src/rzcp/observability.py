@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rzcp.auth.bsn import without_bsns
+from rzcp.auth.bsn import holds_bsn
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._\-]{8,64}")
 
@@ -65,7 +65,7 @@ def _incoming_id(scope: Scope) -> str | None:
         if name == b"x-request-id":
             text = value.decode("latin-1")
             # The id is recorded in the audit trail: one that may hold a BSN is replaced, not kept.
-            return text if _SANE_ID.fullmatch(text) and without_bsns(text) == text else None
+            return text if _SANE_ID.fullmatch(text) and not holds_bsn(text) else None
     return None
 
 

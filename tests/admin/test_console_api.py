@@ -267,6 +267,17 @@ async def test_an_admin_hands_out_no_role_they_do_not_hold(
     assert (await ada.post("/admin/api/clients", json=member_client)).status_code == 201
 
 
+async def test_the_consoles_record_of_a_search_holds_no_bsn(chief: httpx.AsyncClient) -> None:
+    """Found by the second security test: a BSN in a search body under another name, or as a
+    practitioner number, went into the console's own audit record in clear."""
+    body = {"practitioner": "999967551", "BSN": "999911120"}
+    response = await chief.post("/admin/api/audit/events/_search", json=body)
+    assert response.status_code in (200, 400), response.text
+    records = await console_records(chief, "audit.search")
+    text = orjson.dumps(records).decode()
+    assert "999967551" not in text and "999911120" not in text
+
+
 async def refused_client(http: httpx.AsyncClient, system: SystemClient) -> None:
     """The token endpoint's refusal, an OAuth error (RFC 6749 5.2), not an OperationOutcome."""
     response = await http.post("/auth/token", data=system.form("system/*.rs"))

@@ -65,6 +65,7 @@ def assert_no_bsn(record: str) -> None:
             f"identifier=http://x.example/mrn|A1,*&identifier={BSN_SYSTEM}|*&_count=5",
         ),
         (f"/fhir/Condition?patient={BSN}", "patient=*"),
+        ("/fhir/Condition?patient=999.967.551", "patient=*"),
         (f"/fhir/Patient?{BSN}", "*="),
     ],
 )
@@ -108,7 +109,8 @@ async def test_a_search_posted_as_a_form_leaves_no_bsn(app: Any, client: httpx.A
 async def test_a_practitioner_named_by_bsn_is_refused_and_not_stored(
     app: Any, client: httpx.AsyncClient
 ) -> None:
-    for system in (OID, BSN_SYSTEM):
+    # the last: an organisation's own OID with a BSN as the employee number (the second security test)
+    for system in (OID, BSN_SYSTEM, "urn:oid:2.16.528.1.1007.99"):
         response = await client.get("/fhir/Patient", headers={"X-Acting-Practitioner": f"{system}|{BSN}"})
         assert response.status_code == 400, response.text
         assert "BSN" in response.json()["issue"][0]["diagnostics"]
@@ -116,9 +118,11 @@ async def test_a_practitioner_named_by_bsn_is_refused_and_not_stored(
 
 
 async def test_a_request_id_holding_a_bsn_is_replaced(app: Any, client: httpx.AsyncClient) -> None:
-    response = await client.get("/fhir/Organization", headers={"X-Request-ID": f"lookup-{BSN}-1"})
-    assert response.status_code == 200
-    assert BSN not in response.headers["x-request-id"]
-    assert_no_bsn(await stored_record(app, response))
+    # the last two found by the second security test: a UUID's last group, and dots between the digits
+    for sent in (f"lookup-{BSN}-1", f"00000000-0000-4000-8000-000{BSN}", "bsn.999.967.551"):
+        response = await client.get("/fhir/Organization", headers={"X-Request-ID": sent})
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] != sent
+        assert_no_bsn(await stored_record(app, response))
     kept = await client.get("/fhir/Organization", headers={"X-Request-ID": "lookup-12345678-1"})
     assert kept.headers["x-request-id"] == "lookup-12345678-1"  # a member's own id otherwise stays

@@ -14,10 +14,11 @@ comma-separated value:
   the modifier or chain: `identifier:text`, `patient.identifier`, `subject:Patient.identifier`,
   `_has:Observation:patient:identifier`, `patient:identifier`.
 - In every name and value: any nine-digit number passing the 11-check (`without_bsns`), so that
-  `patient=999967551` or a BSN in `_content` is not kept either.
+  `patient=999967551` or a BSN in `_content` is not kept either; and a value from which a BSN can be read
+  once its separators are left out (`patient=999.967.551`), unless it is a UUID.
 
-In a path (`recorded_reference`): an id that is eight or nine digits or holds a BSN; the gateway's ids are
-UUIDs, so no id it gives is masked.
+In a path (`recorded_reference`): an id that is eight or nine digits, holds a BSN, or is one written with
+separators; the gateway's ids are UUIDs, so no id it gives is masked.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode
 
-from rzcp.auth.bsn import is_bsn_system, without_bsns
+from rzcp.auth.bsn import is_bsn_system, is_valid_bsn, without_bsns
 
 MASK = "*"
 #: Eight or more digits, with at most one space, dot or dash between two of them.
 _LONG_NUMBER = re.compile(r"\d(?:[\s.\-]?\d){7,}")
 _UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 _PARTS = re.compile(r"[.:]")
+_SEGMENT = re.compile(r"[^/\s,|]+")
+_SEPARATORS = re.compile(r"[.\-_:]")
 
 
 def recorded_query(query: str) -> str:
@@ -45,7 +48,8 @@ def recorded_query(query: str) -> str:
 def recorded_reference(reference: str) -> str:
     """`Type/id` from a request's path or parameters, its id masked when it may be a BSN."""
     head, _, res_id = reference.rpartition("/")
-    if (res_id.isascii() and res_id.isdigit()) and len(res_id) in (8, 9):
+    digits = res_id.isascii() and res_id.isdigit()
+    if (digits and len(res_id) in (8, 9)) or _is_spelled_bsn(res_id):
         res_id = MASK
     return without_bsns(f"{head}/{res_id}" if head else res_id)
 
@@ -56,7 +60,8 @@ def _is_identifier_param(name: str) -> bool:
 
 def _masked_value(name: str, value: str) -> str:
     identifier = _is_identifier_param(name)
-    return without_bsns(",".join(_masked_token(token, identifier=identifier) for token in value.split(",")))
+    masked = ",".join(_masked_token(token, identifier=identifier) for token in value.split(","))
+    return _spelled_out(without_bsns(masked))
 
 
 def _masked_token(token: str, *, identifier: bool) -> str:
@@ -68,3 +73,14 @@ def _masked_token(token: str, *, identifier: bool) -> str:
     if identifier and _LONG_NUMBER.search(pieces[-1]) and not _UUID.fullmatch(pieces[-1]):
         pieces[-1] = MASK
     return "|".join(pieces)
+
+
+def _spelled_out(text: str) -> str:
+    """`text` with each segment (between slashes, spaces, commas and bars) that is a BSN written with
+    separators masked: `Patient/999.967.551` becomes `Patient/*`. An OID or a date has more digits."""
+    return _SEGMENT.sub(lambda m: MASK if _is_spelled_bsn(m[0]) else m[0], text)
+
+
+def _is_spelled_bsn(segment: str) -> bool:
+    digits = _SEPARATORS.sub("", segment)
+    return digits.isascii() and digits.isdigit() and is_valid_bsn(digits)

@@ -15,6 +15,20 @@ _UUID = r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
 _UUID_OR_NINE_DIGITS = re.compile(rf"(?P<uuid>{_UUID})|(?<!\d)(?P<nine>\d{{9}})(?!\d)")
 
 
+_SEPARATORS = re.compile(r"[\s.\-_:/]")
+_DIGIT_RUN = re.compile(r"\d{9,}")
+
+
+def holds_bsn(text: str) -> bool:
+    """Whether a BSN can be read from `text` once its separators are left out (`999.967.551`, a UUID whose
+    last group ends in one): for a value a caller chose that the trail would keep whole, such as a request
+    id. Stricter than `without_bsns`, which leaves UUIDs alone; a few random ids are refused with it."""
+    for run in _DIGIT_RUN.findall(_SEPARATORS.sub("", text)):
+        if any(is_valid_bsn(run[i : i + 9]) for i in range(len(run) - 8)):
+            return True
+    return False
+
+
 def is_valid_bsn(value: str) -> bool:
     """Nine digits (eight are padded with a leading zero) passing the 11-check: sum(d_i * w_i) % 11 == 0
     with weights 9..2 and -1 for the last digit; all zeros is refused."""

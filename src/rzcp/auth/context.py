@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Set
 
-from rzcp.auth.bsn import is_bsn_system
+from rzcp.auth.bsn import holds_bsn, is_bsn_system
 from rzcp.auth.principal import Identifier, Principal, RequestContext
 from rzcp.errors import BadRequest, Forbidden
 
@@ -77,6 +77,13 @@ def _practitioner(identifier: Identifier) -> Identifier:
             code="value",
         )
     if identifier.system.startswith("urn:oid:") and _OID.fullmatch(identifier.system[8:]):
+        if holds_bsn(identifier.value):
+            # the value is the organisation's to choose, and the trail keeps it: not a BSN
+            raise BadRequest(
+                "X-Acting-Practitioner: this value could be a BSN, which is recorded nowhere; use the "
+                "person's UZI, AGB or BIG number, or an employee number that is not a BSN",
+                code="value",
+            )
         return identifier
     raise BadRequest(
         "X-Acting-Practitioner must name the person by a UZI, AGB or BIG number "
