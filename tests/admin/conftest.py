@@ -67,8 +67,16 @@ async def person_token(app: Any, user: str, *, otp: bool = True) -> str:
         return token.json()["access_token"]
 
 
-async def minted_person_token(app: Any, subject: str, roles: list[str], amr: list[str]) -> str:
-    """A person token as the identity provider would never give it (admin without a second factor)."""
+async def minted_person_token(
+    app: Any,
+    subject: str,
+    roles: list[str],
+    amr: list[str],
+    *,
+    client_id: str = CONSOLE,
+    scope: str = "user/*.cruds",
+) -> str:
+    """A person token as the console would never get it (admin without a second factor, another app's)."""
     urls = Endpoints(f"{BASE}/fhir")
     claims = {
         "kind": "person",
@@ -76,8 +84,8 @@ async def minted_person_token(app: Any, subject: str, roles: list[str], amr: lis
         "role": roles[0],
         "roles": roles,
         "amr": amr,
-        "scope": "user/*.cruds",
-        "client_id": CONSOLE,
+        "scope": scope,
+        "client_id": client_id,
         "exp": int(time.time()) + 300,
     }
     token, _ = await app.state.runtime.auth.tokens.issue(claims, issuer=urls.issuer, audience=urls.fhir_base)

@@ -66,6 +66,16 @@ async def test_roles_decide_and_a_person_needs_the_second_factor(
     async with as_bearer(console_app, one_factor) as http:
         assert (await http.get("/admin/api/me")).json()["second_factor"] is False
         outcome_of(await http.get("/admin/api/members"), 403)
+    # found by a security test: the same person's token for another app (here the patient app's client,
+    # scoped to the directory) is no console session, whatever the person's roles
+    elsewhere = await minted_person_token(
+        console_app, "dev:chief", ["admin", "auditor"], ["pwd", "otp"],
+        client_id="rzcp-patient-app", scope="user/Organization.rs",
+    )  # fmt: skip
+    async with as_bearer(console_app, elsewhere) as http:
+        outcome_of(await http.get("/admin/api/members"), 403)
+        outcome_of(await http.get("/admin/api/audit/events"), 403)
+        outcome_of(await http.post(f"/admin/api/members/{new_ura()}/suspend"), 403)
     member = await person_token(console_app, "mia", otp=False)
     async with as_bearer(console_app, member) as http:
         outcome_of(await http.get("/admin/api/clients"), 403)

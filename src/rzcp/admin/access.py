@@ -22,11 +22,17 @@ def roles_of(principal: Principal) -> tuple[str, ...]:
     return ()
 
 
-def require(principal: Principal, role: str) -> Principal:
+def require(principal: Principal, role: str, console_client: str) -> Principal:
+    """A person's token works here only when it was issued to the console itself: the same person's
+    token for another app (found by a security test: one scoped to read the directory, for a third-party
+    app) is that app's, not a console session."""
     if role not in roles_of(principal):
         raise Forbidden(f"this needs the {role} role", code="forbidden")
-    if principal.kind == "person" and not principal.has_second_factor:
-        raise Forbidden("log in with a second factor to use the console", code="forbidden")
+    if principal.kind == "person":
+        if principal.client_id != console_client:
+            raise Forbidden("this token was issued to another app, not to the console", code="forbidden")
+        if not principal.has_second_factor:
+            raise Forbidden("log in with a second factor to use the console", code="forbidden")
     return principal
 
 
@@ -41,12 +47,16 @@ async def _live(request: Request, principal: CurrentPrincipal) -> Principal:
 LoggedIn = Annotated[Principal, Depends(_live)]
 
 
-async def _admin(principal: LoggedIn) -> Principal:
-    return require(principal, "admin")
+def _console_client(request: Request) -> str:
+    return str(request.app.state.runtime.settings.admin_console_client_id)
 
 
-async def _auditor(principal: LoggedIn) -> Principal:
-    return require(principal, "auditor")
+async def _admin(request: Request, principal: LoggedIn) -> Principal:
+    return require(principal, "admin", _console_client(request))
+
+
+async def _auditor(request: Request, principal: LoggedIn) -> Principal:
+    return require(principal, "auditor", _console_client(request))
 
 
 Admin = Annotated[Principal, Depends(_admin)]
