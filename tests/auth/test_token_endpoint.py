@@ -3,6 +3,7 @@ exact answer: RFC 6749 JSON, status 400, `Cache-Control: no-store`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from rzcp.auth import registry, tables
+from rzcp.auth import client_keys, registry, tables
 from tests.conftest import TOKEN_URL, SystemClient, new_key, register_system
 
 
@@ -277,6 +278,44 @@ async def test_keys_from_an_allow_listed_jwks_url_are_fetched_cached_and_refetch
         assert calls == ["keys.member.example"] * 2  # unknown kid: fetched again
     finally:
         keys._http, keys._allowed = original_http, original_allowed
+
+
+async def test_a_slow_or_huge_jwks_url_costs_one_short_fetch(
+    app: Any, anonymous: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a security test: anyone can send assertions naming a client; against a jwks host that
+    trickles, each one held a connection of the process's outgoing pool for minutes, and a 100 MB
+    document was read whole. Now one fetch per URL at a time, within a deadline, no further than the
+    size limit, and its failure is remembered for a few seconds."""
+    calls: list[str] = []
+
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            yield b'{"keys": ['
+            await asyncio.sleep(60)
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/slow":
+            return httpx.Response(200, stream=Trickle())
+        return httpx.Response(200, content=b" " * (client_keys.MAX_JWKS_BYTES + 1) + b"{}")
+
+    monkeypatch.setattr(client_keys, "FETCH_SECONDS", 0.5)
+    keys = app.state.runtime.auth.client_keys
+    monkeypatch.setattr(keys, "_http", httpx.AsyncClient(transport=httpx.MockTransport(provider)))
+    monkeypatch.setattr(keys, "_allowed", frozenset({"keys.member.example"}))
+    slow = await register_system(app, jwks_url=f"https://keys.member.example/slow?{uuid.uuid4().hex}")
+    started = time.monotonic()
+    answers = await asyncio.gather(*(anonymous.post("/auth/token", data=slow.form()) for _ in range(10)))
+    assert time.monotonic() - started < 5
+    for answer in answers:
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_client", answer.text
+    assert calls == ["/slow"]  # one fetch for the ten
+    await refused(anonymous, slow.form(), "invalid_client")
+    assert calls == ["/slow"]  # the failure is remembered
+    huge = await register_system(app, jwks_url=f"https://keys.member.example/huge?{uuid.uuid4().hex}")
+    await refused(anonymous, huge.form(), "invalid_client")
+    assert calls == ["/slow", "/huge"]
 
 
 async def test_keys_that_cannot_be_used_are_an_invalid_client_not_a_500(
