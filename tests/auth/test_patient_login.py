@@ -204,10 +204,47 @@ async def two_patients(browser: httpx.AsyncClient, client: httpx.AsyncClient, ap
     return {
         "a": a,
         "b": b,
-        # A's consent names B as its performer: an _include of it must not hand B's Patient to A.
-        "a_consent": await consent(a["patient"], b["patient"]),
+        "a_consent": await consent(a["patient"], a["patient"]),
         "b_consent": await consent(b["patient"], b["patient"]),
     }
+
+
+async def test_a_consent_names_no_other_person(
+    login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    """Found by a security test: a patient's consent named another patient as performer and carried her
+    BSN, stored as sent; administrators' searches then tied the two together. Patient or administrator,
+    a consent holds no BSN and names no other Patient (422, nothing stored)."""
+    me, other = await patient_token(browser, new_bsn()), await patient_token(browser, new_bsn())
+    base = consent_from_compact(
+        {"id": "draft", "permit": {"to": "huisartsen"}}, login_app.state.runtime.policy
+    )
+    del base["id"], base["meta"]
+    base["patient"] = {"reference": f"Patient/{me['patient']}"}
+    bsn = {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999967551"}
+    bad = [
+        ({"performer": [{"reference": f"Patient/{other['patient']}"}]}, "Consent.performer[0].reference"),
+        (
+            {"sourceReference": {"reference": f"Patient/{other['patient']}"}},
+            "Consent.sourceReference.reference",
+        ),
+        ({"identifier": [bsn]}, "Consent.identifier[0]"),
+        ({"contained": [{"resourceType": "Patient", "id": "p"}]}, "Consent.contained[0]"),
+    ]
+    async with as_patient(login_app, me["access_token"]) as http:
+        for extra, element in bad:
+            response = await http.post(
+                "/fhir/Consent", json={**base, **extra}, headers={"Content-Type": FHIR}
+            )
+            assert response.status_code == 422, (element, response.text)
+            assert response.json()["issue"][0]["expression"] == [element]
+        mine = {**base, "performer": [{"reference": f"Patient/{me['patient']}"}]}
+        own = await http.post("/fhir/Consent", json=mine, headers={"Content-Type": FHIR})
+        assert own.status_code == 201, own.text
+    found = await client.get(
+        "/fhir/Consent", params={"identifier": "http://fhir.nl/fhir/NamingSystem/bsn|999967551"}
+    )
+    assert found.status_code == 200 and not found.json().get("entry")
 
 
 async def test_a_search_of_the_directory_includes_the_directory_only(
@@ -305,7 +342,7 @@ async def test_patient_token_does_not_reach_another_patient(
         included = (await http.get("/fhir/Consent", params={"_include": "Consent:patient"})).json()
         assert ids(included) == {f"Consent/{two_patients['a_consent']}", f"Patient/{a['patient']}"}
         performer = (await http.get("/fhir/Consent", params={"_include": "Consent:consentor"})).json()
-        assert ids(performer) == {f"Consent/{two_patients['a_consent']}"}
+        assert ids(performer) == {f"Consent/{two_patients['a_consent']}", f"Patient/{a['patient']}"}
         rev = (await http.get("/fhir/Patient", params={"_revinclude": "Consent:patient"})).json()
         assert f"Consent/{b_consent}" not in ids(rev)
         # writes of another patient's resources

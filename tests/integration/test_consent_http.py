@@ -213,3 +213,10 @@ async def test_a_draft_previews_the_decision_without_storing_anything(
         assert refused.json()["resourceType"] == "OperationOutcome"
         not_a_consent = await draft_decision(patient, {"resourceType": "Patient"}, **allergies)
         assert not_a_consent.status_code == 400
+        # found by a security test: a draft's structure went unchecked, and these were 500s
+        for shape in ({"actor": [{"role": "x"}]}, {"class": [1]}):
+            odd = {**more, "provision": {**more["provision"], **shape}}
+            answer = await draft_decision(patient, odd, **allergies)
+            assert 400 <= answer.status_code < 500, answer.text
+        odd_scope = await draft_decision(patient, {**more, "scope": {"coding": ["x"]}}, **allergies)
+        assert 400 <= odd_scope.status_code < 500, odd_scope.text

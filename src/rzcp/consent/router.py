@@ -26,6 +26,7 @@ from rzcp.consent.service import evaluate, evaluate_draft, to_parameters
 from rzcp.errors import BadRequest, Forbidden
 from rzcp.fhir.deps import RuntimeDep
 from rzcp.fhir.search.values import parse_date_range
+from rzcp.fhir.validation import validate_resource
 from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
 
 router = APIRouter(tags=["Consent"])
@@ -85,6 +86,9 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
     check_accept(request)
     authorize_interaction(principal, "Consent", "read", runtime.registry)
     values, draft = _values(await read_json_body(request, runtime.settings.max_body_bytes))
+    if draft is not None:
+        # the structure first, as a write's: a security test found `actor: [{"role": "x"}]` a 500 here
+        draft = validate_resource(draft, expected_type="Consent")
     if principal.is_patient:
         patient = f"Patient/{principal.patient_id}"
         asked = _one(values, "patient", required=False)

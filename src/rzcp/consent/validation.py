@@ -8,10 +8,12 @@ assumes a structurally valid R4 Consent and looks at meaning.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from rzcp.auth.bsn import is_bsn_system
 from rzcp.consent.compiled import (
     CUSTODIAN_ROLES,
     PARTICIPATION_SYSTEM,
@@ -59,6 +61,7 @@ def validate_consent(resource: Mapping[str, Any], *, policy: Policy, known_membe
     reference = (resource.get("patient") or {}).get("reference") or ""
     if not reference.startswith("Patient/") or len(reference) <= len("Patient/"):
         raise _fail("a consent must name its patient as Patient/<id>", "Consent.patient")
+    _check_no_other_person(resource, reference)
     if not (resource.get("policy") or resource.get("policyRule")):
         raise _fail("a consent needs a policy or a policyRule (R4 invariant ppc-1)", "Consent.policyRule")
     provision = resource.get("provision")
@@ -68,6 +71,40 @@ def validate_consent(resource: Mapping[str, Any], *, policy: Policy, known_membe
         raise _fail("the base provision must say permit or deny", "Consent.provision.type")
     counter = [0]
     _check_provision(provision, "Consent.provision", policy, is_member, None, 0, counter)
+
+
+_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/?#]+)(?:/_history/[^/]+)?$")
+
+
+def _check_no_other_person(resource: Mapping[str, Any], own: str) -> None:
+    """A consent is its own patient's, who is named once, by the regional id (Consent.patient): it holds
+    no BSN (stored nowhere in clear) and names no other Patient (found by a security test: a patient's
+    consent naming another patient as performer and carrying her BSN, which tied the two together in
+    every administrator's search)."""
+    own_id = own.removeprefix("Patient/")
+    for path, node in _objects(resource, "Consent"):
+        if path == "Consent.patient":
+            continue
+        system = node.get("system")
+        if isinstance(system, str) and is_bsn_system(system):
+            raise _fail("a consent holds no BSN: its patient is Consent.patient, by the regional id", path)
+        if node.get("resourceType") == "Patient" and path != "Consent":
+            raise _fail("a consent contains no Patient: its patient is Consent.patient", path)
+        text = node.get("reference")
+        found = _PATIENT_REFERENCE.search(text) if isinstance(text, str) else None
+        if found is not None and found.group(1) != own_id:
+            raise _fail("a consent names no other patient than its own", f"{path}.reference")
+
+
+def _objects(node: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every JSON object in `node` with its path, depth first."""
+    if isinstance(node, Mapping):
+        yield path, node
+        for key, value in node.items():
+            yield from _objects(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _objects(item, f"{path}[{i}]")
 
 
 def _check_provision(
