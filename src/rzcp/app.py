@@ -56,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=rzcp.__version__,
         description="Regionaal Zorgcommunicatie Platform: the region's FHIR R4 gateway.",
         lifespan=lifespan,
+        # the interactive pages load scripts and fonts from a CDN: the API is described by
+        # /openapi.json (openapi/openapi.json) and the CapabilityStatement instead
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.exchange = exchange

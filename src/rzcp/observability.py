@@ -8,6 +8,7 @@ so no resource id or patient identifier ends up in a label.
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 import uuid
@@ -74,5 +75,12 @@ def request_id(request: Request) -> str:
     return state.get("request_id", "")
 
 
-async def metrics_endpoint(_request: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus metrics; with RZCP_METRICS_TOKEN set, for the scraper holding it only."""
+    token = request.app.state.runtime.settings.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return Response("metrics need the scraper's bearer token\n", status_code=401,
+                            headers={"WWW-Authenticate": 'Bearer realm="rzcp-metrics"'})  # fmt: skip
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

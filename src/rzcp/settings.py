@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     #: Secret that seals paging links and (later) other server-side tokens; must be set in production.
     secret_key: str = DEV_SECRET
     log_level: str = "INFO"
+    #: When set, `/metrics` answers only a scraper sending `Authorization: Bearer <this>` (its counts per
+    #: route say how the region is used); required in production, open in development.
+    metrics_token: str | None = None
     #: Apply migrations at start-up; unset means yes on SQLite, no on PostgreSQL (run `rzcp db upgrade`).
     auto_migrate: bool | None = None
 
@@ -166,6 +169,11 @@ class Settings(BaseSettings):
             if self.database_url.startswith("sqlite"):
                 raise ValueError(
                     "production needs PostgreSQL: set RZCP_DATABASE_URL=postgresql+asyncpg://..."
+                )
+            if not self.metrics_token or len(self.metrics_token) < 32:
+                raise ValueError(
+                    "production needs RZCP_METRICS_TOKEN, a random value of 32+ characters that the "
+                    "metrics scraper sends as a bearer token"
                 )
             if not (self.public_base_url or "").startswith("https://"):
                 # else the token issuer, audience and discovery follow each request's Host header

@@ -53,6 +53,22 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert "some-secret-id-123" not in text
 
 
+async def test_metrics_with_a_token_answer_its_holder_only(database_url: str) -> None:
+    """Found by a security test: /metrics told anyone how the region is used (and that the development
+    login was on). With RZCP_METRICS_TOKEN (required in production) only the scraper holding it reads it;
+    the API documentation pages, which loaded scripts from a CDN, are not served."""
+    app = create_app(make_settings(database_url, metrics_token="m" * 40))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        refused = await http.get("/metrics")
+        assert refused.status_code == 401 and "rzcp_http" not in refused.text
+        assert (await http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {'m' * 40}"})
+        assert scraped.status_code == 200 and "rzcp_http_requests_total" in scraped.text
+        for page in ("/docs", "/redoc"):
+            assert (await http.get(page)).status_code == 404
+    await app.state.runtime.db.dispose()
+
+
 async def test_openapi_document_matches_the_app(tmp_path: Path) -> None:
     """openapi/openapi.json is `rzcp openapi`'s output (the app with default settings); regenerate it when
     the API changes."""

@@ -69,6 +69,9 @@ async def login(browser: httpx.AsyncClient, bsn: str, verifier: str, **overrides
     assert start.status_code == 302, start.text
     form_page = await browser.get(start.headers["location"])
     assert form_page.status_code == 200 and 'name="bsn"' in form_page.text
+    # a login form is never shown inside another site's frame (found missing by a security test)
+    assert form_page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in form_page.headers["content-security-policy"]
     sealed = parse_qs(urlsplit(start.headers["location"]).query)["login"][0]
     done = await browser.post("/auth/dev-idp", data={"login": sealed, "bsn": bsn})
     assert done.status_code == 303, done.text

@@ -124,6 +124,7 @@ def test_production_needs_an_https_public_base_url(public_base_url: str | None) 
         "bsn_secret": "y" * 40,
         "database_url": "postgresql+asyncpg://db/rzcp",
         "audit_signing_key": "k",
+        "metrics_token": "m" * 40,
     }
     with pytest.raises(ValueError, match="RZCP_PUBLIC_BASE_URL"):
         Settings(**settings, public_base_url=public_base_url)

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from rzcp.auth import authorize
 from rzcp.auth.bsn import is_valid_bsn
 from rzcp.auth.deps import AuthDep
+from rzcp.auth.pages import PAGE_HEADERS
 
 LOGIN_PATH = "/auth/dev-idp"
 #: The development second factor. Known to everyone, which is why this provider never runs in production.
@@ -43,7 +44,7 @@ def _form(login: str, audience: str, error: str | None = None) -> HTMLResponse:
         f'<input type="hidden" name="login" value="{html.escape(login)}">{fields}'
         '<button type="submit">Log in</button></form>'
     )
-    return HTMLResponse(page, status_code=400 if error else 200, headers=_NO_STORE)
+    return HTMLResponse(page, status_code=400 if error else 200, headers=PAGE_HEADERS)
 
 
 @router.get(LOGIN_PATH)
@@ -52,7 +53,7 @@ async def login_form(request: Request, auth: AuthDep) -> Response:
     try:
         pending = authorize.open_pending(auth, sealed)
     except authorize.AuthorizeError as exc:
-        return HTMLResponse(html.escape(exc.description), status_code=400, headers=_NO_STORE)
+        return HTMLResponse(html.escape(exc.description), status_code=400, headers=PAGE_HEADERS)
     return _form(sealed, pending.audience)
 
 
@@ -63,7 +64,7 @@ async def login(request: Request, auth: AuthDep) -> Response:
     try:
         pending = authorize.open_pending(auth, sealed)
     except authorize.AuthorizeError as exc:
-        return HTMLResponse(html.escape(exc.description), status_code=400, headers=_NO_STORE)
+        return HTMLResponse(html.escape(exc.description), status_code=400, headers=PAGE_HEADERS)
     if pending.audience == "patient":
         bsn = form.get("bsn", "").strip()
         if not is_valid_bsn(bsn):

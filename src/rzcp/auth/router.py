@@ -17,6 +17,7 @@ from rzcp.auth.authorize import public_clients
 from rzcp.auth.deps import AuthDep, EndpointsDep, bearer_token
 from rzcp.auth.devidp import LOGIN_PATH
 from rzcp.auth.oidc import CALLBACK_PATH, COOKIE
+from rzcp.auth.pages import PAGE_HEADERS
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import CLIENT_ALGS, end_session, ensure_live
 from rzcp.auth.tokens import InvalidToken
@@ -196,7 +197,7 @@ def error_page(error: str, description: str, status: int = 400) -> HTMLResponse:
         f"<!doctype html><title>Login error</title><h1>Cannot log in</h1>"
         f"<p>{html.escape(error)}: {html.escape(description)}</p>",
         status_code=status,
-        headers=NO_STORE,
+        headers=PAGE_HEADERS,
     )
 
 
