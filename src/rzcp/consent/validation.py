@@ -9,7 +9,7 @@ assumes a structurally valid R4 Consent and looks at meaning.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from rzcp.consent.policy import (
     Policy,
 )
 from rzcp.errors import InvalidResource
+from rzcp.fhir.nodes import json_objects
 from rzcp.fhir.search.values import parse_date_range
 
 #: Who may be named as an organisation: a set of URAs or a callable answering "is this a member?".
@@ -82,7 +83,7 @@ def _check_no_other_person(resource: Mapping[str, Any], own: str) -> None:
     consent naming another patient as performer and carrying her BSN, which tied the two together in
     every administrator's search)."""
     own_id = own.removeprefix("Patient/")
-    for path, node in _objects(resource, "Consent"):
+    for path, node in json_objects(resource, "Consent"):
         if path == "Consent.patient":
             continue
         system = node.get("system")
@@ -94,17 +95,6 @@ def _check_no_other_person(resource: Mapping[str, Any], own: str) -> None:
         found = _PATIENT_REFERENCE.search(text) if isinstance(text, str) else None
         if found is not None and found.group(1) != own_id:
             raise _fail("a consent names no other patient than its own", f"{path}.reference")
-
-
-def _objects(node: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every JSON object in `node` with its path, depth first."""
-    if isinstance(node, Mapping):
-        yield path, node
-        for key, value in node.items():
-            yield from _objects(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _objects(item, f"{path}[{i}]")
 
 
 def _check_provision(

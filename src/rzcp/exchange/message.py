@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from rzcp.errors import Forbidden, InvalidResource
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import URA_SYSTEM, organization_id
 from rzcp.exchange.pull import SOURCE_SYSTEM
+from rzcp.fhir.nodes import json_objects
 
 #: The elements that say whom a resource is about (as the audit reads them: rzcp.audit.http).
 SUBJECT_ELEMENTS = ("subject", "patient", "beneficiary")
@@ -114,17 +115,6 @@ def _contained(container: Mapping[str, Any], local_id: str) -> Mapping[str, Any]
     return None
 
 
-def _objects(node: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every JSON object in `node`, with its path, depth first."""
-    if isinstance(node, Mapping):
-        yield path, node
-        for key, value in node.items():
-            yield from _objects(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _objects(item, f"{path}[{i}]")
-
-
 def _names_bsn(node: Mapping[str, Any]) -> bool:
     """An identifier (or any object with a `system`) under the BSN, however the system is spelled: the
     URL, the OID with or without `urn:oid:`, another case, a trailing slash, `https`."""
@@ -175,7 +165,7 @@ def message_bsn(bundle: Mapping[str, Any], index: MessageIndex) -> str:
     bsn = _patients_bsn(index)
     for i, resource in enumerate(index.entries):
         _check_resource(resource, f"Bundle.entry[{i}].resource", index)
-    for path, node in _objects(bundle, "Bundle"):
+    for path, node in json_objects(bundle, "Bundle"):
         if _names_bsn(node) and "value" in node and str(node["value"]) != bsn:
             raise _refuse("a message carries the BSN of its one patient only; this is another", path)
     return bsn
@@ -213,7 +203,7 @@ def _patients_bsn(index: MessageIndex) -> str:
 
 def _check_resource(resource: Mapping[str, Any], path: str, index: MessageIndex) -> None:
     """The references and subjects of one entry resource, its contained resources included."""
-    nodes = list(_objects(resource, path))
+    nodes = list(json_objects(resource, path))
     for where, node in nodes:
         if node is not resource and node.get("resourceType") == "Patient":
             raise _refuse(
