@@ -79,8 +79,8 @@ async def metrics_endpoint(request: Request) -> Response:
     """Prometheus metrics; with RZCP_METRICS_TOKEN set, for the scraper holding it only."""
     token = request.app.state.runtime.settings.metrics_token
     if token is not None:
-        sent = request.headers.get("authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.encode(), token.encode()):
             return Response("metrics need the scraper's bearer token\n", status_code=401,
                             headers={"WWW-Authenticate": 'Bearer realm="rzcp-metrics"'})  # fmt: skip
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -64,6 +64,8 @@ async def test_metrics_with_a_token_answer_its_holder_only(database_url: str) ->
         assert (await http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
         scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {'m' * 40}"})
         assert scraped.status_code == 200 and "rzcp_http_requests_total" in scraped.text
+        lower = await http.get("/metrics", headers={"Authorization": f"bearer {'m' * 40}"})  # RFC 7235
+        assert lower.status_code == 200
         for page in ("/docs", "/redoc"):
             assert (await http.get(page)).status_code == 404
     await app.state.runtime.db.dispose()

@@ -191,3 +191,16 @@ async def test_digits_that_are_not_ascii_are_a_400_not_a_500(app: Any) -> None:
             answer = await http.get(path)
             assert answer.status_code in (400, 404), (path, answer.status_code, answer.text)
             assert answer.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_persons_token_reads_no_messages_delivery(app: Any) -> None:
+    """Found by a security test: an admin's token issued to another app read a delivery's Task (sender,
+    receiver, patient). A message's status is for its sender and receiver and the region's admin systems."""
+    from tests.admin.conftest import minted_person_token
+
+    token = await minted_person_token(app, "dev:chief", ["admin", "auditor"], ["pwd", "otp"])
+    async with gateway_client(app, Authorization=f"Bearer {token}") as http:
+        assert_outcome(await http.get(f"/fhir/$process-message/{uuid.uuid4()}"), 403, "forbidden")
+    admin = await _token(app, role="admin", scope="system/*.cruds")
+    async with _as(app, admin) as http:
+        assert (await http.get(f"/fhir/$process-message/{uuid.uuid4()}")).status_code == 404

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from rzcp.app import create_app
 from rzcp.auth.authorize import s256
-from rzcp.auth.bsn import BSN_SYSTEM, is_valid_bsn
+from rzcp.auth.bsn import BSN_OID, BSN_SYSTEM, is_valid_bsn
 from rzcp.consent.cases import consent_from_compact
 from tests.conftest import BASE, FHIR, make_settings
 
@@ -212,6 +212,9 @@ async def two_patients(browser: httpx.AsyncClient, client: httpx.AsyncClient, ap
     }
 
 
+PERFORMER = "Consent.performer[0].reference"
+
+
 async def test_a_consent_names_no_other_person(
     login_app: Any, browser: httpx.AsyncClient, client: httpx.AsyncClient
 ) -> None:
@@ -231,9 +234,21 @@ async def test_a_consent_names_no_other_person(
             {"sourceReference": {"reference": f"Patient/{other['patient']}"}},
             "Consent.sourceReference.reference",
         ),
-        ({"identifier": [bsn]}, "Consent.identifier[0]"),
+        ({"identifier": [bsn]}, "Consent.identifier[0].system"),
         ({"contained": [{"resourceType": "Patient", "id": "p"}]}, "Consent.contained[0]"),
-    ]
+        # other spellings, found by a later test
+        ({"performer": [{"reference": f"Patient?identifier={BSN_SYSTEM}|999911120"}]}, PERFORMER),
+        *(
+            ({"performer": [{"reference": f"Patient/{other['patient']}{suffix}"}]}, PERFORMER)
+            for suffix in ("?_format=json", "#frag", "/", "/_history/", "/$everything")
+        ),
+        ({"performer": [{"type": "Patient", "identifier": {"value": "999911120"}}]},
+         "Consent.performer[0].identifier.value"),
+        ({"identifier": [{"system": f"urn:oid:{BSN_OID}.", "value": "x"}]}, "Consent.identifier[0].system"),
+        ({"identifier": [{"system": BSN_SYSTEM[:-1] + "%6E", "value": "x"}]}, "Consent.identifier[0].system"),
+        ({"text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">999911120</div>'}},
+         "Consent.text.div"),
+    ]  # fmt: skip
     async with as_patient(login_app, me["access_token"]) as http:
         for extra, element in bad:
             response = await http.post(

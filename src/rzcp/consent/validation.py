@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
-from rzcp.auth.bsn import is_bsn_system
+from rzcp.auth.bsn import is_bsn_system, without_bsns
 from rzcp.consent.compiled import (
     CUSTODIAN_ROLES,
     PARTICIPATION_SYSTEM,
@@ -74,27 +75,43 @@ def validate_consent(resource: Mapping[str, Any], *, policy: Policy, known_membe
     _check_provision(provision, "Consent.provision", policy, is_member, None, 0, counter)
 
 
-_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/?#]+)(?:/_history/[^/]+)?$")
+_PATIENT_ID = re.compile(r"(?:^|/)Patient/([^/]+)")
+_NO_BSN = "a consent holds no BSN: its patient is Consent.patient, by the regional id"
 
 
 def _check_no_other_person(resource: Mapping[str, Any], own: str) -> None:
     """A consent is its own patient's, who is named once, by the regional id (Consent.patient): it holds
-    no BSN (stored nowhere in clear) and names no other Patient (found by a security test: a patient's
+    no BSN (stored nowhere in clear) and names no other Patient (found by security tests: a patient's
     consent naming another patient as performer and carrying her BSN, which tied the two together in
-    every administrator's search)."""
+    every administrator's search; then the same in other spellings). So every string is looked at, not
+    only identifiers under the BSN's system, and every reference as the receiver of a URL would read it."""
     own_id = own.removeprefix("Patient/")
     for path, node in json_objects(resource, "Consent"):
         if path == "Consent.patient":
             continue
-        system = node.get("system")
-        if isinstance(system, str) and is_bsn_system(system):
-            raise _fail("a consent holds no BSN: its patient is Consent.patient, by the regional id", path)
         if node.get("resourceType") == "Patient" and path != "Consent":
             raise _fail("a consent contains no Patient: its patient is Consent.patient", path)
-        text = node.get("reference")
-        found = _PATIENT_REFERENCE.search(text) if isinstance(text, str) else None
-        if found is not None and found.group(1) != own_id:
-            raise _fail("a consent names no other patient than its own", f"{path}.reference")
+        for key, value in node.items():
+            if not isinstance(value, str):
+                continue
+            text = unquote(value)
+            where = f"{path}.{key}"
+            if (key == "system" and is_bsn_system(text.rstrip("."))) or without_bsns(text) != text:
+                raise _fail(
+                    "a consent holds no BSN: its patient is Consent.patient, by the regional id", where
+                )
+            if key == "reference" and _names_another_patient(text, own_id):
+                raise _fail("a consent names no other patient than its own", where)
+
+
+def _names_another_patient(reference: str, own_id: str) -> bool:
+    """`Patient/x`, absolute or with `/_history/..`, `/$op`, a query or a fragment after it: its id; a
+    search (`Patient?identifier=..`) could be anyone, so it counts as another patient."""
+    target = reference.split("#", 1)[0]
+    if re.search(r"(?:^|/)Patient\?", target):
+        return True
+    found = _PATIENT_ID.search(target.split("?", 1)[0])
+    return found is not None and found.group(1) != own_id
 
 
 def _check_provision(
