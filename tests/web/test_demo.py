@@ -4,6 +4,7 @@ those exchanges and the demo patient's access log shows who looked; Ctrl-C stops
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -68,6 +69,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)],  # its own temporary folder
         stdout=subprocess.PIPE,
         stderr=log,
+        start_new_session=True,  # its own process group, as in a terminal: Ctrl-C reaches every process
     )
     printed: list[str] = []
     reader = threading.Thread(
@@ -89,6 +91,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "bsn": re.search(r"with BSN (\d{9})", text).group(1),  # type: ignore[union-attr]
         "hospital_ura": re.search(r"Ziekenhuis.*URA (\d{8})", text).group(1),  # type: ignore[union-attr]
         "folder": Path(re.search(r"demo folder (\S+)", text).group(1)),  # type: ignore[union-attr]
+        "log": folder / "demo.log",
         "gp_token": re.search(r"export GP_TOKEN=(\S+)", text).group(1),  # type: ignore[union-attr]
         "practitioner": re.search(r"X-Acting-Practitioner: ([^\"]+)", text).group(1),  # type: ignore[union-attr]
         "message": Path(re.search(r"--data @(\S+)", text).group(1)),  # type: ignore[union-attr]
@@ -97,17 +100,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield facts
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the demo and the processes it started
             process.wait()
             shutil.rmtree(facts["folder"], ignore_errors=True)
         log.close()
 
 
 def _stop(demo: dict[str, Any]) -> None:
-    """Ctrl-C, as a user stops it: the demo and every process it started end, their ports free again."""
+    """Ctrl-C, as a user stops it in a terminal (to the whole process group): the demo and every process
+    it started end, their ports free again, and it says it is stopping, not that a process failed."""
     process: subprocess.Popen[bytes] = demo["process"]  # type: ignore[assignment]
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     process.wait(30)
+    said = demo["log"].read_text()
+    assert "stopping" in said and "a process stopped" not in said, said[-2000:]
     port = int(demo["port"])
     deadline = time.monotonic() + 15
     while any(_answers(p) for p in range(port, port + MEMBERS + 1)):

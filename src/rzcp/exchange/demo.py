@@ -6,9 +6,10 @@ them and one OAuth client each in the gateway (the clients' private keys go to t
 repository), announces their patients, writes a few consents, starts every member's FHIR server and the
 gateway as child processes on loopback ports, and prints what to try. Ctrl-C stops every process it started.
 
-The consents of the Synthea patient "Ms. 85": GP practices and hospitals may see everything, pharmacies
-medication only; nothing from the GGZ clinic to anyone (so a pull shows GP and hospital data, none of the
-GGZ clinic's, and the GP's psychiatric diagnosis, labelled PSY, is withheld: no consent names that label).
+The consents of Synthea's patient 85, "Mr. Bosco": GP practices and hospitals may see everything,
+pharmacies medication only; nothing from the GGZ clinic to anyone (so a pull shows GP and hospital data,
+none of the GGZ clinic's, and the GP's psychiatric diagnosis, labelled PSY, is withheld: no consent names
+that label).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
                 clients[member.key] = (client_id, key)
                 for local, bsn in (member.patients or {}).items():
                     regional[bsn] = await locator.announce(conn, search, member.ura, bsn, local)
-            # Ms. 85 (Synthea): the patient every member but one holds
+            # Mr. Bosco, Synthea's patient 85: the patient every member but one holds
             ms85_bsn = next(bsn for bsn in (MEMBERS[3].patients or {}).values())
             patient = regional[ms85_bsn]
             gp_local = next(local for local, bsn in (gp.patients or {}).items() if bsn == ms85_bsn)
@@ -373,7 +374,9 @@ def run_demo(port: int, folder: Path | None) -> None:
         _print_next(port, facts, tokens, message, folder, folder_kept=not temporary)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
-        _log("rzcp demo: a process stopped; stopping the others")
+        # Ctrl-C in a terminal reaches the children too, and one may stop before this process hears it
+        interrupted = any(p.returncode in (-signal.SIGINT, 130) for p in processes)
+        _log("\nrzcp demo: stopping" if interrupted else "rzcp demo: a process stopped; stopping the others")
     except KeyboardInterrupt:
         _log("\nrzcp demo: stopping")
     finally:
@@ -423,35 +426,38 @@ def _print_next(
         f"export GP_TOKEN={tokens['gp']}",
         f"export PHARMACY_TOKEN={tokens['pharmacy']}",
         "",
-        f"Patient 'Ms. 85' is Patient/{patient} at the region (BSN {facts['bsn']}, a test number).",
-        "Her consents: GP practices and hospitals may see everything, pharmacies only medication;",
+        f"Patient 'Mr. Bosco' (Synthea's patient 85) is Patient/{patient} at the region (BSN {facts['bsn']},",
+        "a test number). The members hold the same Synthea conditions for him; the GP practice also holds a",
+        "psychiatric diagnosis labelled PSY.",
+        "His consents: GP practices and hospitals may see everything, pharmacies only medication;",
         "nothing from the GGZ clinic.",
         "",
-        "# a permitted pull: the hospital asks the region for her conditions; each entry names its source",
-        "# in meta.security; her psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
+        "# a permitted pull: the hospital asks the region for his conditions; each entry names its source",
+        "# in meta.security; his psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
         f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100"',
         "",
-        "# everything the region may show the hospital about her (GP and pharmacy data):",
+        "# everything the region may show the hospital about him (GP and pharmacy data):",
         f'curl -s {headers} "{base}/Patient/{patient}/\\$everything?_count=50"',
         "",
-        "# a shielded member: the GGZ clinic does hold conditions for her ...",
+        "# a shielded member: the GGZ clinic does hold conditions for him ...",
         f'curl -s "{ggz.base}/Condition?patient=Patient/{ggz_local}"',
-        "# ... but the region's answer has none of them and no trace that the clinic was there",
+        "# ... but the region's answer has none of them and no trace that the clinic was there (expect 0)",
         f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100" | grep -c {ggz.ura}',
         "",
-        "# the pharmacy sees her medication, but not her conditions (an empty Bundle, as for no data):",
+        "# the pharmacy sees his medication, but not his conditions (an empty Bundle, as for no data):",
         f'curl -s {pharmacy_headers} "{base}/Condition?patient=Patient/{patient}"',
         "",
-        "# a push: the GP sends a discharge letter to the hospital; follow the Location header",
+        "# a push: the GP sends a discharge letter to the hospital; then follow its Location header",
         f'curl -si {gp_headers} -H "Content-Type: application/fhir+json" --data @{message} \\',
         f'  "{base}/\\$process-message"',
-        f'curl -s {gp_headers} "<the Location above>"',
+        'export LOCATION="<the Location header above>"',
+        f'curl -s {gp_headers} "$LOCATION"',
         "",
         "# the member directory",
         f'curl -s {headers} "{base}/Organization"',
         "",
         "The web apps (log in at the development identity provider; the demo made a few exchanges already):",
-        f"  patient app   http://127.0.0.1:{port}/app/     log in as Ms. 85 with BSN {facts['bsn']}",
+        f"  patient app   http://127.0.0.1:{port}/app/     log in as Mr. Bosco with BSN {facts['bsn']}",
         f"  console       http://127.0.0.1:{port}/admin/   user admin, auditor or chief (both roles);",
         f"                second factor {DEV_OTP} (the development code; without it the console refuses)",
         "",
