@@ -26,15 +26,13 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode
 
-from rzcp.auth.bsn import is_bsn_system, is_valid_bsn, without_bsns
+from rzcp.auth.bsn import UUID, is_bsn_system, is_spelled_bsn, without_bsns
 
 MASK = "*"
 #: Eight or more digits, with at most one space, dot or dash between two of them.
 _LONG_NUMBER = re.compile(r"\d(?:[\s.\-]?\d){7,}")
-_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 _PARTS = re.compile(r"[.:]")
 _SEGMENT = re.compile(r"[^/\s,|]+")
-_SEPARATORS = re.compile(r"[.\-_:]")
 
 
 def recorded_query(query: str) -> str:
@@ -49,7 +47,7 @@ def recorded_reference(reference: str) -> str:
     """`Type/id` from a request's path or parameters, its id masked when it may be a BSN."""
     head, _, res_id = reference.rpartition("/")
     digits = res_id.isascii() and res_id.isdigit()
-    if (digits and len(res_id) in (8, 9)) or _is_spelled_bsn(res_id):
+    if (digits and len(res_id) in (8, 9)) or is_spelled_bsn(res_id):
         res_id = MASK
     return without_bsns(f"{head}/{res_id}" if head else res_id)
 
@@ -70,7 +68,7 @@ def _masked_token(token: str, *, identifier: bool) -> str:
     for i, piece in enumerate(pieces[:-1]):
         if is_bsn_system(piece):
             return "|".join([*pieces[: i + 1], *(MASK if p else p for p in pieces[i + 1 :])])
-    if identifier and _LONG_NUMBER.search(pieces[-1]) and not _UUID.fullmatch(pieces[-1]):
+    if identifier and _LONG_NUMBER.search(pieces[-1]) and not UUID.fullmatch(pieces[-1]):
         pieces[-1] = MASK
     return "|".join(pieces)
 
@@ -78,9 +76,4 @@ def _masked_token(token: str, *, identifier: bool) -> str:
 def _spelled_out(text: str) -> str:
     """`text` with each segment (between slashes, spaces, commas and bars) that is a BSN written with
     separators masked: `Patient/999.967.551` becomes `Patient/*`. An OID or a date has more digits."""
-    return _SEGMENT.sub(lambda m: MASK if _is_spelled_bsn(m[0]) else m[0], text)
-
-
-def _is_spelled_bsn(segment: str) -> bool:
-    digits = _SEPARATORS.sub("", segment)
-    return digits.isascii() and digits.isdigit() and is_valid_bsn(digits)
+    return _SEGMENT.sub(lambda m: MASK if is_spelled_bsn(m[0]) else m[0], text)

@@ -11,10 +11,10 @@ _BSN_SYSTEMS = frozenset(
     {BSN_SYSTEM.lower(), BSN_SYSTEM.lower().replace("http:", "https:"), BSN_OID, f"urn:oid:{BSN_OID}"}
 )
 _UUID = r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+#: A UUID: the gateway's own ids, never taken for a BSN.
+UUID = re.compile(_UUID)
 #: A UUID (left whole) or a nine-digit number standing alone.
 _UUID_OR_NINE_DIGITS = re.compile(rf"(?P<uuid>{_UUID})|(?<!\d)(?P<nine>\d{{9}})(?!\d)")
-
-
 _SEPARATORS = re.compile(r"[\s.\-_:/]")
 _DIGIT_RUN = re.compile(r"\d{9,}")
 
@@ -27,6 +27,14 @@ def holds_bsn(text: str) -> bool:
         if any(is_valid_bsn(run[i : i + 9]) for i in range(len(run) - 8)):
             return True
     return False
+
+
+def is_spelled_bsn(text: str) -> bool:
+    """Whether `text` is a BSN written with separators (`999.967.551`, `999-967-551`): its digits alone
+    are eight or nine and pass the 11-check. Narrower than `holds_bsn`: an OID or a date has more
+    digits, so a value kept for what it says (a query, an id) is masked only when it is one."""
+    digits = _SEPARATORS.sub("", text)
+    return digits.isascii() and digits.isdigit() and is_valid_bsn(digits)
 
 
 def is_valid_bsn(value: str) -> bool:

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import rzcp
+from rzcp.auth.access import WRITES
 from rzcp.runtime import Runtime
 
 _INTERACTIONS = (
@@ -19,7 +20,6 @@ _INTERACTIONS = (
     "create",
     "search-type",
 )
-_WRITES = frozenset({"create", "update", "delete"})
 #: Written by the gateway only: its REST API reads them and refuses writes (405).
 _READ_ONLY_TYPES = frozenset({"AuditEvent"})
 _RESULT_PARAMS = ("_count", "_sort", "_summary", "_elements", "_include", "_revinclude", "_total")
@@ -45,7 +45,7 @@ def _build(registry: Any, types: tuple[str, ...], base: str) -> dict[str, Any]:
                 "interaction": [
                     {"code": code}
                     for code in _INTERACTIONS
-                    if res_type not in _READ_ONLY_TYPES or code not in _WRITES
+                    if res_type not in _READ_ONLY_TYPES or code not in WRITES
                 ],
                 "versioning": "versioned-update",
                 "readHistory": True,

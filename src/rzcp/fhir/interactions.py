@@ -64,7 +64,7 @@ async def search(
         max_count=settings.max_page_size,
     )
     if may_include is not None:
-        for named in named_include_types(query):
+        for named in _named_include_types(query):
             may_include(named)
     result = await execute_search(conn, query, offset=offset)
     included = result.included
@@ -93,7 +93,7 @@ async def search(
     )
 
 
-def named_include_types(query: SearchQuery) -> set[str]:
+def _named_include_types(query: SearchQuery) -> set[str]:
     """The types the query's `_include`s and `_revinclude`s name outright."""
     named = {inc.source_type for inc in query.revincludes}
     named.update(inc.target_type for inc in query.includes if inc.target_type is not None)
