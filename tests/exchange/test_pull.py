@@ -70,6 +70,9 @@ class World:
     clock: FakeClock
 
 
+SCRIPTED_DEADLINE = 2.0
+
+
 @pytest.fixture(scope="module")
 def clock() -> FakeClock:
     return FakeClock()
@@ -105,7 +108,9 @@ async def world(
         gp = await region.add_member("Huisartsenpraktijk De Linde", "huisartsen", gp_url)
         zh = await region.add_member("Ziekenhuis Rijnstad", "ziekenhuizen-labs", zh_url)
         ggz = await region.add_member("GGZ De Oever", "ggz", ggz_url)
-        sc = await region.add_member("Scripted", "huisartsen", scripted_url, timeout=0.5)
+        # Two seconds: a loaded CI machine can take more than half a second over a healthy answer, and the
+        # tests of a late answer sleep well past this deadline.
+        sc = await region.add_member("Scripted", "huisartsen", scripted_url, timeout=SCRIPTED_DEADLINE)
         down = await region.add_member("Down", "huisartsen", f"http://127.0.0.1:{free_port()}", timeout=0.5)
         pharmacy = await region.add_member("Apotheek Centraal", "apotheken", "http://127.0.0.1:9/")
         ids = await region.announce(gp.ura, gp_patients)
@@ -353,7 +358,7 @@ async def test_everything(world: World) -> None:
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:
-    world.scripted.handler = slow(3.0, searchset())
+    world.scripted.handler = slow(3 * SCRIPTED_DEADLINE, searchset())
     async with announced(world, world.scripted_ura, "sc-pat"):
         started = time.monotonic()
         response = await world.pharmacy.get(
@@ -363,7 +368,7 @@ async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World
     bundle = response.json()
     assert response.status_code == 200
     assert {r["id"] for r in entries(bundle)} == expected(world, "Condition")
-    assert elapsed < 2.5  # the member's own 0.5 s deadline, not its 3 s
+    assert elapsed < 2 * SCRIPTED_DEADLINE  # the member's own deadline, not its sleep
     [warning] = entries(bundle, "outcome")
     assert warning["issue"][0]["code"] == "incomplete"
     assert "Scripted" in warning["issue"][0]["diagnostics"]
@@ -427,7 +432,7 @@ async def test_a_garbled_answer_is_reported_and_the_pull_goes_on(
         assert response.status_code == 200, response.text
         bundle = response.json()
         ids = {r["id"] for r in entries(bundle)}
-        assert expected(world, "Condition") | {"sc-1"} <= ids
+        assert expected(world, "Condition") | {"sc-1"} <= ids, issues(bundle)
         warnings = [i for i in issues(bundle) if "Scripted" in i]
         assert len(warnings) == incomplete and all("answered only in part" in w for w in warnings)
 
@@ -448,7 +453,7 @@ async def test_when_every_source_fails_the_answer_is_503_or_504(world: World) ->
     assert response.status_code == 503
     assert response.json()["resourceType"] == "OperationOutcome"
     world.exchange.breakers._breakers.clear()
-    world.scripted.handler = slow(2.0, searchset())
+    world.scripted.handler = slow(3 * SCRIPTED_DEADLINE, searchset())
     response = await world.pharmacy.get("/fhir/Condition", params={"patient": world.lonely})
     assert response.status_code == 504
     assert response.json()["issue"][0]["code"] == "timeout"
