@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import rzcp
-from rzcp import health
+from rzcp import api_description, health
 from rzcp.admin.router import router as admin_router
 from rzcp.audit.http import AuditMiddleware
 from rzcp.audit.router import router as audit_router
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    api_description.install(app)
     app.state.runtime = runtime
     app.state.exchange = exchange
     install_error_handlers(app)

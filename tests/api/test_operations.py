@@ -101,3 +101,34 @@ def test_every_dependency_is_async(app: Any) -> None:
         and not (inspect.iscoroutinefunction(dep.call) or inspect.isasyncgenfunction(dep.call))
     }
     assert not sync, sorted(sync)
+
+
+def _sample_path(path: str) -> str:
+    """A concrete URL for a templated path: a served type, made-up ids."""
+    values = {"type": "Patient", "id": "nobody", "vid": "1", "ura": "00000000", "client_id": "nobody"}
+    values |= {"event_id": "1"}
+    return path.format(**values)
+
+
+async def test_the_document_says_which_operations_need_a_token(
+    app: Any, anonymous: httpx.AsyncClient
+) -> None:
+    """Integrators generate clients from the document: every operation it marks as secured refuses a call
+    without a token (401), and every one it marks open answers one without a 401."""
+    document = app.openapi()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["memberSystem"]["flows"]["clientCredentials"]["tokenUrl"] == "/auth/token"
+    refused, answered = [], []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            secured = bool(operation["security"])
+            if secured:
+                assert {name for need in operation["security"] for name in need} <= set(schemes)
+            if secured and path.startswith("/fhir/"):
+                headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+                assert {"X-Purpose-Of-Use", "X-Acting-Practitioner"} <= headers, path
+            kwargs: dict[str, Any] = {"json": {}} if method in ("post", "put") else {}
+            response = await anonymous.request(method.upper(), _sample_path(path), **kwargs)
+            (refused if response.status_code == 401 else answered).append(f"{method.upper()} {path}")
+            assert secured == (response.status_code == 401), (method, path, response.status_code)
+    assert len(refused) > 30 and "GET /fhir/metadata" in answered and "POST /auth/token" in answered
