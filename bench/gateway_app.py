@@ -2,8 +2,8 @@
 
 The database comes from RZCP_DATABASE_URL (and any other `RZCP_*` variable `Settings` reads); the served
 types (all of R4) and the migration at start-up are fixed here, so the benchmark does not depend on how
-list values are spelled in the environment. Built with `create_app`, exactly as production builds it: the
-same middleware, routers and error handlers.
+list values are spelled in the environment. Built with `create_app` and the garbage collector tuned, as
+production's `app_from_environment` does: the same middleware, routers and error handlers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from fastapi import FastAPI
 
 from rzcp.app import create_app
 from rzcp.audit.http import AuditMiddleware
+from rzcp.gc_tuning import tune_for_serving
 from rzcp.settings import Settings
 
 
 def create() -> FastAPI:
-    return create_app(Settings(fhir_resource_types=["*"], auto_migrate=True))
+    app = create_app(Settings(fhir_resource_types=["*"], auto_migrate=True))
+    tune_for_serving()
+    return app
 
 
 def create_unaudited() -> FastAPI:

@@ -89,7 +89,10 @@ def app_from_environment() -> FastAPI:
     import os
     from pathlib import Path
 
+    from rzcp.gc_tuning import tune_for_serving
     from rzcp.settings import load_settings
 
     config = os.environ.get("RZCP_CONFIG_FILE")
-    return create_app(load_settings(Path(config) if config else None))
+    app = create_app(load_settings(Path(config) if config else None))
+    tune_for_serving()
+    return app

@@ -165,3 +165,19 @@ def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> No
     assert run("members", "reinstate", "12345678", env=env).returncode == 0
     assert "\tactive\t" in run("members", "list", env=env).stdout
     assert run("members", "reinstate", "00000000", env=env).returncode != 0
+
+
+def test_a_served_gateway_keeps_its_start_up_objects_out_of_garbage_collection(tmp_path: Path) -> None:
+    """What `rzcp serve` runs in each worker: the app built, then what it holds frozen and the young
+    collection's threshold raised (bench/README.md, "Garbage collection": a quarter of a pull's CPU
+    went to collections before). In a process of its own: freezing is process-wide."""
+    code = (
+        "import gc; from rzcp.app import app_from_environment; app_from_environment(); "
+        "print(gc.get_freeze_count(), *gc.get_threshold())"
+    )
+    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gc.db'}"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    frozen, *thresholds = map(int, result.stdout.split())
+    assert frozen > 50_000  # the search parameters, the policy, the models
+    assert thresholds[0] >= 10_000
