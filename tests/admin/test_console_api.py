@@ -550,3 +550,58 @@ async def test_health_lists_a_failing_member(chief: httpx.AsyncClient, console_a
     listed = (await chief.get("/admin/api/members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["health"]["state"] == "failing"
     assert set(health["outbox"]) == {"pending", "failed"}
+
+
+async def test_a_clients_scope_narrowed_cuts_its_tokens_at_once_and_widened_comes_with_the_next(
+    chief: httpx.AsyncClient,
+    ada: httpx.AsyncClient,
+    otto: httpx.AsyncClient,
+    console_app: Any,
+    client: httpx.AsyncClient,
+) -> None:
+    system = await register_system(console_app, scope="system/*.rs system/Patient.c")
+    scope_url = f"/admin/api/clients/{system.client_id}/scope"
+    stored = await client.post("/fhir/Organization", json={"resourceType": "Organization", "name": "Scoped"})
+    assert stored.status_code == 201, stored.text
+    organisation = f"/fhir/Organization/{stored.json()['id']}"  # the read path checks liveness in its SELECT
+    async with as_bearer(console_app, None) as http:
+        http.headers["X-Acting-Practitioner"] = PRACTITIONER
+        http.headers["Authorization"] = f"Bearer {await fetch_token(http, system, 'system/*.rs')}"
+        assert (await http.get(organisation)).status_code == 200
+        outcome_of(await otto.put(scope_url, json={"scope": "system/Organization.rs"}), 403)  # no admin
+
+        answer = await chief.put(scope_url, json={"scope": "system/Organization.rs"})
+        assert answer.status_code == 200 and answer.json()["scope"] == "system/Organization.rs", answer.text
+        # the token granted system/*.rs is refused from its next use: on the read path and on a search
+        outcome_of(await http.get(organisation), 401)
+        outcome_of(await http.get("/fhir/Organization", params={"_id": f"ura-{system.member_ura}"}), 401)
+        granted = await http.post("/auth/token", data=system.form("system/*.rs"))
+        assert granted.json()["scope"] == "system/Organization.rs"  # the registered part only
+        http.headers["Authorization"] = f"Bearer {granted.json()['access_token']}"
+        assert (await http.get(organisation)).status_code == 200
+        assert (await http.get("/fhir/Endpoint")).status_code == 403  # not in the scope now
+
+        # checked as at registration; a refused change leaves the registered scope and the token working
+        for bad in ({"scope": "patient/*.rs"}, {"scope": "system/Nope.rs"}, {"scope": "system/*.x"}, {}):
+            outcome_of(await chief.put(scope_url, json=bad), 400)
+        assert (await http.get(organisation)).status_code == 200
+
+        # widened: the token held keeps working, the next one is granted the more
+        assert (await chief.put(scope_url, json={"scope": "system/*.rs"})).status_code == 200
+        assert (await http.get(organisation)).status_code == 200
+        assert (await http.post("/auth/token", data=system.form("system/*.rs"))).json()[
+            "scope"
+        ] == "system/*.rs"
+
+        outcome_of(await chief.put("/admin/api/clients/nobody/scope", json={"scope": "system/*.rs"}), 404)
+        assert (await chief.post(f"/admin/api/clients/{system.client_id}/revoke")).status_code == 200
+        outcome_of(await chief.put(scope_url, json={"scope": "system/*.rs"}), 409)
+
+    # an admin who is no auditor does not change what an auditor's system may do
+    auditor_system = await register_system(console_app, scope="system/AuditEvent.rs", role="auditor")
+    denied = await ada.put(
+        f"/admin/api/clients/{auditor_system.client_id}/scope", json={"scope": "system/*.rs"}
+    )
+    outcome_of(denied, 403)
+    records = await console_records(chief, "clients.scope")
+    assert ("scope", "system/Organization.rs") in {p for e in records for p in _details(e)}

@@ -157,6 +157,11 @@ def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> No
     replaced = run("clients", "keys", "ehr-noord", "--jwks", str(rotated), env=env)
     assert replaced.returncode == 0 and "k2" in replaced.stdout, replaced.stderr
     assert run("clients", "keys", "nobody", "--jwks", str(rotated), env=env).returncode != 0
+    narrowed = run("clients", "scope", "ehr-noord", "--scope", "system/Organization.rs", env=env)
+    assert narrowed.returncode == 0 and "system/Organization.rs" in narrowed.stdout, narrowed.stderr
+    refused = run("clients", "scope", "ehr-noord", "--scope", "patient/*.rs", env=env)
+    assert refused.returncode != 0 and "system/" in refused.stderr
+    assert "system/Organization.rs" in run("clients", "list", env=env).stdout
     assert run("clients", "revoke", "ehr-noord", env=env).returncode == 0
     refused = run("clients", "keys", "ehr-noord", "--jwks", str(rotated), env=env)
     assert refused.returncode != 0 and "revoked" in refused.stderr

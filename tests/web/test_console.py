@@ -213,6 +213,22 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     assert again.status_code == 200 and (await system_token(live_gateway, pasted)).status_code in (400, 401)
     assert await fhir_status(live_gateway, again.json()["access_token"]) == 200
 
+    # Its scopes narrowed in the page: the token it holds is refused at once, a new one reads no directory.
+    await page.get_by_role("link", name="Clients").click()
+    row = page.locator(f"#clients-table tr[data-client='{uploaded.client_id}']")
+    await expect(row).to_contain_text("system/*.rs system/Patient.c system/Bundle.c")  # the least, by default
+    await row.get_by_role("button", name="change scopes").click()
+    await expect(page.get_by_label("New scopes")).to_be_focused()
+    await page.get_by_label("New scopes").fill("system/Patient.c")
+    await page.get_by_role("button", name="Save the scopes").click()
+    await expect(page.get_by_text(f"The scopes of {uploaded.client_id} are changed.")).to_be_visible()
+    await expect(row.locator("td").nth(2)).to_have_text("system/Patient.c")
+    assert await fhir_status(live_gateway, again.json()["access_token"]) == 401
+    narrowed = await system_token(live_gateway, rotated)
+    assert narrowed.status_code == 200 and narrowed.json()["scope"] == "system/Patient.c", narrowed.text
+    assert await fhir_status(live_gateway, narrowed.json()["access_token"]) == 403
+    await page.get_by_role("link", name="Members").click()
+
     # A second registration of the same URA is refused in plain words, not as raw JSON.
     await page.get_by_label("URA").fill(ura)
     await page.get_by_label("Name").fill(name)

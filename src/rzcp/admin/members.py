@@ -153,3 +153,13 @@ async def replace_client_keys(
         jwks_url=text_field(body, "jwks_url", required=False),
         allowed_hosts=allowed_hosts,
     )
+
+
+async def set_client_scope(
+    conn: AsyncConnection, client_id: str, body: dict[str, Any], by: Principal
+) -> Client:
+    """`rzcp clients scope`: the client's registered scopes replaced; narrowing cuts its tokens at once."""
+    current = await registry.get_client(conn, client_id)
+    if current is not None:
+        check_may_hand_out(by, current.role)
+    return await registry.set_client_scope(conn, client_id, text_field(body, "scope") or "")

@@ -149,6 +149,20 @@ def clients_keys(ctx: click.Context, client_id: str, jwks_file: Path | None, jwk
     click.echo(f"client {client.client_id}: keys replaced ({where})")
 
 
+@clients.command("scope")
+@click.argument("client_id")
+@click.option("--scope", required=True, help='Space-separated system scopes, e.g. "system/*.rs".')
+@click.pass_context
+def clients_scope(ctx: click.Context, client_id: str, scope: str) -> None:
+    """Replace a client's scopes: a token they no longer cover is refused from its next use."""
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await registry.set_client_scope(conn, client_id, scope)
+
+    client = _in_transaction(_settings(ctx), work, write=True)
+    click.echo(f"client {client.client_id}: scope {client.scope}")
+
+
 def _jwks_from(path: Path) -> Any:
     try:
         return orjson.loads(path.read_bytes())

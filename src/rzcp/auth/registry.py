@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,16 +193,7 @@ async def add_client(
     if role not in ROLES:
         raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}")
     jwks = _checked_keys(jwks, jwks_url, allowed_hosts)
-    try:
-        scopes = ScopeSet.parse(scope)
-    except ScopeError as exc:
-        raise BadRequest(str(exc)) from None
-    if not scopes.resource or scopes.contexts() != {"system"}:
-        raise BadRequest("a client's scopes must be system/... scopes")
-    known = SearchRegistry.default().resource_types()
-    unknown = sorted({s.resource_type for s in scopes.resource} - known - {"*"})
-    if unknown:
-        raise BadRequest(f"{', '.join(unknown)}: not an R4 resource type (scopes name a type or *)")
+    scopes = _checked_scope(scope)
     member = await conn.execute(select(members.c.status).where(members.c.ura == member_ura))
     if member.first() is None:
         raise NotFound(f"no member with URA {member_ura}")
@@ -220,6 +212,20 @@ async def add_client(
         )
     )
     return Client(client_id, member_ura, str(scopes), role, jwks, jwks_url, False, "active")
+
+
+def _checked_scope(scope: str) -> ScopeSet:
+    try:
+        scopes = ScopeSet.parse(scope)
+    except ScopeError as exc:
+        raise BadRequest(str(exc)) from None
+    if not scopes.resource or scopes.contexts() != {"system"}:
+        raise BadRequest("a client's scopes must be system/... scopes")
+    known = SearchRegistry.default().resource_types()
+    unknown = sorted({s.resource_type for s in scopes.resource} - known - {"*"})
+    if unknown:
+        raise BadRequest(f"{', '.join(unknown)}: not an R4 resource type (scopes name a type or *)")
+    return scopes
 
 
 _CLIENT_COLUMNS = (
@@ -296,6 +302,23 @@ async def replace_client_keys(
     return stored
 
 
+async def set_client_scope(conn: AsyncConnection, client_id: str, scope: str) -> Client:
+    """A client's registered scopes replaced, checked as at registration. Its next token is granted from
+    them; a token it holds that they no longer cover is refused from its next use, in every process
+    (`ensure_live` reads the registered scopes with the client's liveness): narrowing takes effect at
+    once, widening with the next token."""
+    scopes = _checked_scope(scope)
+    current = await get_client(conn, client_id)
+    if current is None:
+        raise NotFound(f"no client with id {client_id}")
+    if current.revoked:
+        raise Conflict(f"client {client_id} is revoked: register a new client instead")
+    await conn.execute(update(clients).where(clients.c.client_id == client_id).values(scope=str(scopes)))
+    stored = await get_client(conn, client_id)
+    assert stored is not None
+    return stored
+
+
 async def revoke_client(conn: AsyncConnection, client_id: str, *, at: datetime | None = None) -> None:
     result = await conn.execute(
         update(clients)
@@ -307,7 +330,7 @@ async def revoke_client(conn: AsyncConnection, client_id: str, *, at: datetime |
 
 
 _LIVE = (
-    select(clients.c.client_id)
+    select(clients.c.scope)
     .join(members)
     .where(
         clients.c.revoked.is_(False),
@@ -317,8 +340,9 @@ _LIVE = (
 )
 
 
-#: `ensure_live` as a column of another statement (None when the client is no longer live); bound by
-#: `client_id`. The read path adds it to its own SELECT: one round trip instead of two.
+#: `ensure_live` as a column of another statement (the client's registered scopes, None when it is no
+#: longer live; `still_live` reads it); bound by `client_id`. The read path adds it to its own SELECT:
+#: one round trip instead of two.
 LIVE_COLUMN = _LIVE.scalar_subquery().label("rzcp_live")
 
 
@@ -331,7 +355,20 @@ def needs_live_check(principal: Principal) -> bool:
 
 
 def refuse_dead() -> InvalidToken:
-    return InvalidToken("the client or its member is no longer active")
+    return InvalidToken(
+        "the client or its member is no longer active, or the client's scopes no longer cover this token"
+    )
+
+
+@lru_cache(maxsize=1024)
+def _covered(granted: ScopeSet, registered: str) -> bool:
+    return granted.within(ScopeSet.parse(registered, lenient=True))
+
+
+def still_live(principal: Principal, registered_scope: str | None) -> bool:
+    """The client is live (not revoked, its member active: `registered_scope` is None otherwise) and its
+    registered scopes still cover what the token was granted."""
+    return registered_scope is not None and _covered(principal.scopes, registered_scope)
 
 
 _ENDED = select(ended_sessions.c.jti).where(ended_sessions.c.jti == bindparam("jti"))
@@ -347,7 +384,7 @@ async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
     if not needs_live_check(principal):
         return
     found = await conn.scalar(_LIVE, {"client_id": principal.client_id})  # built once: no compile cost
-    if found is None:
+    if not still_live(principal, found):
         raise refuse_dead()
 
 

@@ -129,6 +129,11 @@ class ScopeSet:
     def contexts(self) -> set[str]:
         return {s.context for s in self.resource}
 
+    def within(self, registered: ScopeSet) -> bool:
+        """Whether every resource scope of this set (a token's) is covered by one of `registered`: a
+        token granted before its client's scopes were narrowed is not, and is refused from then on."""
+        return all(any(have.covers(want) for have in registered.resource) for want in self.resource)
+
     def narrow(self, requested: ScopeSet) -> ScopeSet:
         """The part of `requested` that this (registered) set allows; scopes outside it are dropped."""
         granted: list[Scope] = []

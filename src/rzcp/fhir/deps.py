@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.auth.access import Access, authorize_interaction, authorize_rest_write
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
-from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead
+from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead, still_live
 from rzcp.errors import BadRequest, NotFound
 from rzcp.fhir.wire import check_accept
 from rzcp.runtime import Runtime
@@ -144,7 +144,7 @@ async def read_checked(
     async def check(row: Row[Any] | None) -> None:
         if row is None:
             await ensure_live(conn, principal)
-        elif row.rzcp_live is None:
+        elif not still_live(principal, row.rzcp_live):
             raise refuse_dead()
 
     params = {"client_id": principal.client_id}

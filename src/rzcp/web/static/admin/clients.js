@@ -1,6 +1,6 @@
 // Clients: the member systems that call the gateway, each with its public keys (a JWKS, pasted, uploaded or
-// fetched from a jwks_uri). Register one, replace its keys (rotation), revoke one (its tokens are refused
-// from that moment on).
+// fetched from a jwks_uri). Register one, replace its keys (rotation), change its scopes (a narrowing
+// refuses its tokens at once), revoke one (its tokens are refused from that moment on).
 
 import { t } from "/web/common/i18n.js";
 import { el, clear, notice, table, field } from "/web/common/dom.js";
@@ -47,6 +47,8 @@ export async function render(box, ctx) {
                 { class: "actions" },
                 el("button", { type: "button", class: "secondary small", onclick: () => showKeysForm(c) }, t("clients.replaceKeys")),
                 " ",
+                el("button", { type: "button", class: "secondary small", onclick: () => showScopeForm(c) }, t("clients.changeScope")),
+                " ",
                 c.status === "active" ? confirmButton(t("clients.revoke"), t("clients.revokeQuestion", { client: c.client_id }), () => revoke(c)) : "",
               ),
         ),
@@ -73,6 +75,11 @@ export async function render(box, ctx) {
   function showKeysForm(client) {
     clear(keysBox).append(keysForm(client, messages, refresh, ctx, () => clear(keysBox)));
     keysBox.querySelector("textarea").focus();
+  }
+
+  function showScopeForm(client) {
+    clear(keysBox).append(scopeForm(client, messages, refresh, ctx, () => clear(keysBox)));
+    keysBox.querySelector("input").focus();
   }
 
   const members = await refresh();
@@ -127,11 +134,51 @@ function keysForm(client, messages, refresh, ctx, close) {
   return el("section", { class: "card", "aria-labelledby": "keys-form-title" }, form);
 }
 
+/** The client's scopes replaced: a token they no longer cover is refused at once, a wider scope comes with
+ * the next token. */
+function scopeForm(client, messages, refresh, ctx, close) {
+  const scope = el("input", { required: true, value: client.scope, autocomplete: "off", spellcheck: "false", class: "mono" });
+  const form = el(
+    "form",
+    { id: "scope-form", novalidate: true },
+    el("h3", { id: "scope-form-title" }, t("clients.changeScopeTitle", { client: client.client_id })),
+    el("p", { class: "muted" }, t("clients.changeScopeHint")),
+    field("f-new-scope", t("clients.newScope"), scope, t("clients.scopeHint")),
+    el(
+      "p",
+      {},
+      el("button", { type: "submit" }, t("clients.changeScopeButton")),
+      " ",
+      el("button", { type: "button", class: "secondary", onclick: close }, t("confirm.no")),
+    ),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(messages);
+    if (!scope.value.trim()) {
+      messages.append(notice("error", t("form.invalid", { fields: t("clients.newScope") })));
+      messages.scrollIntoView({ block: "nearest" });
+      return;
+    }
+    try {
+      await call(`clients/${encodeURIComponent(client.client_id)}/scope`, { method: "PUT", body: { scope: scope.value.trim() } });
+      messages.append(notice("ok", t("clients.scopeChanged", { client: client.client_id })));
+      close();
+    } catch (error) {
+      ctx.fail(messages, error);
+    }
+    await refresh().catch((error) => ctx.fail(messages, error));
+    messages.scrollIntoView({ block: "nearest" });
+  });
+  return el("section", { class: "card", "aria-labelledby": "scope-form-title" }, form);
+}
+
 function registerForm(members, messages, refresh, ctx) {
   const clientId = el("input", { required: true, autocomplete: "off", pattern: "[A-Za-z0-9._:\\-]{3,64}" });
   const member = el("select", { required: true }, el("option", { value: "" }, t("form.choose")));
   for (const m of members.filter((m) => m.status === "active")) member.append(el("option", { value: m.ura }, `${m.name} (${m.ura})`));
-  const scope = el("input", { required: true, value: "system/*.cruds", autocomplete: "off" });
+  // a member system's least scopes: pull and read the directory, announce patients, push messages
+  const scope = el("input", { required: true, value: "system/*.rs system/Patient.c system/Bundle.c", autocomplete: "off" });
   const role = el("select", {}, ROLES.map((r) => el("option", { value: r }, t(`role.${r}`))));
   const jwks = el("textarea", { rows: "6", spellcheck: "false", class: "mono" });
   const file = el("input", { type: "file", accept: ".json,.jwks,application/json" });
