@@ -368,3 +368,69 @@ def test_a_resource_whose_codes_or_labels_cannot_be_read_is_withheld(malformed: 
     assert not decisions.permits({**_condition("broken"), **malformed})
     with pytest.raises(service.MalformedResource):
         request_for_resource(_base(resource_type="Condition"), {**_condition("broken"), **malformed})
+
+
+ALLERGY_CAT = "http://hl7.org/fhir/allergy-intolerance-category"
+
+
+def test_an_allergys_category_is_a_code_read_as_one() -> None:
+    """AllergyIntolerance.category and .type are R4 `code`s (`["food"]`), not concepts: a new user's
+    trial found every categorised allergy withheld from a pull, silently. A consent can name them."""
+    food = {"resourceType": "AllergyIntolerance", "id": "f", "category": ["food"], "type": "allergy"}
+    drug = {"resourceType": "AllergyIntolerance", "id": "d", "category": ["medication"]}
+    everything = ResourceDecisions(
+        _compiled({"id": "c1", "permit": {"to": "ziekenhuizen-labs", "data": ["allergieen"]}}),
+        POLICY,
+        _base(resource_type="AllergyIntolerance"),
+    )
+    assert [everything.permits(r) for r in (food, drug)] == [True, True]
+    assert request_for_resource(_base(), food).codes == frozenset(
+        {f"{ALLERGY_CAT}|food", "http://hl7.org/fhir/allergy-intolerance-type|allergy"}
+    )
+    no_drugs = ResourceDecisions(
+        _compiled(
+            {"id": "c1", "permit": {"to": "ziekenhuizen-labs"}},
+            {"id": "c2", "deny": {"codes": [f"{ALLERGY_CAT}|medication"]}},
+        ),
+        POLICY,
+        _base(resource_type="AllergyIntolerance"),
+    )
+    assert [no_drugs.permits(r) for r in (food, drug)] == [True, False]
+    # a code where R4 has a concept stays unreadable, and so withheld
+    assert not everything.permits({**_condition("x"), "code": "444814009"})
+
+
+def test_a_coding_element_is_read_as_a_coding() -> None:
+    """Encounter.class is a Coding, not a CodeableConcept: its code counts as the encounter's."""
+    home = "http://terminology.hl7.org/CodeSystem/v3-ActCode|HH"
+    visit = {"resourceType": "Encounter", "class": _coding(home)}
+    assert request_for_resource(_base(), visit).codes == frozenset({home})
+    refused = ResourceDecisions(
+        _compiled(
+            {"id": "c1", "permit": {"to": "ziekenhuizen-labs"}}, {"id": "c2", "deny": {"codes": [home]}}
+        ),
+        POLICY,
+        _base(resource_type="Encounter"),
+    )
+    assert not refused.permits(visit)
+
+
+def test_the_primitive_code_table_matches_r4() -> None:
+    """`PRIMITIVE_CODES` lists, for every R4 type, the category/code/type/class elements that are not a
+    CodeableConcept or Coding (nor a structure of the type's own): read from the R4 models themselves."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from rzcp.fhir.search.definitions import SearchRegistry
+
+    found: dict[str, set[str]] = {}
+    for resource_type in SearchRegistry.default().resource_types():
+        try:
+            model = get_fhir_model_class(resource_type)
+        except (KeyError, ValueError, AttributeError):
+            continue  # R4 types R4B lacks
+        for name, field in model.model_fields.items():
+            element = field.alias or name
+            # a structure's annotation names its model type (CodeableConceptType, CodingType, ...)
+            if element in ("category", "code", "type", "class") and "Type" not in repr(field.annotation):
+                found.setdefault(resource_type, set()).add(element)
+    assert found == {t: set(elements) for t, elements in service.PRIMITIVE_CODES.items()}

@@ -473,6 +473,35 @@ async def test_another_patients_data_is_dropped(world: World) -> None:
     assert issues(bundle) == []
 
 
+async def test_a_categorised_allergy_comes_back_and_what_is_dropped_is_in_the_audit_record(
+    world: World,
+) -> None:
+    """AllergyIntolerance.category is a code (`["food"]`): passed on (a trial found every categorised
+    allergy withheld). What is dropped, another patient's entry or one whose codes cannot be read, the
+    requester does not see, and the audit record counts per reason for the administrators."""
+    mine = {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/sc-pat"}}
+    food = {**mine, "id": "sc-a1", "category": ["food"], "type": "allergy", "criticality": "low"}
+    unreadable = {**mine, "id": "sc-a2", "code": "91936005"}  # a code where R4 has a CodeableConcept
+    theirs = {**mine, "id": "sc-a3", "patient": {"reference": "Patient/someone-else"}}
+    world.scripted.handler = answer(searchset(food, unreadable, theirs))
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(
+            "/fhir/AllergyIntolerance", params={"patient": world.patient, "_count": "500"}
+        )
+    assert response.status_code == 200, response.text
+    assert [r["id"] for r in entries(response.json())] == ["sc-a1"]
+    assert issues(response.json()) == []
+    (record,) = [
+        orjson.loads(r.content)
+        for r in await _audit_rows(world, after=start)
+        if "AllergyIntolerance" in r.content
+    ]
+    assert record["outcomeDesc"] == (
+        f"source {world.scripted_ura} entries dropped: other-patient 1, unreadable-codes 1"
+    )
+
+
 async def test_a_search_parameter_the_member_ignores_is_enforced(world: World) -> None:
     def observation(oid: str, code: str) -> dict[str, Any]:
         return {

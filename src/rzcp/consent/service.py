@@ -53,6 +53,29 @@ _DATE_ELEMENTS = (
 )  # fmt: skip
 #: The elements whose codings are a resource's category and code tokens.
 _CODE_ELEMENTS = ("category", "code", "type", "class")
+#: Of those, the ones R4 defines as a primitive (a `code`, or a list of them) rather than a CodeableConcept
+#: or Coding, per type, with the code system their required binding gives (None where no consent could
+#: name them). A string there is a code, not a malformed concept: AllergyIntolerance.category is
+#: `["food"]` in nearly every allergy (a new user's trial found every categorised allergy withheld).
+#: tests/consent/test_service.py checks this table against the R4 models.
+PRIMITIVE_CODES: dict[str, dict[str, str | None]] = {
+    "AllergyIntolerance": {
+        "category": "http://hl7.org/fhir/allergy-intolerance-category",
+        "type": "http://hl7.org/fhir/allergy-intolerance-type",
+    },
+    "Bundle": {"type": None},
+    "CompartmentDefinition": {"code": None},
+    "DeviceMetric": {"category": None},
+    "Group": {"type": None},
+    "MeasureReport": {"type": None},
+    "MessageDefinition": {"category": None},
+    "MolecularSequence": {"type": None},
+    "OperationDefinition": {"code": None, "type": None},
+    "ResearchElementDefinition": {"type": None},
+    "SearchParameter": {"code": None, "type": None},
+    "StructureDefinition": {"type": None},
+}
+_NO_PRIMITIVES: dict[str, str | None] = {}
 _NO_TOKENS: frozenset[str] = frozenset()
 #: Distinct resource keys one `ResourceDecisions` remembers: an answer has a handful; the bound only keeps
 #: an odd source (a code per resource, each named by a consent) from growing it without end.
@@ -134,7 +157,7 @@ class ResourceDecisions:
     engine reads (who asks, from whom, why, when, break-the-glass) is the same for every resource of `base`.
     """
 
-    __slots__ = ("_base", "_compiled", "_memo", "_periods", "_policy", "_relevant")
+    __slots__ = ("_base", "_compiled", "_memo", "_periods", "_policy", "_relevant", "unreadable")
 
     def __init__(self, compiled: CompiledConsents, policy: Policy, base: Request) -> None:
         self._compiled = compiled
@@ -143,6 +166,8 @@ class ResourceDecisions:
         self._periods = compiled.data_periods
         self._relevant: dict[str, frozenset[str]] = {}
         self._memo: dict[tuple[Any, ...], bool] = {}
+        #: Resources withheld because their codes or labels could not be read (for the audit's report).
+        self.unreadable = 0
 
     def permits(self, resource: Mapping[str, Any]) -> bool:
         """Whether the patient's consents let this resource through to the requester; never for a
@@ -156,6 +181,7 @@ class ResourceDecisions:
             codes = _code_tokens(resource, relevant)
             labels = _labels(resource)
         except MalformedResource:
+            self.unreadable += 1
             return False
         moment = _clinical_date(resource) if self._periods else None
         key = (resource_type, codes, labels, self._date_key(moment))
@@ -195,26 +221,31 @@ def filter_resources(
 def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> frozenset[str]:
     """The resource's category and code tokens (`system|code`), only those in `within` when given.
     Called per resource of every answer: plain loops, and a dict checked before the slower Mapping.
-    Raises MalformedResource where an element is not a CodeableConcept (or a list of them)."""
+    Raises MalformedResource where an element is not what R4 makes it: a CodeableConcept or a Coding (or
+    a list of them), or for the elements of `PRIMITIVE_CODES` a code (or a list of them)."""
     found: set[str] = set()
+    primitives = PRIMITIVE_CODES.get(resource.get("resourceType"), _NO_PRIMITIVES)  # type: ignore[arg-type]
     for element in _CODE_ELEMENTS:
         value = resource.get(element)
         if value is None:
             continue
-        if isinstance(value, list):
-            concepts = value
-        elif isinstance(value, (dict, Mapping)):
-            concepts = [value]
-        else:
-            continue  # a primitive `class` or `type` (a code, as in some resources): no coding
+        concepts = value if isinstance(value, list) else [value]
         for concept in concepts:
-            if not isinstance(concept, (dict, Mapping)):
-                raise MalformedResource(f"{element} is not a CodeableConcept", expression=(element,))
-            codings = concept.get("coding")
-            if codings is None:
+            if isinstance(concept, (dict, Mapping)):
+                codings = concept.get("coding")
+                if codings is None:
+                    codings = [concept] if "code" in concept else ()  # a Coding (Encounter.class)
+                elif not isinstance(codings, list):
+                    raise MalformedResource(f"{element}.coding is not a list", expression=(element,))
+            elif element in primitives and isinstance(concept, (str, bool)):
+                system = primitives[element]
+                if system is not None and isinstance(concept, str) and concept:
+                    token = f"{system}|{concept}"
+                    if within is None or token in within:
+                        found.add(token)
                 continue
-            if not isinstance(codings, list):
-                raise MalformedResource(f"{element}.coding is not a list", expression=(element,))
+            else:
+                raise MalformedResource(f"{element} is not a CodeableConcept", expression=(element,))
             for coding in codings:
                 if not isinstance(coding, (dict, Mapping)):
                     raise MalformedResource(f"{element}.coding has an entry that is not a Coding")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,12 +123,9 @@ class SourceReport:
     outcome: Outcome = "not-called"
     #: Entries passed on to the requester, per resource type.
     returned: dict[str, int] = field(default_factory=dict)
-    #: Entries the source sent that the per-resource decision withheld (never shown to the requester).
-    withheld: int = 0
-    #: Entries the adapter dropped (another patient, wrong type, not matching, broken), and why.
-    dropped: list[str] = field(default_factory=list)
-    #: What went wrong with the source, for the audit (timeouts, HTTP errors ...).
-    problems: list[str] = field(default_factory=list)
+    #: Entries dropped, per reason: the adapter's (another patient, wrong type, not matching, broken) and
+    #: the gateway's own (codes or labels that cannot be read). Counts only: the audit record names them.
+    dropped: Counter[str] = field(default_factory=Counter)
     elapsed_ms: float = 0.0
 
     @property
@@ -165,10 +163,16 @@ class PullReport:
         )
 
     def outcome_desc(self) -> str:
-        failed = [
+        """Failed sources, and what was dropped from the others' answers (counts per reason, no ids: a
+        member sending another patient's data, say, is for the administrators to take up)."""
+        parts = [
             f"source {s.member_ura} {s.outcome}" for s in self.sources if s.outcome in ("failed", "timeout")
         ]
-        return "; ".join(failed) if failed else "ok"
+        for s in self.sources:
+            if s.dropped:
+                reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(s.dropped.items()))
+                parts.append(f"source {s.member_ura} entries dropped: {reasons}")
+        return "; ".join(parts) if parts else "ok"
 
 
 def type_decision(decision: Decision, resource_type: str) -> TypeDecision:
@@ -275,11 +279,8 @@ async def run_pull(
         source_report.called = True
         source_report.elapsed_ms = max(source_report.elapsed_ms, elapsed)
         for problem in outcome.problems:
-            text = f"{res_type}: {problem.code.value}: {problem.detail}"
             if problem.code in _DROPPED:
-                source_report.dropped.append(text)
-            else:
-                source_report.problems.append(text)
+                source_report.dropped[problem.code.value] += 1
         if outcome.failed:
             failures.setdefault(member.ura, []).extend(p.code for p in outcome.problems)
             continue
@@ -287,10 +288,10 @@ async def run_pull(
         if outcome.partial:
             failures.setdefault(member.ura, []).append(ProblemCode.TRUNCATED)
         kept = 0
-        permits = ResourceDecisions(compiled, exchange.policy, asked).permits
+        decisions = ResourceDecisions(compiled, exchange.policy, asked)
+        permits = decisions.permits
         for resource in outcome.resources:
             if not permits(resource):
-                source_report.withheld += 1
                 continue
             tagged = _tag(resource, source, base, query.patient_id)
             key = _fingerprint(tagged)
@@ -301,6 +302,8 @@ async def run_pull(
             entries.append((f"{member.base_url}/{res_type}/{resource['id']}", tagged))
             kept += 1
         source_report.returned[res_type] = source_report.returned.get(res_type, 0) + kept
+        if decisions.unreadable:  # codes or security labels not in FHIR's shape: never decided on a guess
+            source_report.dropped["unreadable-codes"] += decisions.unreadable
 
     issues: list[Issue] = list(warnings)
     for source_report in report.sources:
