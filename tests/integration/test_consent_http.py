@@ -220,3 +220,33 @@ async def test_a_draft_previews_the_decision_without_storing_anything(
             assert 400 <= answer.status_code < 500, answer.text
         odd_scope = await draft_decision(patient, {**more, "scope": {"coding": ["x"]}}, **allergies)
         assert 400 <= odd_scope.status_code < 500, odd_scope.text
+
+
+async def test_an_evaluate_question_about_nobody_is_refused_not_answered_deny(
+    login_app: Any, browser: httpx.AsyncClient
+) -> None:
+    """A misspelt parameter was ignored and the question, about no requester at all, answered "deny" as if
+    the patient had refused (an integrator's trial): each of these is a 400 naming what is wrong."""
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    async with as_patient(login_app, token) as patient:
+        for values, says in (
+            ({"organization": "00000201", "resourceType": "AllergyIntolerance"}, "organization"),
+            ({"resourceType": "AllergyIntolerance"}, "requester"),
+            ({"requester": "99999999", "resourceType": "AllergyIntolerance"}, "99999999"),
+            (
+                {"requesterCategory": HOSPITAL_CATEGORY, "source": "99999999", "resourceType": "Condition"},
+                "source",
+            ),
+        ):
+            answer = await patient.post(
+                "/fhir/Consent/$evaluate", json=evaluate_body(**values), headers={"Content-Type": FHIR}
+            )
+            assert answer.status_code == 400, (values, answer.text)
+            assert says in answer.json()["issue"][0]["diagnostics"], answer.text
+        empty = await patient.post(
+            "/fhir/Consent/$evaluate", json={"resourceType": "Parameters"}, headers={"Content-Type": FHIR}
+        )
+        assert empty.status_code == 400 and "requester" in empty.json()["issue"][0]["diagnostics"]
+        assert (
+            await decision(patient, requesterCategory=HOSPITAL_CATEGORY, resourceType="Condition") == "deny"
+        )

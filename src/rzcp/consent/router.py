@@ -32,17 +32,31 @@ from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
 router = APIRouter(tags=["Consent"])
 
 _VALUE_KEYS = ("valueString", "valueCode", "valueDateTime", "valueInstant", "valueUri", "valueId")
+#: The parameters $evaluate reads. Any other name is refused: ignored, a misspelt `requester` made a
+#: question about nobody, answered "deny" as if that were the patient's choice (an integrator's trial).
+PARAMETERS = (
+    "patient", "requester", "requesterCategory", "source", "sourceCategory", "purpose", "resourceType",
+    "code", "label", "moment", "draft",
+)  # fmt: skip
 
 
 def _values(parameters: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
     """The string-valued parameters by name, and the `draft` Consent (a `resource` part) if given."""
     if parameters.get("resourceType") != "Parameters" or not isinstance(parameters.get("parameter"), list):
-        raise BadRequest("$evaluate takes a Parameters resource", code="structure")
+        raise BadRequest(
+            "$evaluate takes a Parameters resource with a parameter list: " + ", ".join(PARAMETERS),
+            code="structure",
+        )
     found: dict[str, list[str]] = {}
     draft: dict[str, Any] | None = None
     for parameter in parameters["parameter"]:
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise BadRequest("each parameter needs a name", code="structure")
+        if parameter["name"] not in PARAMETERS:
+            raise BadRequest(
+                f"$evaluate has no parameter {parameter['name'][:64]!r}; it reads " + ", ".join(PARAMETERS),
+                code="not-supported",
+            )
         if parameter["name"] == "draft":
             resource = parameter.get("resource")
             if (
@@ -104,6 +118,11 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
         categories = {m.ura: m.category for m in await list_members(conn)}
         requester = _one(values, "requester", required=False)
         source = _one(values, "source", required=False)
+        for name, ura in (("requester", requester), ("source", source)):
+            if ura is not None and ura not in categories:
+                raise BadRequest(f"{name} {ura[:64]!r} is not the URA of a registered member", code="value")
+        if requester is None and _one(values, "requesterCategory", required=False) is None:
+            raise BadRequest("name the requester (a member's URA) or a requesterCategory", code="required")
         moment_text = _one(values, "moment", required=False)
         try:
             moment = (
