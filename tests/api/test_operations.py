@@ -10,7 +10,7 @@ import httpx
 
 from rzcp.app import create_app
 from rzcp.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import BASE, gateway_client, make_settings
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
@@ -132,3 +132,38 @@ async def test_the_document_says_which_operations_need_a_token(
             (refused if response.status_code == 401 else answered).append(f"{method.upper()} {path}")
             assert secured == (response.status_code == 401), (method, path, response.status_code)
     assert len(refused) > 30 and "GET /fhir/metadata" in answered and "POST /auth/token" in answered
+
+
+async def test_what_the_document_reserves_for_member_systems_refuses_a_patient(app: Any) -> None:
+    """Operations whose security names only `memberSystem` (pulls, announce, push) refuse a patient's
+    token with a 403 OperationOutcome, and the document declares that answer."""
+    import time
+
+    from rzcp.auth.service import Endpoints
+
+    urls = Endpoints(f"{BASE}/fhir")
+    claims = {
+        "kind": "patient",
+        "sub": "dev:doc-test",
+        "patient": "nobody",
+        "scope": app.state.runtime.settings.patient_scopes,
+        "client_id": "rzcp-patient-app",
+        "exp": int(time.time()) + 300,
+    }
+    token, _ = await app.state.runtime.auth.tokens.issue(claims, issuer=urls.issuer, audience=urls.fhir_base)
+    document = app.openapi()
+    reserved = [
+        (method, path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation["security"] and all(set(need) == {"memberSystem"} for need in operation["security"])
+    ]
+    # (the suite's app keeps every type in its own store, so its document has no pull routes)
+    assert ("post", "/fhir/Patient/$announce") in reserved and ("post", "/fhir/$process-message") in reserved
+    async with gateway_client(app, Authorization=f"Bearer {token}") as patient:
+        for method, path in reserved:
+            assert "403" in document["paths"][path][method]["responses"]
+            kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
+            response = await patient.request(method.upper(), _sample_path(path), **kwargs)
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["resourceType"] == "OperationOutcome"
