@@ -593,6 +593,12 @@ async def test_what_a_merged_answer_cannot_do_is_said_and_what_it_can_is_done(wo
     assert issues(lenient) == [
         "Parameter '_include' is not supported on a pull from the region and was ignored"
     ]
+    # A merged answer always counts exactly: `_total` is honoured, not named as ignored.
+    counted = await world.pharmacy.get(
+        "/fhir/Condition", params={**base, "_total": "accurate"}, headers={"Prefer": "handling=strict"}
+    )
+    assert counted.status_code == 200 and issues(counted.json()) == [], counted.text
+    assert counted.json()["total"] == len(expected(world, "Condition"))
     unsortable = await world.pharmacy.get(
         "/fhir/Condition", params={**base, "_sort": "nonsense"}, headers={"Prefer": "handling=strict"}
     )

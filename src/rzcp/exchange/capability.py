@@ -81,7 +81,8 @@ def _added(statement: dict[str, Any], policy: Any, registry: Any, served: frozen
                 "(consent per source and per resource); never stored at the gateway. The type's other "
                 "search parameters are checked at the gateway (Prefer: handling=strict refuses an unknown "
                 "one) and sent on; _sort, _count, _elements and _summary are applied by the gateway to the "
-                "merged answer; _include, _revinclude, _total and _summary=count are not supported.",
+                "merged answer, which always carries its exact total; _include, _revinclude and "
+                "_summary=count are not supported.",
                 "interaction": [{"code": "search-type"}],
                 "searchParam": _PATIENT_PARAMS,
             }

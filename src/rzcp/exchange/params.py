@@ -10,9 +10,9 @@ store could not evaluate it (`code:below`, a chain, a composite): the members se
 
 What the gateway cannot do on an answer merged from several members is refused the same way rather than
 passed on and lost in the merge: `_include` and `_revinclude` (the included resources are not about the
-patient and would be dropped), `_total` and `_summary=count`. The gateway itself sorts the merged answer
-(`_sort`: each member could only sort its own part) and applies `_elements` and the other `_summary`
-values to each entry.
+patient and would be dropped) and `_summary=count`. The gateway itself sorts the merged answer (`_sort`:
+each member could only sort its own part) and applies `_elements` and the other `_summary` values to each
+entry; `_total` it answers itself (a merged answer always carries its exact count, whatever was asked).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from rzcp.fhir.search.parser import SortKey, parse_search
 from rzcp.fhir.wire import shape
 
 #: Applied by the gateway to the merged answer, never sent to a member.
-GATEWAY_PARAMS = frozenset({"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_sort"})
+GATEWAY_PARAMS = frozenset(
+    {"_count", "_page", "_format", "_pretty", "_elements", "_summary", "_sort", "_total"}
+)
 #: Not possible on an answer merged from several members.
-_NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_total", "_contained", "_containedType"})
+_NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_contained", "_containedType"})
 #: What $everything takes besides the patient in its path (its entries are of several types: no _sort).
 _EVERYTHING_PARAMS = frozenset({"_type", "_count", "_page", "_format", "_pretty", "_elements", "_summary"})
 
