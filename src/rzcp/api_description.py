@@ -52,6 +52,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
                     "system/*.read": "the SMART v1 form of system/*.rs",
                     "system/*.cruds": "the region's administrator systems: the registry resources",
                     "system/AuditEvent.rs": "an auditor system: search the audit trail",
+                    "system/Patient.r": "$everything for a patient (system/*.rs grants it)",
+                    "system/{Type}.s": "a pull of that type, e.g. system/Condition.s (system/*.rs grants it)",
                 },
             }
         },
@@ -87,13 +89,27 @@ SECURITY_BY_PATH: dict[str, list[dict[str, list[str]]]] = {
     "/fhir/Patient/$announce": [{"memberSystem": ["system/Patient.c"]}],
     "/fhir/Patient/$withdraw": [{"memberSystem": ["system/Patient.c"]}],
     "/fhir/$process-message": [{"memberSystem": ["system/Bundle.c"]}],
-    "/fhir/$process-message/{id}": [{"memberSystem": ["system/Bundle.c"]}],
-    "/fhir/Patient/{id}/$everything": [{"memberSystem": ["system/*.rs"]}],
+    # the sender's or the receiver's system, whatever its scopes
+    "/fhir/$process-message/{id}": [{"memberSystem": []}],
+    "/fhir/Patient/{id}/$everything": [{"memberSystem": ["system/Patient.r"]}],
     "/fhir/AuditEvent/$access-log": [{"personLogin": ["patient/AuditEvent.rs"]}],
+    "/auth/introspect": [{"memberSystem": []}],
 }
-#: A pull (`GET /fhir/{Type}` of a clinical type the members hold) is a member system's.
-PULL_SECURITY = [{"memberSystem": ["system/*.rs"]}]
 PULL_TAG = "FHIR exchange"
+
+
+def _pulled_type(operation: dict[str, Any]) -> str | None:
+    """The type a pull operation searches (`GET /fhir/{Type}` of a clinical type the members hold)."""
+    operation_id = operation.get("operationId", "")
+    if PULL_TAG in operation.get("tags", ()) and operation_id.startswith("pull_"):
+        return operation_id.split("_")[1]
+    return None
+
+
+def _pull_security(resource_type: str) -> list[dict[str, list[str]]]:
+    """A pull is a member system's, with the search permission on its type."""
+    return [{"memberSystem": [f"system/{resource_type}.s"]}]
+
 
 FHIR_JSON = "application/fhir+json"
 
@@ -319,17 +335,20 @@ def _security(path: str, operation: dict[str, Any]) -> list[dict[str, list[str]]
         return []
     if path in SECURITY_BY_PATH:
         return SECURITY_BY_PATH[path]
-    if PULL_TAG in operation.get("tags", ()) and operation.get("operationId", "").startswith("pull_"):
-        return PULL_SECURITY
+    pulled = _pulled_type(operation)
+    if pulled is not None:
+        return _pull_security(pulled)
     return SECURITY
 
 
 def _errors(path: str, secured: bool) -> dict[str, Any]:
+    content = {FHIR_JSON: {"schema": _ref("OperationOutcome")}}
     if path.startswith("/auth/"):
-        content = {"application/json": {"schema": _ref("OAuthError")}}
-        return {"4XX": {"description": "An OAuth error", "content": content}}
-    media = FHIR_JSON if path.startswith("/fhir/") else "application/json"
-    content = {media: {"schema": _ref("OperationOutcome")}}
+        oauth = {"application/json": {"schema": _ref("OAuthError")}}
+        errors = {"4XX": {"description": "An OAuth error", "content": oauth}}
+        if secured:  # introspection: the caller's own token is checked as on the FHIR API
+            errors["401"] = {"description": "No valid member system's token", "content": content}
+        return errors
     errors = {"4XX": {"description": "An OperationOutcome naming what is wrong", "content": content}}
     if secured:
         errors["401"] = {"description": "No token, or one that is no longer valid", "content": content}
@@ -359,13 +378,13 @@ def describe_access(document: dict[str, Any]) -> dict[str, Any]:
             if (method, path) in BODIES:
                 operation["requestBody"] = BODIES[(method, path)]
             parameters = operation.get("parameters", [])
-            if method == "get" and operation["security"] == PULL_SECURITY:
+            if path == "/fhir/Patient/{id}/$everything":
+                kept = [q for q in RESULT_PARAMETERS if q["name"] != "_sort"]
+                parameters = [*parameters, *kept, _query("_type", "comma-separated types to include")]
+            elif method == "get" and _pulled_type(operation) is not None:
                 parameters = [*parameters, *PULL_PARAMETERS]
             elif method == "get" and path == "/fhir/{type}":
                 parameters = [*parameters, *RESULT_PARAMETERS]
-            elif path == "/fhir/Patient/{id}/$everything":
-                kept = [q for q in RESULT_PARAMETERS if q["name"] != "_sort"]
-                parameters = [*parameters, *kept, _query("_type", "comma-separated types to include")]
             if operation["security"] and path.startswith("/fhir/"):
                 named = {p["name"].lower() for p in parameters if p.get("in") == "header"}
                 parameters = [*parameters, *(h for h in CONTEXT_HEADERS if h["name"].lower() not in named)]

@@ -167,3 +167,17 @@ async def test_what_the_document_reserves_for_member_systems_refuses_a_patient(a
             response = await patient.request(method.upper(), _sample_path(path), **kwargs)
             assert response.status_code == 403, (method, path, response.text)
             assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_nul_in_a_path_or_query_is_recorded_not_a_503(client: httpx.AsyncClient) -> None:
+    """PostgreSQL's text holds no NUL: a patient reference with one in the audit record's index column
+    failed the record's write (and its batch's), and the caller got a 503 (found by schemathesis)."""
+    for url in (
+        "/fhir/Patient/x%00",
+        "/fhir/Patient/x1/$everything?patient=a%00b",
+        "/fhir/AuditEvent?patient=%00",
+        "/fhir/Condition?subject=%00",
+    ):
+        response = await client.get(url)
+        assert 400 <= response.status_code < 500, (url, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"

@@ -396,8 +396,10 @@ def test_an_allergys_category_is_a_code_read_as_one() -> None:
         _base(resource_type="AllergyIntolerance"),
     )
     assert [no_drugs.permits(r) for r in (food, drug)] == [True, False]
-    # a code where R4 has a concept stays unreadable, and so withheld
+    # a code where R4 has a concept stays unreadable, and so withheld; so does a category not a code
     assert not everything.permits({**_condition("x"), "code": "444814009"})
+    assert not everything.permits({**food, "category": [True]})
+    assert not everything.permits({**_condition("y"), "code": {"coding": [{"system": "s", "code": ["1"]}]}})
 
 
 def test_a_coding_element_is_read_as_a_coding() -> None:

@@ -530,9 +530,14 @@ def index_columns(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _fitted(columns: dict[str, Any]) -> dict[str, Any]:
-    """Each text cut to its column's length. A hostile request (a 10,000-character id in the path, a long
-    X-Request-ID) must not fail the write of its record, nor of the batch it shares with others; the full
-    value stays in the record's content, and no real id, URA or code is that long."""
+    """Each text cut to its column's length, and a NUL character replaced (PostgreSQL's text holds none).
+    A hostile request (a 10,000-character id in the path, a long X-Request-ID, `patient=%00`: found by
+    schemathesis, a 503 on PostgreSQL) must not fail the write of its record, nor of the batch it shares
+    with others; the full value stays in the record's content (JSON, where a NUL is escaped), and no real
+    id, URA or code is that long or holds a NUL."""
+    for name, value in columns.items():
+        if isinstance(value, str) and "\x00" in value:
+            columns[name] = value.replace("\x00", "\ufffd")
     for name, limit in _COLUMN_LIMITS.items():
         value = columns.get(name)
         if isinstance(value, str) and len(value) > limit:

@@ -99,6 +99,8 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
     checked as a write would be, and nothing is stored."""
     check_accept(request)
     authorize_interaction(principal, "Consent", "read", runtime.registry)
+    async with runtime.db.query() as conn:  # a revoked client hears 401 before anything about its body
+        await ensure_live(conn, principal)
     values, draft = _values(await read_json_body(request, runtime.settings.max_body_bytes))
     if draft is not None:
         # the structure first, as a write's: a security test found `actor: [{"role": "x"}]` a 500 here
@@ -114,7 +116,6 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
             raise BadRequest("patient must be a reference Patient/<id>", code="value")
     audit_note(request).patient = patient
     async with runtime.db.query() as conn:
-        await ensure_live(conn, principal)
         categories = {m.ura: m.category for m in await list_members(conn)}
         requester = _one(values, "requester", required=False)
         source = _one(values, "source", required=False)

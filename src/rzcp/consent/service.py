@@ -237,9 +237,11 @@ def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> 
                     codings = [concept] if "code" in concept else ()  # a Coding (Encounter.class)
                 elif not isinstance(codings, list):
                     raise MalformedResource(f"{element}.coding is not a list", expression=(element,))
-            elif element in primitives and isinstance(concept, (str, bool)):
+            elif element in primitives and (
+                isinstance(concept, str) or (isinstance(concept, bool) and primitives[element] is None)
+            ):  # a code (a boolean only where no consent names it: OperationDefinition.type)
                 system = primitives[element]
-                if system is not None and isinstance(concept, str) and concept:
+                if system is not None and concept:
                     token = f"{system}|{concept}"
                     if within is None or token in within:
                         found.add(token)
@@ -250,6 +252,9 @@ def _code_tokens(resource: Mapping[str, Any], within: frozenset[str] | None) -> 
                 if not isinstance(coding, (dict, Mapping)):
                     raise MalformedResource(f"{element}.coding has an entry that is not a Coding")
                 system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str | None) or not isinstance(code, str | None):
+                    # `"code": ["123"]` would make a token no refusal names (a review found it)
+                    raise MalformedResource(f"{element}.coding has a system or code that is not a string")
                 if system and code:
                     token = f"{system}|{code}"
                     if within is None or token in within:
