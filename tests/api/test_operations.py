@@ -156,7 +156,9 @@ async def test_what_the_document_reserves_for_member_systems_refuses_a_patient(a
         (method, path)
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if operation["security"] and all(set(need) == {"memberSystem"} for need in operation["security"])
+        if path.startswith("/fhir/")
+        and operation["security"]
+        and all(set(need) == {"memberSystem"} for need in operation["security"])
     ]
     # (the suite's app keeps every type in its own store, so its document has no pull routes)
     assert ("post", "/fhir/Patient/$announce") in reserved and ("post", "/fhir/$process-message") in reserved
@@ -181,3 +183,31 @@ async def test_a_nul_in_a_path_or_query_is_recorded_not_a_503(client: httpx.Asyn
         response = await client.get(url)
         assert 400 <= response.status_code < 500, (url, response.text)
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_any_json_body_on_any_operation_that_takes_one_is_a_4xx(client: httpx.AsyncClient) -> None:
+    """A number, null, a list, a string where an object belongs (found by schemathesis: `$evaluate` with
+    the body `5` was a 500)."""
+    document = client._transport.app.openapi()  # type: ignore[attr-defined]
+    taking = [
+        (method, path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    ]
+    assert ("post", "/fhir/Consent/$evaluate") in taking and ("post", "/admin/api/clients") in taking
+    bodies = (
+        b"5",
+        b"null",
+        b"[]",
+        b'"x"',
+        b'{"resourceType": 5}',
+        b'{"resourceType": "Parameters", "parameter": [5]}',
+    )
+    for method, path in taking:
+        for body in bodies:
+            for media in ("application/fhir+json", "application/json"):
+                response = await client.request(
+                    method.upper(), _sample_path(path), content=body, headers={"Content-Type": media}
+                )
+                assert 400 <= response.status_code < 500, (method, path, body, response.text)

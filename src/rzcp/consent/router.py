@@ -40,9 +40,14 @@ PARAMETERS = (
 )  # fmt: skip
 
 
-def _values(parameters: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
-    """The string-valued parameters by name, and the `draft` Consent (a `resource` part) if given."""
-    if parameters.get("resourceType") != "Parameters" or not isinstance(parameters.get("parameter"), list):
+def _values(parameters: Any) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """The string-valued parameters by name, and the `draft` Consent (a `resource` part) if given. The
+    body is any JSON: a number or null was a 500 (found by schemathesis once the body was declared)."""
+    if (
+        not isinstance(parameters, dict)
+        or parameters.get("resourceType") != "Parameters"
+        or not isinstance(parameters.get("parameter"), list)
+    ):
         raise BadRequest(
             "$evaluate takes a Parameters resource with a parameter list: " + ", ".join(PARAMETERS),
             code="structure",
