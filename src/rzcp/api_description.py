@@ -111,7 +111,7 @@ def _pull_security(resource_type: str) -> list[dict[str, list[str]]]:
     return [{"memberSystem": [f"system/{resource_type}.s"]}]
 
 
-FHIR_JSON = "application/fhir+json"
+FHIR_JSON = "application/fhir+json"  # the media type alone: rzcp.fhir.wire.FHIR_JSON adds the charset
 
 SCHEMAS: dict[str, Any] = {
     "OperationOutcome": {

@@ -139,7 +139,8 @@ async def set_client_scope(request: Request, client_id: str, admin: Admin) -> di
     token."""
     runtime = _runtime(request)
     body = await _body(request)
-    console_params(request).update({k: str(body[k]) for k in ("scope",) if k in body})
+    if "scope" in body:
+        console_params(request)["scope"] = str(body["scope"])
     async with runtime.db.write() as conn:
         client = await members.set_client_scope(conn, client_id, body, admin)
     return members.client_json(client)

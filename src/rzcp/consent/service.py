@@ -57,7 +57,7 @@ _CODE_ELEMENTS = ("category", "code", "type", "class")
 #: or Coding, per type, with the code system their required binding gives (None where no consent could
 #: name them). A string there is a code, not a malformed concept: AllergyIntolerance.category is
 #: `["food"]` in nearly every allergy (a new user's trial found every categorised allergy withheld).
-#: tests/consent/test_service.py checks this table against the R4 models.
+#: tests/consent/test_resource_decisions.py checks this table against the R4 models.
 PRIMITIVE_CODES: dict[str, dict[str, str | None]] = {
     "AllergyIntolerance": {
         "category": "http://hl7.org/fhir/allergy-intolerance-category",

@@ -86,91 +86,91 @@ export async function render(box, ctx) {
   box.append(keysBox, registerForm(members || [], messages, refresh, ctx));
 }
 
+/** A form that changes one client (its keys, its scopes): the card, Save and Cancel, and the round of a
+ * submit: `check()` names the field in error or returns null, `body()` is what is PUT to `clients/<id>/<what>`. */
+function changeForm({ id, what, title, hint, fields, button, done, check, body }, client, messages, refresh, ctx, close) {
+  const form = el(
+    "form",
+    { id, novalidate: true },
+    el("h3", { id: `${id}-title` }, title),
+    el("p", { class: "muted" }, hint),
+    ...fields,
+    el(
+      "p",
+      {},
+      el("button", { type: "submit" }, button),
+      " ",
+      el("button", { type: "button", class: "secondary", onclick: close }, t("confirm.no")),
+    ),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(messages);
+    const invalid = check();
+    if (invalid) {
+      messages.append(notice("error", t("form.invalid", { fields: invalid })));
+      messages.scrollIntoView({ block: "nearest" });
+      return;
+    }
+    try {
+      await call(`clients/${encodeURIComponent(client.client_id)}/${what}`, { method: "PUT", body: body() });
+      messages.append(notice("ok", done));
+      close();
+    } catch (error) {
+      ctx.fail(messages, error);
+    }
+    await refresh().catch((error) => ctx.fail(messages, error));
+    messages.scrollIntoView({ block: "nearest" });
+  });
+  return el("section", { class: "card", "aria-labelledby": `${id}-title` }, form);
+}
+
 /** Key rotation: the client's keys replaced by a new JWKS (pasted or uploaded) or a jwks_uri. */
-function keysForm(client, messages, refresh, ctx, close) {
+function keysForm(client, ...rest) {
   const jwks = el("textarea", { rows: "6", spellcheck: "false", class: "mono" });
   const file = el("input", { type: "file", accept: ".json,.jwks,application/json" });
   const jwksUrl = el("input", { type: "url", placeholder: "https://…/.well-known/jwks.json" });
   file.addEventListener("change", async () => {
     if (file.files.length) jwks.value = await file.files[0].text();
   });
-  const title = t("clients.replaceKeysTitle", { client: client.client_id });
-  const form = el(
-    "form",
-    { id: "keys-form", novalidate: true },
-    el("h3", { id: "keys-form-title" }, title),
-    el("p", { class: "muted" }, t("clients.replaceKeysHint")),
-    field("f-new-jwks", t("clients.newJwks"), jwks, t("clients.jwksHint")),
-    field("f-new-jwks-file", t("clients.newJwksFile"), file),
-    field("f-new-jwks-url", t("clients.orJwksUrl"), jwksUrl, t("clients.jwksUrlHint")),
-    el(
-      "p",
-      {},
-      el("button", { type: "submit" }, t("clients.replaceKeysButton")),
-      " ",
-      el("button", { type: "button", class: "secondary", onclick: close }, t("confirm.no")),
-    ),
-  );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(messages);
-    const url = jwksUrl.value.trim();
-    const parsed = url ? null : parseJwks(jwks.value);
-    if (url ? !url.startsWith("https://") : !parsed) {
-      messages.append(notice("error", t("form.invalid", { fields: url ? t("clients.orJwksUrl") : t("clients.newJwks") })));
-      messages.scrollIntoView({ block: "nearest" });
-      return;
-    }
-    try {
-      await call(`clients/${encodeURIComponent(client.client_id)}/keys`, { method: "PUT", body: url ? { jwks_url: url } : { jwks: parsed } });
-      messages.append(notice("ok", t("clients.keysReplaced", { client: client.client_id })));
-      close();
-    } catch (error) {
-      ctx.fail(messages, error);
-    }
-    await refresh().catch((error) => ctx.fail(messages, error));
-    messages.scrollIntoView({ block: "nearest" });
-  });
-  return el("section", { class: "card", "aria-labelledby": "keys-form-title" }, form);
+  const url = () => jwksUrl.value.trim();
+  const spec = {
+    id: "keys-form",
+    what: "keys",
+    title: t("clients.replaceKeysTitle", { client: client.client_id }),
+    hint: t("clients.replaceKeysHint"),
+    fields: [
+      field("f-new-jwks", t("clients.newJwks"), jwks, t("clients.jwksHint")),
+      field("f-new-jwks-file", t("clients.newJwksFile"), file),
+      field("f-new-jwks-url", t("clients.orJwksUrl"), jwksUrl, t("clients.jwksUrlHint")),
+    ],
+    button: t("clients.replaceKeysButton"),
+    done: t("clients.keysReplaced", { client: client.client_id }),
+    check: () => {
+      if (url()) return url().startsWith("https://") ? null : t("clients.orJwksUrl");
+      return parseJwks(jwks.value) ? null : t("clients.newJwks");
+    },
+    body: () => (url() ? { jwks_url: url() } : { jwks: parseJwks(jwks.value) }),
+  };
+  return changeForm(spec, client, ...rest);
 }
 
 /** The client's scopes replaced: a token they no longer cover is refused at once, a wider scope comes with
  * the next token. */
-function scopeForm(client, messages, refresh, ctx, close) {
+function scopeForm(client, ...rest) {
   const scope = el("input", { required: true, value: client.scope, autocomplete: "off", spellcheck: "false", class: "mono" });
-  const form = el(
-    "form",
-    { id: "scope-form", novalidate: true },
-    el("h3", { id: "scope-form-title" }, t("clients.changeScopeTitle", { client: client.client_id })),
-    el("p", { class: "muted" }, t("clients.changeScopeHint")),
-    field("f-new-scope", t("clients.newScope"), scope, t("clients.scopeHint")),
-    el(
-      "p",
-      {},
-      el("button", { type: "submit" }, t("clients.changeScopeButton")),
-      " ",
-      el("button", { type: "button", class: "secondary", onclick: close }, t("confirm.no")),
-    ),
-  );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(messages);
-    if (!scope.value.trim()) {
-      messages.append(notice("error", t("form.invalid", { fields: t("clients.newScope") })));
-      messages.scrollIntoView({ block: "nearest" });
-      return;
-    }
-    try {
-      await call(`clients/${encodeURIComponent(client.client_id)}/scope`, { method: "PUT", body: { scope: scope.value.trim() } });
-      messages.append(notice("ok", t("clients.scopeChanged", { client: client.client_id })));
-      close();
-    } catch (error) {
-      ctx.fail(messages, error);
-    }
-    await refresh().catch((error) => ctx.fail(messages, error));
-    messages.scrollIntoView({ block: "nearest" });
-  });
-  return el("section", { class: "card", "aria-labelledby": "scope-form-title" }, form);
+  const spec = {
+    id: "scope-form",
+    what: "scope",
+    title: t("clients.changeScopeTitle", { client: client.client_id }),
+    hint: t("clients.changeScopeHint"),
+    fields: [field("f-new-scope", t("clients.newScope"), scope, t("clients.scopeHint"))],
+    button: t("clients.changeScopeButton"),
+    done: t("clients.scopeChanged", { client: client.client_id }),
+    check: () => (scope.value.trim() ? null : t("clients.newScope")),
+    body: () => ({ scope: scope.value.trim() }),
+  };
+  return changeForm(spec, client, ...rest);
 }
 
 function registerForm(members, messages, refresh, ctx) {
