@@ -1,6 +1,6 @@
 """The exchange's pull through the gateway, against a bare proxy and against the members themselves.
 
-    python bench/bench_exchange.py [--seconds N] [--rounds N] [--delay-ms N] [--json FILE]
+    python bench/bench_exchange.py [--seconds N] [--rounds N] [--delay-ms N] [--stagger-ms N] [--json FILE]
 
 Starts, each in its own process on a loopback port: ten simulated members (`rzcp member-sim`, the
 foundation's FHIR server on its own SQLite database, holding the Synthea patient's 13 Conditions), the
@@ -16,7 +16,8 @@ Measured with wrk, interleaved per round (medians over the rounds):
 - the median latency of a 10-member pull against the slowest member called directly (aim <= 1.2x), twice:
   with the ten CPU-bound simulated members (on two cores this measures their summed CPU), and with ten
   members that wait (one aiohttp process on ten ports, `--delay-ms`, serving the same Bundles as the
-  simulated members after `asyncio.sleep`): the fan-out itself;
+  simulated members after `asyncio.sleep`): the fan-out itself; and once more with those members
+  staggered (member i waits `--stagger-ms` times i longer, as real members differ), against the slowest;
 - the gateway's CPU per request of a 3-member pull against a 1-member pull, at 8 connections (aim < 2x),
   twice: with the CPU-bound simulated members, and with the waiting members (each answering for the
   patient asked, so the gateway's checks keep every entry), where the members' CPU does not compete with
@@ -54,6 +55,9 @@ DELAYED = "delayed"
 #: own (the waiting members answer for whichever patient is asked): the 3-vs-1 CPU ratio without CPU-bound
 #: members.
 WAITING = {"waiting1": 1, "waiting3": 3}
+#: The regional patient held by the ten waiting members under local ids `staggered-i`, for which waiting
+#: member i answers after `--delay-ms` plus i times `--stagger-ms`: members that differ, as real ones do.
+STAGGERED = "staggered"
 
 
 async def prepare(folder: Path, ports: list[int], delayed_ports: list[int]) -> dict[str, object]:
@@ -115,12 +119,12 @@ async def prepare(folder: Path, ports: list[int], delayed_ports: list[int]) -> d
             role="member",
             jwks={"keys": [key.as_dict(private=False)]},
         )
-        for group, count in [*GROUPS.items(), (DELAYED, MEMBERS), *WAITING.items()]:
+        for group, count in [*GROUPS.items(), (DELAYED, MEMBERS), *WAITING.items(), (STAGGERED, MEMBERS)]:
             bsn = derive_test_bsn(f"bench-{group}")
             for i in range(count):
                 if group == DELAYED:
                     ura, local = f"7100000{i}", locals_[("ten", i)]
-                elif group in WAITING:
+                elif group in WAITING or group == STAGGERED:
                     ura, local = f"7100000{i}", f"{group}-{i}"
                 else:
                     ura, local = f"7000000{i}", locals_[(group, i)]
@@ -158,19 +162,20 @@ def token(gateway: str, key: RSAKey) -> str:
     return response.json()["access_token"]
 
 
-def serve_delayed(delay_ms: int, ports: list[int], upstreams: list[str]) -> None:
+def serve_delayed(delay_ms: int, stagger_ms: int, ports: list[int], upstreams: list[str]) -> None:
     """Ten members that wait instead of computing: port i answers every GET of /fhir/Condition with the
-    Bundle member i gave for the "ten" patient (fetched once at start), after `delay_ms`, its patient
-    references turned into the patient asked for."""
+    Bundle member i gave for the "ten" patient (fetched once at start), after `delay_ms` (plus i times
+    `stagger_ms` for the staggered patient), its patient references turned into the patient asked for."""
     from aiohttp import web
 
     bodies = [httpx.get(url, timeout=30).content for url in upstreams]
     asked = [httpx.URL(url).params["patient"].encode() for url in upstreams]
 
-    def app(body: bytes, original: bytes) -> web.Application:
+    def app(index: int, body: bytes, original: bytes) -> web.Application:
         async def search(request: web.Request) -> web.Response:
-            await asyncio.sleep(delay_ms / 1000)
             patient = request.query.get("patient", "").encode()
+            stagger = stagger_ms * index if patient.startswith(f"Patient/{STAGGERED}-".encode()) else 0
+            await asyncio.sleep((delay_ms + stagger) / 1000)
             answer = body if patient in (b"", original) else body.replace(original, patient)
             return web.Response(body=answer, content_type="application/fhir+json")
 
@@ -183,8 +188,8 @@ def serve_delayed(delay_ms: int, ports: list[int], upstreams: list[str]) -> None
         return application
 
     async def run() -> None:
-        for port, body, original in zip(ports, bodies, asked, strict=True):
-            runner = web.AppRunner(app(body, original), access_log=None)
+        for index, (port, body, original) in enumerate(zip(ports, bodies, asked, strict=True)):
+            runner = web.AppRunner(app(index, body, original), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.Event().wait()
@@ -211,6 +216,9 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
         "delay_ms": args.delay_ms,
         "p50_gateway_10_waiting_ms": med("gateway 10 waiting c1", "p50_ms"),
         "p50_slowest_waiting_ms": slowest_waiting,
+        "stagger_ms": args.stagger_ms,
+        "p50_gateway_10_staggered_ms": med("gateway 10 staggered c1", "p50_ms"),
+        "p50_slowest_staggered_ms": med("slowest staggered direct c1", "p50_ms"),
         "cpu_1_member_us": med("gateway 1 member c8", "cpu_us"),
         "cpu_3_members_us": med("gateway 3 members c8", "cpu_us"),
         "cpu_1_waiting_us": med("gateway 1 waiting c8", "cpu_us"),
@@ -220,6 +228,9 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
     summary["added_latency_ms"] = summary["p50_gateway_c1_ms"] - summary["p50_member_c1_ms"]
     summary["fanout_ratio"] = summary["p50_gateway_10_members_ms"] / slowest
     summary["fanout_waiting_ratio"] = summary["p50_gateway_10_waiting_ms"] / slowest_waiting
+    summary["fanout_staggered_ratio"] = (
+        summary["p50_gateway_10_staggered_ms"] / summary["p50_slowest_staggered_ms"]
+    )
     summary["cpu_ratio"] = summary["cpu_3_members_us"] / summary["cpu_1_member_us"]
     summary["cpu_waiting_ratio"] = summary["cpu_3_waiting_us"] / summary["cpu_1_waiting_us"]
     s = summary
@@ -242,6 +253,12 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
         f"{s['fanout_waiting_ratio']:.2f}x (aim <= 1.2x)"
     )
     print(
+        f"10-member pull, staggered members ({args.delay_ms} to "
+        f"{args.delay_ms + (MEMBERS - 1) * args.stagger_ms} ms): "
+        f"p50 {s['p50_gateway_10_staggered_ms']:.2f} ms vs slowest {s['p50_slowest_staggered_ms']:.2f} ms: "
+        f"{s['fanout_staggered_ratio']:.2f}x (aim <= 1.2x)"
+    )
+    print(
         f"CPU per request: 3 members {s['cpu_3_members_us']:.0f} µs, 1 member {s['cpu_1_member_us']:.0f} µs: "
         f"{s['cpu_ratio']:.2f}x (aim < 2x)"
     )
@@ -260,12 +277,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--delay-ms", type=int, default=20, help="the waiting members' answer time")
+    parser.add_argument(
+        "--stagger-ms", type=int, default=2, help="staggered pull: waiting member i waits i times this longer"
+    )
     parser.add_argument("--serve-delayed", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_delayed:
-        delay, *rest = args.serve_delayed
+        delay, stagger, *rest = args.serve_delayed
         half = len(rest) // 2
-        serve_delayed(int(delay), [int(p) for p in rest[:half]], rest[half:])
+        serve_delayed(int(delay), int(stagger), [int(p) for p in rest[:half]], rest[half:])
         return 0
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -307,6 +327,7 @@ def main() -> int:
             __file__,
             "--serve-delayed",
             str(args.delay_ms),
+            str(args.stagger_ms),
             *map(str, delayed_ports),
             *copied,
         ]
@@ -346,8 +367,11 @@ def main() -> int:
         patients: dict[str, str] = facts["patients"]  # type: ignore[assignment]
         pull = {
             g: f"{gateway.base}/fhir/Condition?patient=Patient/{patients[g]}&_count=100"
-            for g in [*GROUPS, DELAYED, *WAITING]
+            for g in [*GROUPS, DELAYED, *WAITING, STAGGERED]
         }
+        slowest_staggered = (
+            f"http://127.0.0.1:{delayed_ports[-1]}/fhir/Condition?patient=Patient/{STAGGERED}-{MEMBERS - 1}"
+        )
         waiting_direct = [
             f"http://127.0.0.1:{port}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}"
             for i, port in enumerate(delayed_ports)
@@ -361,7 +385,7 @@ def main() -> int:
         assert check.get("total") == 13 * MEMBERS, check.get("total")  # the whole path, every member answered
         check = httpx.get(pull[DELAYED], headers=headers, timeout=30).json()
         assert check.get("total") == 13 * MEMBERS, check.get("total")  # the same Bundles from the waiting ten
-        for group, count in WAITING.items():
+        for group, count in [*WAITING.items(), (STAGGERED, MEMBERS)]:
             check = httpx.get(pull[group], headers=headers, timeout=30).json()
             assert check.get("total") == 13 * count, (group, check.get("total"))  # every entry kept
         for url in (pull["one"], proxied):
@@ -397,6 +421,8 @@ def main() -> int:
             measure("gateway 10 waiting c1", gateway, pull[DELAYED], 1)
             for i in range(MEMBERS):
                 measure(f"waiting {i} direct c1", waiting, waiting_direct[i], 1, with_auth=False)
+            measure("gateway 10 staggered c1", gateway, pull[STAGGERED], 1)
+            measure("slowest staggered direct c1", waiting, slowest_staggered, 1, with_auth=False)
             measure("gateway 1 member c8", gateway, pull["one"], 8)
             measure("gateway 3 members c8", gateway, pull["three"], 8)
             measure("gateway 1 waiting c8", gateway, pull["waiting1"], 8)

@@ -262,22 +262,27 @@ async def run_pull(
     (parameters left out) lead the outcome entry."""
     query, report, compiled, calls = plan.query, plan.report, plan.compiled, plan.calls
 
-    async def call(source: Source, res_type: str) -> tuple[SearchOutcome, float]:
+    async def call(source: Source, res_type: str, asked: Request) -> _Answer:
         started = time.perf_counter()
         adapter = exchange.adapters.for_member(source.member)
         outcome = await adapter.search(source.member, SearchQuery(res_type, source.local_id, query.params))
-        return outcome, (time.perf_counter() - started) * 1000
+        elapsed = (time.perf_counter() - started) * 1000
+        decisions = ResourceDecisions(compiled, exchange.policy, asked)
+        return _prepared(outcome, elapsed, source, res_type, decisions, base, query.patient_id)
 
-    results = await asyncio.gather(*(call(source, res_type) for source, _, res_type, _ in calls))
+    # Each answer is filtered and tagged in its own task as it arrives, while slower members are still
+    # awaited: only the merge below waits for the last one.
+    answers = await asyncio.gather(*(call(source, res_type, asked) for source, _, res_type, asked in calls))
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
     seen: set[str | bytes] = set()
     failures: dict[str, list[ProblemCode]] = {}
     answered: set[str] = set()
-    for (source, source_report, res_type, asked), (outcome, elapsed) in zip(calls, results, strict=True):
+    for (source, source_report, res_type, _), answer in zip(calls, answers, strict=True):
+        outcome = answer.outcome
         member = source.member
         source_report.called = True
-        source_report.elapsed_ms = max(source_report.elapsed_ms, elapsed)
+        source_report.elapsed_ms = max(source_report.elapsed_ms, answer.elapsed_ms)
         for problem in outcome.problems:
             if problem.code in _DROPPED:
                 source_report.dropped[problem.code.value] += 1
@@ -288,22 +293,16 @@ async def run_pull(
         if outcome.partial:
             failures.setdefault(member.ura, []).append(ProblemCode.TRUNCATED)
         kept = 0
-        decisions = ResourceDecisions(compiled, exchange.policy, asked)
-        permits = decisions.permits
-        for resource in outcome.resources:
-            if not permits(resource):
-                continue
-            tagged = _tag(resource, source, base, query.patient_id)
-            key = _fingerprint(tagged)
+        for url, tagged, key in answer.entries:
             if key in seen:
                 report.duplicates += 1
                 continue
             seen.add(key)
-            entries.append((f"{member.base_url}/{res_type}/{resource['id']}", tagged))
+            entries.append((url, tagged))
             kept += 1
         source_report.returned[res_type] = source_report.returned.get(res_type, 0) + kept
-        if decisions.unreadable:  # codes or security labels not in FHIR's shape: never decided on a guess
-            source_report.dropped["unreadable-codes"] += decisions.unreadable
+        if answer.unreadable:  # codes or security labels not in FHIR's shape: never decided on a guess
+            source_report.dropped["unreadable-codes"] += answer.unreadable
 
     issues: list[Issue] = list(warnings)
     for source_report in report.sources:
@@ -357,6 +356,37 @@ async def run_pull(
     if issues:
         bundle["entry"].append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     return bundle, report
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One member's answer for one type, filtered and tagged: (full URL, resource, de-duplication key) for
+    each entry the patient's consents permit, in the member's order."""
+
+    outcome: SearchOutcome
+    elapsed_ms: float
+    entries: list[tuple[str, dict[str, Any], str | bytes]]
+    unreadable: int
+
+
+def _prepared(
+    outcome: SearchOutcome,
+    elapsed_ms: float,
+    source: Source,
+    res_type: str,
+    decisions: ResourceDecisions,
+    base: str,
+    patient_id: str,
+) -> _Answer:
+    if outcome.failed:
+        return _Answer(outcome, elapsed_ms, [], 0)
+    base_url, permits = source.member.base_url, decisions.permits
+    entries: list[tuple[str, dict[str, Any], str | bytes]] = []
+    for resource in outcome.resources:
+        if permits(resource):
+            tagged = _tag(resource, source, base, patient_id)
+            entries.append((f"{base_url}/{res_type}/{resource['id']}", tagged, _fingerprint(tagged)))
+    return _Answer(outcome, elapsed_ms, entries, decisions.unreadable)
 
 
 _DROPPED = frozenset(
