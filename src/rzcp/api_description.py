@@ -16,6 +16,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from rzcp.exchange.params import pull_search_params
+from rzcp.fhir.search.definitions import SearchRegistry
+
 #: Operations that need no bearer token. The token endpoint authenticates the client in the request body
 #: (a private_key_jwt assertion), revocation names the public client the token was issued to;
 #: introspection takes a member system's own bearer token.
@@ -280,13 +283,21 @@ def _query(name: str, description: str) -> dict[str, Any]:
     }
 
 
-#: The result parameters every FHIR search and pull takes (its type's own search parameters too: those
-#: are listed per type in the CapabilityStatement, /fhir/metadata).
+#: The result parameters every FHIR search and pull takes. A pull lists its type's own search parameters
+#: too; a search of the gateway's own store takes its type's (listed per type in the CapabilityStatement,
+#: /fhir/metadata).
 RESULT_PARAMETERS = [
     _query("_count", "entries per page"),
     _query("_sort", "comma-separated search parameters, - for descending"),
     _query("_elements", "comma-separated elements to keep in each entry"),
     _query("_summary", "true, text, data, count (a search of the store), or false"),
+]
+STORE_PARAMETERS = [
+    _query("_id", "resource ids, comma-separated"),
+    _query("_lastUpdated", "a date with an optional prefix (ge2026-01-01)"),
+    _query("_include", "Type:reference-parameter, the referenced resources too"),
+    _query("_revinclude", "Type:reference-parameter, the resources that refer to these too"),
+    _query("_total", "none, estimate or accurate"),
 ]
 PULL_PARAMETERS = [
     _query("patient", "the regional Patient/<id>"),
@@ -294,6 +305,15 @@ PULL_PARAMETERS = [
     _query("patient.identifier", "http://fhir.nl/fhir/NamingSystem/bsn|<BSN>"),
     *RESULT_PARAMETERS,
 ]
+
+
+def _type_parameters(resource_type: str) -> list[dict[str, Any]]:
+    """The type's own R4 search parameters, which a pull checks and sends on to the members."""
+    return [
+        _query(code, f"R4 {kind} search parameter, sent on to the members" + (f": {url}" if url else ""))
+        for code, kind, url in pull_search_params(resource_type, SearchRegistry.default())
+    ]
+
 
 #: The request context headers of the contract (rzcp.auth.context checks them).
 CONTEXT_HEADERS: list[dict[str, Any]] = [
@@ -381,10 +401,10 @@ def describe_access(document: dict[str, Any]) -> dict[str, Any]:
             if path == "/fhir/Patient/{id}/$everything":
                 kept = [q for q in RESULT_PARAMETERS if q["name"] != "_sort"]
                 parameters = [*parameters, *kept, _query("_type", "comma-separated types to include")]
-            elif method == "get" and _pulled_type(operation) is not None:
-                parameters = [*parameters, *PULL_PARAMETERS]
+            elif method == "get" and (pulled := _pulled_type(operation)) is not None:
+                parameters = [*parameters, *PULL_PARAMETERS, *_type_parameters(pulled)]
             elif method == "get" and path == "/fhir/{type}":
-                parameters = [*parameters, *RESULT_PARAMETERS]
+                parameters = [*parameters, *RESULT_PARAMETERS, *STORE_PARAMETERS]
             if operation["security"] and path.startswith("/fhir/"):
                 named = {p["name"].lower() for p in parameters if p.get("in") == "header"}
                 parameters = [*parameters, *(h for h in CONTEXT_HEADERS if h["name"].lower() not in named)]

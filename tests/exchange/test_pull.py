@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -71,6 +72,9 @@ class World:
 
 
 SCRIPTED_DEADLINE = 2.0
+
+
+OPENAPI_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 @pytest.fixture(scope="module")
@@ -530,6 +534,37 @@ async def test_a_search_parameter_the_member_ignores_is_enforced(world: World) -
     ids = {r["id"] for r in entries(response.json())}
     assert "sc-a" in ids and "sc-b" not in ids
     assert "code=http" in world.scripted.hits[0].query  # it was asked, and ignored it
+
+
+async def test_the_search_parameters_a_pull_documents_are_the_ones_it_takes(world: World) -> None:
+    """An integrator finds `category` or `date` of a pulled type in the CapabilityStatement and the OpenAPI
+    document, and a strict pull with it is sent on to the members, not refused as unknown."""
+    statement = (await world.pharmacy.get("/fhir/metadata")).json()
+    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    listed = {p["name"]: p for p in observation["searchParam"]}
+    assert {"patient", "patient.identifier", "category", "code", "date", "status"} <= set(listed)
+    assert listed["date"]["type"] == "date" and listed["date"]["definition"].startswith("http://hl7.org/")
+    assert not {"_include", "_revinclude", "_count", "_sort"} & set(listed)  # the gateway's, or refused
+    document = orjson.loads(OPENAPI_FILE.read_bytes())  # the app's own (tests/api/test_operations.py)
+    in_openapi = {p["name"] for p in document["paths"]["/fhir/Observation"]["get"]["parameters"]}
+    assert set(listed) <= in_openapi
+
+    values = {
+        "category": "laboratory",
+        "code": "http://loinc.org|2708-6",
+        "date": "ge2024-01-01",
+        "status": "final",
+    }
+    world.scripted.handler = answer(searchset())
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        for name, value in values.items():
+            response = await world.pharmacy.get(
+                "/fhir/Observation",
+                params={"patient": world.patient, name: value},
+                headers={"Prefer": "handling=strict"},
+            )
+            assert response.status_code == 200, (name, response.text)
+            assert f"{name}=" in world.scripted.hits[-1].query
 
 
 async def test_a_malformed_search_value_is_the_requesters_400_and_no_member_is_asked(world: World) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from rzcp.exchange.params import pull_search_params
 from rzcp.exchange.service import covered_types
 
 _PATIENT_PARAMS = [
@@ -84,7 +85,13 @@ def _added(statement: dict[str, Any], policy: Any, registry: Any, served: frozen
                 "merged answer, which always carries its exact total; _include, _revinclude and "
                 "_summary=count are not supported.",
                 "interaction": [{"code": "search-type"}],
-                "searchParam": _PATIENT_PARAMS,
+                "searchParam": [
+                    *_PATIENT_PARAMS,
+                    *(
+                        {"name": code, "type": kind, **({"definition": url} if url else {})}
+                        for code, kind, url in pull_search_params(res_type, registry)
+                    ),
+                ],
             }
         )
     rest["resource"].sort(key=lambda r: r["type"])

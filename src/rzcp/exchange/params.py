@@ -36,6 +36,18 @@ _NOT_ON_A_PULL = frozenset({"_include", "_revinclude", "_contained", "_contained
 _EVERYTHING_PARAMS = frozenset({"_type", "_count", "_page", "_format", "_pretty", "_elements", "_summary"})
 
 
+def pull_search_params(res_type: str, registry: SearchRegistry) -> list[tuple[str, str, str]]:
+    """(code, type, definition URL) of the search parameters R4 defines for `res_type` that a pull sends
+    on to the members, besides the patient's: what the CapabilityStatement and the OpenAPI document list,
+    so that an integrator can find `category`, `code` or `date` without reading this module."""
+    own = {"patient", "subject"}
+    return sorted(
+        (p.code, p.type, p.url)
+        for p in registry.params_for(res_type).values()
+        if p.code not in own and p.code not in _NOT_ON_A_PULL and p.code not in GATEWAY_PARAMS
+    )
+
+
 @dataclass(frozen=True)
 class CheckedParams:
     """The parameters sent to every member, the gateway's own sort of the merged answer, and the warnings
