@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
+from sqlalchemy import text
 
 from rzcp.auth import registry
 from tests.conftest import BASE, FHIR, PRACTITIONER, fetch_token, gateway_client, new_key, register_system
@@ -221,6 +222,32 @@ async def test_request_context_headers(app: Any) -> None:
             },
         )
         assert_outcome(glass, 403, "forbidden")  # break-the-glass is off unless the region enables it
+
+
+async def test_a_request_refused_for_its_context_is_recorded_as_the_callers(app: Any) -> None:
+    """The token was good; the purpose or the practitioner was not. The trail names the system and its
+    member all the same (NEN 7513: who tried), not an unauthenticated caller."""
+    system = await register_system(app, scope="system/Patient.rs")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, system, "system/Patient.rs")
+    refusals = [
+        {"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "SHOPPING"},
+        {"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "HMARKT"},
+        {"X-Acting-Practitioner": "no-bar"},
+    ]
+    async with gateway_client(app, Authorization=f"Bearer {token}") as http:
+        for headers in refusals:
+            assert (await http.get(NAMED, headers=headers)).status_code in (400, 403)
+    async with app.state.runtime.db.read() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT client_id, member_ura, outcome FROM audit_events WHERE client_id = :c"),
+                {"c": system.client_id},
+            )
+        ).all()
+    assert len(rows) == len(refusals) + 1  # the token's grant, and each refusal
+    assert {row.member_ura for row in rows} == {system.member_ura}
+    assert sum(row.outcome != "0" for row in rows) >= len(refusals)
 
 
 async def test_auditor_role_reads_the_audit_trail_only(app: Any) -> None:

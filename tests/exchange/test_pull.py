@@ -265,10 +265,15 @@ async def test_search_by_the_patients_bsn_and_paging(world: World) -> None:
     assert response.status_code == 200
     ids = [r["id"] for r in entries(page)]
     assert len(ids) == 10
+    page_sizes = [len(ids)]
     while nxt := next((link["url"] for link in page["link"] if link["relation"] == "next"), None):
         page = (await world.pharmacy.get(nxt.replace("http://gateway.test", ""))).json()
         ids += [r["id"] for r in entries(page)]
+        page_sizes.append(len(entries(page)))
     assert len(ids) == len(set(ids)) and set(ids) == expected(world, "Condition")
+    # each page's record counts what that page carried (found by a trial: every page said the whole)
+    paged = [_returned(r.content) for r in await _audit_rows(world, after=start)]
+    assert paged == page_sizes and len(page_sizes) > 1
     # _count=0: the total alone, as the store answers it (found by an integrator: it gave one entry and a
     # next link that led back to the same page)
     counted = await world.pharmacy.get("/fhir/Condition", params={"patient.identifier": bsn, "_count": "0"})
@@ -304,6 +309,43 @@ async def test_no_bsn_in_the_record_however_it_was_asked(world: World, url: str)
     assert row.patient in (None, f"Patient/{world.patient}")
 
 
+def _returned(content: str) -> int:
+    """The number of resources an AuditEvent says went out (its `returned` entities' counts)."""
+    entities = orjson.loads(content).get("entity", ())
+    return sum(
+        int(d["valueString"])
+        for e in entities
+        if e.get("description") == "returned"
+        for d in e.get("detail", ())
+        if d.get("type") == "count"
+    )
+
+
+async def test_the_regional_patient_found_by_bsn_is_recorded_as_sent(world: World) -> None:
+    """The patient's access log must not say "nothing was shared" when their details went out."""
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    bsn = f"http://fhir.nl/fhir/NamingSystem/bsn|{world.bsn}"
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        found = await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn})
+    assert found.status_code == 200 and found.json()["total"] == 1
+    rows = [r for r in await _audit_rows(world, after=start) if r.patient == f"Patient/{world.patient}"]
+    assert [_returned(r.content) for r in rows if "NamingSystem/bsn" in _queries(r.content)] == [1]
+
+
+async def test_a_pull_refused_before_it_ran_is_recorded_as_a_search_by_its_caller(world: World) -> None:
+    """A refused purpose stops a pull before any member is asked; the record still says a search of the
+    type by that member's system (it said "read", by someone unauthenticated)."""
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    refused = await world.pharmacy.get(
+        "/fhir/Condition", params={"patient": world.patient}, headers={"X-Purpose-Of-Use": "SHOPPING"}
+    )
+    assert refused.status_code == 400, refused.text
+    (row,) = await _audit_rows(world, after=start)
+    event = orjson.loads(row.content)
+    assert event["subtype"][0]["code"] == "search-type" and event["outcome"] != "0"
+    assert "unauthenticated" not in row.content
+
+
 def _queries(content: str) -> str:
     """The recorded queries of an AuditEvent (base64 in entity.query), decoded and unquoted."""
     entities = orjson.loads(content).get("entity", ())
@@ -313,6 +355,7 @@ def _queries(content: str) -> str:
 async def test_unknown_patient_is_an_empty_bundle(world: World) -> None:
     response = await world.pharmacy.get("/fhir/Condition", params={"patient": "no-such-patient"})
     assert response.status_code == 200 and response.json()["total"] == 0
+    assert "entry" not in response.json()  # FHIR JSON has no empty arrays
     response = await world.pharmacy.get("/fhir/Condition")
     assert response.status_code == 400
 

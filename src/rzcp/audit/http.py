@@ -105,10 +105,16 @@ _INTERACTION = {
 }
 
 
+#: The exchange's own routes for one type: its pulls.
+_TYPE_ROUTE = re.compile(r"/fhir/[A-Z][A-Za-z]+")
+
+
 def _interaction(method: str, route: str | None, path: str) -> tuple[str, str | None]:
     """(restful interaction, operation name) of the request."""
     if route is not None and (method, route) in _INTERACTION:
         return _INTERACTION[(method, route)], None
+    if method == "GET" and route is not None and _TYPE_ROUTE.fullmatch(route):
+        return "search-type", None  # a pull (`GET /fhir/Condition`), also when refused before it ran
     if "$" in path:
         name, _, rest = path.rsplit("$", 1)[1].partition("/")
         if not _OPERATION_NAME.fullmatch(name):

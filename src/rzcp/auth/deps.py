@@ -58,6 +58,9 @@ async def current_principal(request: Request) -> Principal:
             principal = Principal.from_claims(claims)
         except (KeyError, ValueError):
             raise InvalidToken("the token does not name its holder") from None
+    # Recorded before the context headers are checked: a request refused for its purpose or practitioner
+    # is still the authenticated system's, and the audit record must name it (NEN 7513).
+    request.state.principal = principal
     context = parse_context(
         request.headers,
         allowed=policy.purposes,

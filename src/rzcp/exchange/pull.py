@@ -121,7 +121,7 @@ class SourceReport:
     decisions: list[TypeDecision] = field(default_factory=list)
     called: bool = False
     outcome: Outcome = "not-called"
-    #: Entries passed on to the requester, per resource type.
+    #: Entries of this page passed on to the requester, per resource type.
     returned: dict[str, int] = field(default_factory=dict)
     #: Entries dropped, per reason: the adapter's (another patient, wrong type, not matching, broken) and
     #: the gateway's own (codes or labels that cannot be read). Counts only: the audit record names them.
@@ -278,7 +278,7 @@ async def run_pull(
     seen: set[str | bytes] = set()
     failures: dict[str, list[ProblemCode]] = {}
     answered: set[str] = set()
-    for (source, source_report, res_type, _), answer in zip(calls, answers, strict=True):
+    for (source, source_report, _, _), answer in zip(calls, answers, strict=True):
         outcome = answer.outcome
         member = source.member
         source_report.called = True
@@ -292,15 +292,12 @@ async def run_pull(
         answered.add(member.ura)
         if outcome.partial:
             failures.setdefault(member.ura, []).append(ProblemCode.TRUNCATED)
-        kept = 0
         for url, tagged, key in answer.entries:
             if key in seen:
                 report.duplicates += 1
                 continue
             seen.add(key)
             entries.append((url, tagged))
-            kept += 1
-        source_report.returned[res_type] = source_report.returned.get(res_type, 0) + kept
         if answer.unreadable:  # codes or security labels not in FHIR's shape: never decided on a guess
             source_report.dropped["unreadable-codes"] += answer.unreadable
 
@@ -342,19 +339,24 @@ async def run_pull(
     report.total = len(entries)
     page = entries[query.offset : query.offset + query.count]
     report.page_entries = len(page)
-    for _, resource in leading[query.offset : query.offset + query.count]:
-        report.own[resource["resourceType"]] = report.own.get(resource["resourceType"], 0) + 1
+    by_ura = {s.member_ura: s for s in report.sources}
+    for _, resource in page:  # the audit records what this page carried, not the whole result
+        res_type = resource["resourceType"]
+        counts = by_ura[ura].returned if (ura := _source_of(resource)) in by_ura else report.own
+        counts[res_type] = counts.get(res_type, 0) + 1
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": report.total,
         "link": [{"relation": "self", "url": self_url}],
-        "entry": [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in page],
     }
+    found = [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in page]
     if next_url is not None and query.count and query.offset + query.count < report.total:
         bundle["link"].append({"relation": "next", "url": next_url})
     if issues:
-        bundle["entry"].append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+        found.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+    if found:  # FHIR JSON has no empty arrays
+        bundle["entry"] = found
     return bundle, report
 
 
@@ -408,6 +410,15 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
     meta["security"] = security
     out["meta"] = meta
     return out
+
+
+def _source_of(resource: Mapping[str, Any]) -> str | None:
+    """The URA of the member a tagged resource came from (None for the gateway's own)."""
+    meta = resource.get("meta")
+    for coding in reversed(meta.get("security") or []) if isinstance(meta, dict) else ():
+        if isinstance(coding, dict) and coding.get("system") == SOURCE_SYSTEM:  # `_tag` put it last
+            return coding.get("code")
+    return None
 
 
 def _rewrite(resource: Mapping[str, Any], local: str, regional: str) -> dict[str, Any]:

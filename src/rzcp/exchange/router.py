@@ -418,12 +418,15 @@ async def regional_patient_search(
         entries.append(
             {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
         )
-        audit_note(request).about(patient)
-    bundle = {
+        note = audit_note(request)
+        note.about(patient)
+        note.sent("Patient", 1)  # the patient's access log says what went out: their personal details
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(entries),
         "link": [{"relation": "self", "url": str(request.url)}],
-        "entry": entries,
     }
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
     return render(request, bundle)
