@@ -48,6 +48,14 @@ _PURPOSE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: A search that can match nothing (a BSN no member announced).
 NOTHING = "Patient/-"
+#: The filters `criteria` reads (docs/admin-api.md), and with them what the search (a page size and the
+#: previous answer's `next`) and the export (its format) take besides: any other name is refused
+#: (rzcp.admin.params), since a filter left unread would widen the selection to the whole trail.
+FILTERS = frozenset(
+    {"bsn", "patient", "practitioner", "member", "since", "until", "purpose", "outcome", "emergency"}
+)
+SEARCH_PARAMS = FILTERS | {"count", "page"}
+EXPORT_PARAMS = FILTERS | {"format"}
 
 
 def moment(value: str, name: str, *, end: bool = False) -> datetime:
@@ -64,7 +72,8 @@ def moment(value: str, name: str, *, end: bool = False) -> datetime:
 
 
 async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str, str]) -> dict[str, Any]:
-    """search_events' criteria from the console's query parameters; a bad value is a 400."""
+    """search_events' criteria from the console's query parameters (FILTERS; the caller has refused any
+    other name); a bad value is a 400."""
     found: dict[str, Any] = {}
     if bsn := params.get("bsn"):
         if not is_valid_bsn(bsn):

@@ -15,6 +15,7 @@ from rzcp.admin import audit_views, members, stats, verify_runs
 from rzcp.admin.access import Admin, Auditor, LoggedIn
 from rzcp.admin.console_audit import SECRET_PARAMS, ConsoleRoute, console_params
 from rzcp.admin.health import UNKNOWN, member_health, outbox_backlog
+from rzcp.admin.params import known_only
 from rzcp.admin.rollup import catch_up
 from rzcp.audit import signer_from_settings
 from rzcp.audit.search import LOCAL
@@ -213,6 +214,7 @@ async def _body_params(request: Request) -> dict[str, str]:
 
 
 async def _search(request: Request, params: Mapping[str, str]) -> dict[str, Any]:
+    known_only(params, audit_views.SEARCH_PARAMS, "the audit search")
     found = await _criteria(request, params)
     count = audit_views.page_size(params.get("count"))
     return await audit_views.search(_runtime(request).db, found, count=count, page=params.get("page"))
@@ -236,6 +238,7 @@ async def read_event(request: Request, event_id: str, _: Auditor) -> dict[str, A
 
 
 async def _export(request: Request, params: Mapping[str, str]) -> StreamingResponse:
+    known_only(params, audit_views.EXPORT_PARAMS, "the audit export")
     fmt = params.get("format", "ndjson")
     if fmt not in ("ndjson", "csv"):
         raise BadRequest("format is ndjson or csv")
@@ -273,6 +276,8 @@ async def run_verify(request: Request, principal: Auditor) -> dict[str, Any]:
 
 @router.get("/audit/stats", name="audit.stats")
 async def exchange_stats(request: Request, _: Auditor) -> JSONResponse:
+    params = request.query_params
+    known_only(params, stats.PARAMS, "the audit stats")
     today = datetime.now(UTC).astimezone(LOCAL).date()
-    days = stats.period(request.query_params.get("since"), request.query_params.get("until"), today=today)
+    days = stats.period(params.get("since"), params.get("until"), today=today)
     return JSONResponse(await stats.exchange_stats(_runtime(request).db, days))

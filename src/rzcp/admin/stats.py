@@ -18,6 +18,9 @@ from rzcp.store.db import Database
 DEFAULT_DAYS = 30
 MAX_DAYS = 2 * 366
 _METRICS = ("kind:pull", "kind:push", "denied", "emergency", "source-failed")
+#: What `GET /audit/stats` takes: any other name is refused (rzcp.admin.params) rather than charting a
+#: period the caller did not ask for.
+PARAMS = frozenset({"since", "until"})
 
 
 def period(since: str | None, until: str | None, *, today: date) -> list[date]:
