@@ -237,6 +237,13 @@ async def test_an_evaluate_question_about_nobody_is_refused_not_answered_deny(
                 {"requesterCategory": HOSPITAL_CATEGORY, "source": "99999999", "resourceType": "Condition"},
                 "source",
             ),
+            # terms the region does not know (a user's trial: resourceType Foo was answered deny)
+            ({"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "Foo"}, "Foo"),
+            ({"requesterCategory": "bakkers", "resourceType": "Condition"}, "bakkers"),
+            (
+                {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "Condition", "purpose": "SHOP"},
+                "SHOP",
+            ),
         ):
             answer = await patient.post(
                 "/fhir/Consent/$evaluate", json=evaluate_body(**values), headers={"Content-Type": FHIR}

@@ -93,6 +93,29 @@ def _one(values: dict[str, list[str]], name: str, *, required: bool = True) -> s
     return given[0] if given else None
 
 
+def _known_terms(values: dict[str, list[str]], runtime: Any) -> None:
+    """A question in terms the region does not know is a mistake to hear about, not a "deny": a
+    resourceType `Foo` was answered deny as if the patient had refused it (a user's trial)."""
+    policy = runtime.policy
+    resource_type = _one(values, "resourceType")
+    if resource_type not in runtime.registry.resource_types():
+        raise BadRequest(f"resourceType {str(resource_type)[:64]!r} is not an R4 resource type", code="value")
+    for name in ("requesterCategory", "sourceCategory"):
+        category = _one(values, name, required=False)
+        if category is not None and not policy.knows_category(category):
+            raise BadRequest(
+                f"{name} {category[:64]!r} is not one of the region's organisation categories "
+                "(GET /consent/policy)",
+                code="value",
+            )
+    purpose = _one(values, "purpose", required=False)
+    if purpose is not None and purpose not in policy.purposes:
+        raise BadRequest(
+            f"purpose {purpose[:64]!r} is not one the region allows: " + ", ".join(sorted(policy.purposes)),
+            code="value",
+        )
+
+
 @router.post("/fhir/Consent/$evaluate", responses={200: {"content": {"application/fhir+json": {}}}})
 async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Parameters in: patient, requester (URA) and/or requesterCategory, source (URA) and/or
@@ -129,6 +152,7 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
                 raise BadRequest(f"{name} {ura[:64]!r} is not the URA of a registered member", code="value")
         if requester is None and _one(values, "requesterCategory", required=False) is None:
             raise BadRequest("name the requester (a member's URA) or a requesterCategory", code="required")
+        _known_terms(values, runtime)
         moment_text = _one(values, "moment", required=False)
         try:
             moment = (
