@@ -276,6 +276,13 @@ async def test_invalid_fhir_names_the_element(client: httpx.AsyncClient) -> None
     body = await assert_outcome(response, 422, "structure")
     assert "birthDate" in body["issue"][0]["diagnostics"]
     assert "04-03-1970" not in response.text
+    # a string where R4 has an object: the models' own words were "Invalid JSON", of a valid body
+    response = await client.post("/fhir/Patient", json=patient(maritalStatus="married"), headers=HEADERS)
+    body = await assert_outcome(response, 422, "structure")
+    assert body["issue"][0]["diagnostics"].startswith(
+        "Patient.maritalStatus: a string where FHIR has an object"
+    )
+    assert "JSON" not in response.text
 
 
 async def test_unknown_element_is_refused(client: httpx.AsyncClient) -> None:

@@ -222,6 +222,17 @@ async def test_request_context_headers(app: Any) -> None:
             },
         )
         assert_outcome(glass, 403, "forbidden")  # break-the-glass is off unless the region enables it
+        # two practitioners (or purposes): which one acted? Refused, not the first taken
+        for name, values in (
+            ("X-Acting-Practitioner", (PRACTITIONER, "http://fhir.nl/fhir/NamingSystem/big|19012345601")),
+            ("X-Purpose-Of-Use", ("TREAT", "TREAT")),
+        ):
+            twice = [(name, value) for value in values]
+            if name != "X-Acting-Practitioner":
+                twice.append(("X-Acting-Practitioner", PRACTITIONER))
+            refused = await http.get(NAMED, headers=twice)
+            assert_outcome(refused, 400, "value")
+            assert "more than once" in refused.json()["issue"][0]["diagnostics"]
 
 
 async def test_a_request_refused_for_its_context_is_recorded_as_the_callers(app: Any) -> None:

@@ -251,7 +251,7 @@ async def _audit_rows(world: World, after: int = 0) -> list[Any]:
     database = Database(world.region.settings.database_url)
     try:
         async with database.read() as conn:
-            query = text("SELECT seq, patient, content FROM audit_events WHERE seq > :after")
+            query = text("SELECT seq, patient, content FROM audit_events WHERE seq > :after ORDER BY seq")
             return list((await conn.execute(query, {"after": after})).all())
     finally:
         await database.dispose()
@@ -608,6 +608,21 @@ async def test_the_search_parameters_a_pull_documents_are_the_ones_it_takes(worl
             )
             assert response.status_code == 200, (name, response.text)
             assert f"{name}=" in world.scripted.hits[-1].query
+
+
+async def test_a_pulled_type_answers_every_other_interaction_with_the_way_to_pull_it(world: World) -> None:
+    """POST _search, a read by id or a write of a pulled type said "does not serve resource type", and a
+    user took the type for unsupported: it is a 405 naming the pull."""
+    for method, path in (
+        ("POST", "/fhir/Condition/_search"),
+        ("GET", "/fhir/Condition/some-id"),
+        ("GET", "/fhir/Condition/_history"),
+    ):
+        response = await world.pharmacy.request(method, path, data={"patient": world.patient})
+        assert response.status_code == 405, (method, path, response.text)
+        assert "GET /fhir/Condition?patient=" in response.json()["issue"][0]["diagnostics"]
+    unknown = await world.pharmacy.post("/fhir/NoSuchType/_search", data={"patient": world.patient})
+    assert unknown.status_code == 404
 
 
 async def test_a_malformed_search_value_is_the_requesters_400_and_no_member_is_asked(world: World) -> None:

@@ -35,10 +35,15 @@ PRACTITIONER_REGISTERS = {
 }
 
 
+#: The request context headers of the contract.
+CONTEXT_HEADERS = ("X-Purpose-Of-Use", "X-Acting-Practitioner", "X-Break-Glass-Reason")
+
+
 def parse_context(
     headers: Mapping[str, str], *, allowed: Set[str], break_glass_enabled: bool, default: str = "TREAT"
 ) -> RequestContext:
     """The context the headers give, refusing malformed values and purposes the region does not allow."""
+    _each_once(headers)
     purpose = (headers.get("x-purpose-of-use") or default).strip()
     if purpose not in KNOWN_PURPOSES:
         raise BadRequest(f"X-Purpose-Of-Use {purpose!r} is not a v3 PurposeOfUse code", code="value")
@@ -59,6 +64,17 @@ def parse_context(
     if raw is not None:
         practitioner = _practitioner(parse_identifier(raw, "X-Acting-Practitioner"))
     return RequestContext(purpose, practitioner, reason)
+
+
+def _each_once(headers: Mapping[str, str]) -> None:
+    """A header given twice is refused: the gateway would act on one (the first) while a proxy, a log or
+    the member's own system might read the other, and the audit trail must name who really acted."""
+    getlist = getattr(headers, "getlist", None)  # Starlette's Headers; a plain mapping holds one each
+    if getlist is None:
+        return
+    for name in CONTEXT_HEADERS:
+        if len(getlist(name)) > 1:
+            raise BadRequest(f"{name} is given more than once", code="value")
 
 
 def _practitioner(identifier: Identifier) -> Identifier:

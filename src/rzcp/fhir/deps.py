@@ -22,7 +22,7 @@ from rzcp.auth.access import Access, authorize_interaction, authorize_rest_write
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
 from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead, still_live
-from rzcp.errors import BadRequest, NotFound
+from rzcp.errors import BadRequest, MethodNotAllowed, NotFound
 from rzcp.fhir.wire import check_accept
 from rzcp.runtime import Runtime
 from rzcp.store.resources import READ_STATEMENT, ResourceStore, Version
@@ -68,6 +68,14 @@ IdPath = Annotated[str, Path(alias="id", max_length=64)]
 def check_type(request: Request, runtime: Runtime, res_type: str) -> None:
     check_accept(request)
     if not runtime.serves(res_type):
+        exchange = getattr(request.app.state, "exchange", None)
+        if exchange is not None and res_type in exchange.pull_types:
+            # the members' data is not kept here: the one way to it is the pull (a user's trial read a
+            # 404 "does not serve Condition" for POST _search and thought the type unsupported)
+            raise MethodNotAllowed(
+                f"{res_type} is pulled from the members, never stored at the gateway: "
+                f"GET /fhir/{res_type}?patient=Patient/<id> is the only interaction with it"
+            )
         raise NotFound(f"this server does not serve resource type {res_type!r}", code="not-supported")
 
 

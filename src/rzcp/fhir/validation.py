@@ -85,6 +85,8 @@ def _invalid(exc: ValidationError, res_type: str) -> InvalidResource:
     for err in exc.errors()[:_MAX_ISSUES]:
         path = ".".join(str(p) for p in (res_type, *err.get("loc", ())))
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":  # the models try a string given for an object as JSON text
+            message = "a string where FHIR has an object (a complex type such as a CodeableConcept)"
         issues.append(Issue("error", "structure", f"{path}: {message}", (path,)))
     first, rest = issues[0], issues[1:]
     return InvalidResource(
