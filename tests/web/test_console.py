@@ -240,6 +240,26 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     await expect(page.get_by_role("alert")).not_to_contain_text("resourceType")
 
 
+async def test_the_endpoint_hint_says_what_the_form_accepts(page: Page) -> None:
+    """https is what production uses, but the gateway (and `rzcp members add`) take an http endpoint as well,
+    as a test set-up on loopback has: the hint says so, and such an endpoint is registered."""
+    await open_console(page, "admin")
+    await page.get_by_role("link", name="Members").click()
+    endpoint = page.get_by_label("FHIR endpoint")
+    await expect(endpoint).to_have_accessible_description(re.compile("https in production; http is accepted"))
+    ura = f"{uuid.uuid4().int % 10**8:08d}"
+    await page.get_by_label("URA").fill(ura)
+    await page.get_by_label("Name").fill(f"Testpraktijk {ura}")
+    await page.get_by_label("Category").select_option(index=1)
+    await endpoint.fill("http://127.0.0.1:9/fhir")
+    await page.get_by_role("button", name="Register member").click()
+    await expect(page.get_by_text(f"Testpraktijk {ura} ({ura}) is registered.")).to_be_visible()
+    await page.get_by_role("button", name="Nederlands").click()
+    await expect(page.get_by_label("FHIR-adres")).to_have_accessible_description(
+        re.compile("https in productie; http wordt ook geaccepteerd")
+    )
+
+
 async def test_a_login_error_in_a_link_shows_no_text_from_the_link(page: Page) -> None:
     """Anyone can send a link to the console with an error description of their choosing: without this tab's
     own pending login (the state), it only says that logging in did not work."""

@@ -1,6 +1,7 @@
 """The Quick start's first command, end to end: `rzcp demo` starts the gateway and its member organisations,
-makes a few exchanges, and prints where the web apps are. In a real browser, the console's charts show
-those exchanges and the demo patient's access log shows who looked; Ctrl-C stops every process it started."""
+makes a few exchanges, and prints where the web apps are and commands to try. In a real browser, the
+console's charts show those exchanges and the demo patient's access log shows who looked; the printed
+commands do what they say when bash runs them; Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import pytest
@@ -59,14 +60,17 @@ def _answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`rzcp demo` as a user runs it, and its printout parsed; killed at the end if a test did not stop it."""
-    folder = tmp_path_factory.mktemp("demo")
-    port = _free_block(MEMBERS + 1)
-    log = (folder / "demo.log").open("wb")
+def _launch(
+    port: int, log: BinaryIO, *, interrupts_ignored: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`rzcp demo` on `port` in its own temporary folder, its stderr to `log`, and what it printed once its
+    region is up. With `interrupts_ignored` it starts as a shell script's background job does: with SIGINT
+    ignored."""
+    command = [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)]
+    if interrupts_ignored:
+        command = ["bash", "-c", 'trap "" INT; exec "$@"', "demo", *command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)],  # its own temporary folder
+        command,
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,  # its own process group, as in a terminal: Ctrl-C reaches every process
@@ -80,12 +84,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     deadline = time.monotonic() + 240
     while not any("console" in line and "/admin/" in line for line in printed):
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("rzcp demo did not come up:\n" + (folder / "demo.log").read_text()[-3000:])
+            os.killpg(process.pid, signal.SIGKILL)
+            log.flush()
+            raise AssertionError("rzcp demo did not come up:\n" + Path(log.name).read_text()[-3000:])
         time.sleep(0.2)
-    text = "".join(printed)
+    return process, "".join(printed)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`rzcp demo` as a user runs it, and its printout parsed; killed at the end if a test did not stop it."""
+    folder = tmp_path_factory.mktemp("demo")
+    port = _free_block(MEMBERS + 1)
+    log = (folder / "demo.log").open("wb")
+    process, text = _launch(port, log)
     facts: dict[str, Any] = {
         "process": process,
+        "printed": text,
         "port": str(port),
         "url": f"http://127.0.0.1:{port}",
         "bsn": re.search(r"with BSN (\d{9})", text).group(1),  # type: ignore[union-attr]
@@ -113,7 +128,8 @@ def _stop(demo: dict[str, Any]) -> None:
     os.killpg(process.pid, signal.SIGINT)
     process.wait(30)
     said = demo["log"].read_text()
-    assert "stopping" in said and "a process stopped" not in said, said[-2000:]
+    assert "stopping the gateway and the members it started" in said, said[-2000:]
+    assert "a process stopped" not in said, said[-2000:]
     port = int(demo["port"])
     deadline = time.monotonic() + 15
     while any(_answers(p) for p in range(port, port + MEMBERS + 1)):
@@ -121,6 +137,24 @@ def _stop(demo: dict[str, Any]) -> None:
         time.sleep(0.2)
     # Its folder held the clients' private keys: gone with the region.
     assert not demo["folder"].exists()
+
+
+def _commands(printed: str) -> list[str]:
+    """The printed lines a user pastes into bash: the exports and curls, with their continuation lines."""
+    lines: list[str] = []
+    continued = False
+    for line in printed.splitlines():
+        if continued or line.startswith(("export ", "curl ")):
+            lines.append(line)
+            continued = line.endswith("\\")
+    return lines
+
+
+def _as_bash_runs_them(commands: list[str]) -> list[str]:
+    """The arguments each printed curl gets when bash runs the lines (curl itself replaced by a printf)."""
+    script = "\n".join(["curl() { printf '%s\\n' \"$@\"; }", *commands])
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30)
+    return ran.stdout.splitlines()
 
 
 async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patient_app(
@@ -171,7 +205,53 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
     )
     assert pushed.status_code == 202, pushed.text
     assert "message accepted for delivery" in pushed.text
+
+    # ... and its Location followed as printed: bash must leave the `$` in `$process-message` alone, so
+    # every URL is in single quotes and only the printed variables are left for bash to expand
+    location = pushed.headers["Location"]
+    assert "/$process-message/" in location, location
+    commands = _commands(demo["printed"])
+    for line in commands:
+        expanded = set(re.findall(r"\$(\w+)", re.sub(r"'[^']*'", "", line)))
+        assert expanded <= {"TOKEN", "GP_TOKEN", "PHARMACY_TOKEN", "LOCATION"}, line
+    pasted = [line.replace("<the Location header above>", location) for line in commands]
+    arguments = _as_bash_runs_them(pasted)
+    assert f"{demo['url']}/fhir/$process-message" in arguments
+    everything = re.compile(re.escape(demo["url"]) + r"/fhir/Patient/[^/]+/\$everything\?_count=50")
+    assert any(everything.fullmatch(argument) for argument in arguments), arguments
+    assert f"Authorization: Bearer {demo['gp_token']}" in arguments  # the printed tokens are expanded
+    assert location in arguments, "the printed `export LOCATION=...` line changed the Location"
+    followed = httpx.get(
+        location,
+        headers={
+            "Authorization": f"Bearer {demo['gp_token']}",
+            "X-Purpose-Of-Use": "TREAT",
+            "X-Acting-Practitioner": demo["practitioner"],
+        },
+        timeout=30,
+    )
+    assert followed.status_code == 200, followed.text
+
+    # what it loaded, in words: one GGZ patient is "1 patient"
+    said = demo["log"].read_text()
+    assert re.search(r"^  GGZ De Oever: \d+ resources, 1 patient$", said, re.MULTILINE), said[:2000]
     _stop(demo)
+
+
+async def test_ctrl_c_stops_a_demo_started_with_interrupts_ignored(tmp_path: Path) -> None:
+    """Started as a script's background job (SIGINT ignored), Ctrl-C to its process group still stops the
+    demo and everything it started, and it says so, not that a process failed (its servers hear the
+    interrupt either way)."""
+    port = _free_block(MEMBERS + 1)
+    with (tmp_path / "demo.log").open("wb") as log:
+        process, text = _launch(port, log, interrupts_ignored=True)
+        try:
+            folder = Path(re.search(r"demo folder (\S+)", text).group(1))  # type: ignore[union-attr]
+            _stop({"process": process, "port": str(port), "log": tmp_path / "demo.log", "folder": folder})
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 async def test_ctrl_c_while_the_demo_prepares_leaves_no_folder_and_no_process() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -106,12 +107,20 @@ MEMBERS = [
 ]
 
 
+#: What the demo says when Ctrl-C (or a SIGTERM) stops it.
+STOPPING = "\nrzcp demo: stopping the gateway and the members it started"
+
 #: The demo's staff at the development identity provider (user name `admin`, `auditor` or `chief`).
 DEMO_PEOPLE = {"dev:admin": "admin", "dev:auditor": "auditor", "dev:chief": "admin,auditor"}
 
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _count(number: int, noun: str) -> str:
+    """The number with the noun, plural but for one: "1 patient", "2 patients"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 async def prepare(folder: Path, port: int) -> dict[str, Any]:
@@ -122,7 +131,8 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
         url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
         report = await load_member_data(url, member.files, id_prefix=member.prefix, types=member.types)
         member.patients = report.patients
-        _log(f"  {member.name}: {report.created} resources, {len(report.patients)} patients")
+        loaded = f"{_count(report.created, 'resource')}, {_count(len(report.patients), 'patient')}"
+        _log(f"  {member.name}: {loaded}")
     gp = MEMBERS[0]
     database = Database(f"sqlite+aiosqlite:///{folder / 'gateway.db'}")
     settings = Settings(database_url=database.url)
@@ -361,7 +371,11 @@ def run_demo(port: int, folder: Path | None) -> None:
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, stop)  # a terminated demo stops its children too
+    # Ctrl-C is heard here even when the demo was started with it ignored (a script's background job):
+    # its servers hear it regardless, and would otherwise stop as if they had failed
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     processes: list[subprocess.Popen[bytes]] = []
     try:  # from here on, an interrupt or an error stops what started and removes a temporary folder
         _log(f"rzcp demo: preparing the region in {folder}")
@@ -376,10 +390,11 @@ def run_demo(port: int, folder: Path | None) -> None:
             time.sleep(0.5)
         # Ctrl-C in a terminal reaches the children too, and one may stop before this process hears it
         interrupted = any(p.returncode in (-signal.SIGINT, 130) for p in processes)
-        _log("\nrzcp demo: stopping" if interrupted else "rzcp demo: a process stopped; stopping the others")
+        _log(STOPPING if interrupted else "rzcp demo: a process stopped; stopping the others")
     except KeyboardInterrupt:
-        _log("\nrzcp demo: stopping")
+        _log(STOPPING)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stopping short
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -392,6 +407,9 @@ def run_demo(port: int, folder: Path | None) -> None:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
             _log(f"rzcp demo: removed {folder}")
+        for number, handler in before.items():
+            if handler is not None:  # None: set outside Python, nothing to restore
+                signal.signal(number, handler)
 
 
 def _print_next(
@@ -411,6 +429,9 @@ def _print_next(
     pharmacy_headers = f'-H "Authorization: Bearer $PHARMACY_TOKEN" {context}'
     ggz = MEMBERS[3]
     ggz_local = next(local for local, bsn in (ggz.patients or {}).items() if bsn == facts["bsn"])
+    data = shlex.quote(str(message))
+    # URLs in single quotes: bash leaves their `$everything` and `$process-message` alone (in double
+    # quotes it would expand `$process`); only $TOKEN, $GP_TOKEN, $PHARMACY_TOKEN and $LOCATION are meant
     lines = [
         "",
         "The RZCP demo region is running. Ctrl-C stops every process.",
@@ -434,27 +455,28 @@ def _print_next(
         "",
         "# a permitted pull: the hospital asks the region for his conditions; each entry names its source",
         "# in meta.security; his psychiatric diagnosis (labelled PSY) at the GP practice is withheld",
-        f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100"',
+        f"curl -s {headers} '{base}/Condition?patient=Patient/{patient}&_count=100'",
         "",
         "# everything the region may show the hospital about him (GP and pharmacy data):",
-        f'curl -s {headers} "{base}/Patient/{patient}/\\$everything?_count=50"',
+        f"curl -s {headers} '{base}/Patient/{patient}/$everything?_count=50'",
         "",
         "# a shielded member: the GGZ clinic does hold conditions for him ...",
-        f'curl -s "{ggz.base}/Condition?patient=Patient/{ggz_local}"',
+        f"curl -s '{ggz.base}/Condition?patient=Patient/{ggz_local}'",
         "# ... but the region's answer has none of them and no trace that the clinic was there (expect 0)",
-        f'curl -s {headers} "{base}/Condition?patient=Patient/{patient}&_count=100" | grep -c {ggz.ura}',
+        f"curl -s {headers} '{base}/Condition?patient=Patient/{patient}&_count=100' | grep -c {ggz.ura}",
         "",
         "# the pharmacy sees his medication, but not his conditions (an empty Bundle, as for no data):",
-        f'curl -s {pharmacy_headers} "{base}/Condition?patient=Patient/{patient}"',
+        f"curl -s {pharmacy_headers} '{base}/Condition?patient=Patient/{patient}'",
         "",
-        "# a push: the GP sends a discharge letter to the hospital; then follow its Location header",
-        f'curl -si {gp_headers} -H "Content-Type: application/fhir+json" --data @{message} \\',
-        f'  "{base}/\\$process-message"',
-        'export LOCATION="<the Location header above>"',
+        "# a push: the GP sends a discharge letter to the hospital; then follow its Location header, pasted",
+        "# between the single quotes (it holds a $, which bash would expand between double quotes)",
+        f'curl -si {gp_headers} -H "Content-Type: application/fhir+json" --data @{data} \\',
+        f"  '{base}/$process-message'",
+        "export LOCATION='<the Location header above>'",
         f'curl -s {gp_headers} "$LOCATION"',
         "",
         "# the member directory",
-        f'curl -s {headers} "{base}/Organization"',
+        f"curl -s {headers} '{base}/Organization'",
         "",
         "The web apps (log in at the development identity provider; the demo made a few exchanges already):",
         f"  patient app   http://127.0.0.1:{port}/app/     log in as Mr. Bosco with BSN {facts['bsn']}",

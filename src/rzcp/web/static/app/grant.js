@@ -110,9 +110,11 @@ async function searchOrganisations() {
   byId("org-results").hidden = true;
   byId("org-none").hidden = true;
   if (!query) return;
+  // :contains matches any part of the name ("Rijnstad" finds "Ziekenhuis Rijnstad"); plain name= only its start
+  const params = new URLSearchParams({ "name:contains": query, active: "true", _count: "20" });
   let body;
   try {
-    ({ body } = await api(`/fhir/Organization?${new URLSearchParams({ name: query, active: "true", _count: "20" })}`));
+    ({ body } = await api(`/fhir/Organization?${params}`));
   } catch (error) {
     return ctx.fail(error);
   }
