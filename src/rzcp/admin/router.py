@@ -36,7 +36,7 @@ def _runtime(request: Request) -> Runtime:
 async def _body(request: Request) -> dict[str, Any]:
     body = await read_json_body(request, _runtime(request).settings.max_body_bytes)
     if not isinstance(body, dict):
-        raise BadRequest("the body is a JSON object")
+        raise BadRequest("the body must be a JSON object")
     return body
 
 

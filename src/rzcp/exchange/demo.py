@@ -308,6 +308,10 @@ def _own_copy(message: Path) -> bytes:
     return orjson.dumps(bundle)
 
 
+#: The message's Patient entry, which its letter names as its subject.
+_PATIENT_ENTRY = "urn:uuid:0b7f4a52-3c1e-4d6a-9f1e-7a2d5c8e4b10"
+
+
 def _message(folder: Path, bsn: str) -> Path:
     hospital = MEMBERS[1]
     bundle = {
@@ -337,15 +341,17 @@ def _message(folder: Path, bsn: str) -> Path:
                 }
             },
             {
+                "fullUrl": _PATIENT_ENTRY,
                 "resource": {
                     "resourceType": "Patient",
                     "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": bsn}],
-                }
+                },
             },
             {
                 "resource": {
                     "resourceType": "DocumentReference",
                     "status": "current",
+                    "subject": {"reference": _PATIENT_ENTRY},  # the letter is about the message's patient
                     "type": {
                         "coding": [
                             {"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}
