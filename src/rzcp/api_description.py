@@ -219,8 +219,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("post", "/fhir/Consent/$evaluate"): _fhir_body(
         "Parameters",
-        "requester and/or requesterCategory, resourceType, and optionally source, sourceCategory, purpose, "
-        "code, label, moment, patient, draft (README, Consent).",
+        "requester and/or requesterCategory, resourceType (or several `question`s, each with resourceType, "
+        "code and label parts), and optionally source, sourceCategory, purpose, code, label, moment, "
+        "patient, draft (README, Consent).",
     ),
     ("post", "/fhir/{type}/_search"): {
         "required": False,

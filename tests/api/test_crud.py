@@ -244,6 +244,10 @@ async def test_metadata_is_an_r4_capability_statement(client: httpx.AsyncClient)
     audit_entry = next(r for r in body["rest"][0]["resource"] if r["type"] == "AuditEvent")
     offered = {i["code"] for i in audit_entry["interaction"]}
     assert "search-type" in offered and not offered & {"create", "update", "delete"}
+    # the registry's and the trail's own operations are documented where a client looks for them
+    consent_entry = next(r for r in body["rest"][0]["resource"] if r["type"] == "Consent")
+    assert [o["name"] for o in consent_entry["operation"]] == ["evaluate"]
+    assert [o["name"] for o in audit_entry["operation"]] == ["access-log"]
     assert (await client.delete("/fhir/AuditEvent/any")).status_code == 405
 
 

@@ -65,7 +65,8 @@ async def _write(db: Database, policy: Policy, patient: str, compact: dict, *, u
 
 async def _decide(db: Database, cache: ConsentCache, policy: Policy, patient: str) -> str:
     async with db.read() as conn:
-        return (await evaluate(conn, cache, policy, patient, _request())).effect
+        (decision,) = await evaluate(conn, cache, policy, patient, [_request()])
+        return decision.effect
 
 
 async def test_a_change_through_one_process_is_seen_by_the_others_next_decision(

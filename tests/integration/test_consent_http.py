@@ -222,6 +222,70 @@ async def test_a_draft_previews_the_decision_without_storing_anything(
         assert 400 <= odd_scope.status_code < 500, odd_scope.text
 
 
+async def test_several_kinds_of_data_are_asked_in_one_evaluate_as_each_alone(
+    login_app: Any, browser: httpx.AsyncClient
+) -> None:
+    """The patient app asks about every kind of data at once (one call and one audit record, not one per
+    kind); each `result` is the decision the single question gets, in the order asked."""
+    token = (await patient_token(browser, new_bsn()))["access_token"]
+    kinds = [("MedicationRequest", None), ("AllergyIntolerance", None), ("Condition", None)]
+    async with as_patient(login_app, token) as patient:
+        saved = await patient.post(
+            "/fhir/Consent",
+            json=consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}}),
+            headers={"Content-Type": FHIR},
+        )
+        assert saved.status_code == 201, saved.text
+        more = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["allergieen"]}})
+        for draft in (None, more):
+            body = evaluate_body(requesterCategory=HOSPITAL_CATEGORY)
+            body["parameter"] += [
+                {"name": "question", "part": [{"name": "resourceType", "valueCode": kind}]}
+                for kind, _ in kinds
+            ]
+            if draft is not None:
+                body["parameter"].append({"name": "draft", "resource": draft})
+            answer = await patient.post("/fhir/Consent/$evaluate", json=body, headers={"Content-Type": FHIR})
+            assert answer.status_code == 200, answer.text
+            results = [
+                {p["name"]: p.get("valueCode") for p in r["part"]}
+                for r in answer.json()["parameter"]
+                if r["name"] == "result"
+            ]
+            assert [r["resourceType"] for r in results] == [kind for kind, _ in kinds]
+            for result, (kind, _) in zip(results, kinds, strict=True):
+                alone = (
+                    await decision(patient, requesterCategory=HOSPITAL_CATEGORY, resourceType=kind)
+                    if draft is None
+                    else await draft_decision(
+                        patient, draft, requesterCategory=HOSPITAL_CATEGORY, resourceType=kind
+                    )
+                )
+                expected = (
+                    alone
+                    if isinstance(alone, str)
+                    else next(p["valueCode"] for p in alone.json()["parameter"] if p["name"] == "decision")
+                )
+                assert result["decision"] == expected, (kind, draft is not None)
+            assert [r["decision"] for r in results][:2] == (
+                ["permit", "deny"] if draft is None else ["permit", "permit"]
+            )
+
+        mixed = evaluate_body(requesterCategory=HOSPITAL_CATEGORY, resourceType="Condition")
+        mixed["parameter"].append(
+            {"name": "question", "part": [{"name": "resourceType", "valueCode": "Goal"}]}
+        )
+        odd_part = evaluate_body(requesterCategory=HOSPITAL_CATEGORY)
+        odd_part["parameter"].append({"name": "question", "part": [{"name": "patient", "valueString": "x"}]})
+        unknown = evaluate_body(requesterCategory=HOSPITAL_CATEGORY)
+        unknown["parameter"].append(
+            {"name": "question", "part": [{"name": "resourceType", "valueCode": "Foo"}]}
+        )
+        for body in (mixed, odd_part, unknown):
+            refused = await patient.post("/fhir/Consent/$evaluate", json=body, headers={"Content-Type": FHIR})
+            assert refused.status_code == 400, refused.text
+
+
 async def test_an_evaluate_question_about_nobody_is_refused_not_answered_deny(
     login_app: Any, browser: httpx.AsyncClient
 ) -> None:

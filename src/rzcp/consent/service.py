@@ -8,7 +8,7 @@ Write path (a patient or an administrator writes a Consent), in the request's wr
 
 Decision path (before a source is asked, and again per resource that comes back):
 
-    decision = await evaluate(conn, cache, policy, patient_ref, request)
+    (decision,) = await evaluate(conn, cache, policy, patient_ref, [request])
     kept = filter_resources(compiled, policy, request, resources)
 
 `$evaluate` (a dry run for the patient app and administrators) answers `to_parameters(decision)`.
@@ -17,7 +17,7 @@ Decision path (before a source is asked, and again per resource that comes back)
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "note_consent_change",
     "request_for_resource",
     "to_parameters",
+    "to_results",
 ]
 
 #: Where a resource's clinical date is, for Consent.provision.dataPeriod: the first element present.
@@ -94,11 +95,12 @@ def check_and_prepare_consent(
 
 
 async def evaluate(
-    conn: AsyncConnection, cache: ConsentCache, policy: Policy, patient_ref: str, request: Request
-) -> Decision:
-    """The decision for one request about the patient, from their current compiled consents."""
+    conn: AsyncConnection, cache: ConsentCache, policy: Policy, patient_ref: str, requests: Sequence[Request]
+) -> list[Decision]:
+    """The decision for each request about the patient, from their current compiled consents (read once:
+    the patient app asks about every kind of data at once)."""
     compiled = await rules_for(conn, cache, patient_ref)
-    return decide(compiled, policy, request)
+    return [decide(compiled, policy, request) for request in requests]
 
 
 #: The id a draft without one is decided under (it names the draft in the decision's deciding consents).
@@ -109,11 +111,11 @@ async def evaluate_draft(
     conn: AsyncConnection,
     policy: Policy,
     patient_ref: str,
-    request: Request,
+    requests: Sequence[Request],
     draft: Mapping[str, Any],
     *,
     known_members: KnownMembers,
-) -> Decision:
+) -> list[Decision]:
     """The decision as if `draft` were saved among the patient's consents (the patient app's preview):
     checked like a write, compiled with the others (replacing the consent with its id), never stored nor
     cached."""
@@ -124,7 +126,8 @@ async def evaluate_draft(
     prepared["id"] = draft_id
     prepared.setdefault("meta", {}).setdefault("versionId", "draft")
     others = [c for c in await current_consents(conn, patient_ref) if c.get("id") != draft_id]
-    return decide(compile_consents([*others, prepared]), policy, request)
+    compiled = compile_consents([*others, prepared])
+    return [decide(compiled, policy, request) for request in requests]
 
 
 def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:
@@ -294,6 +297,21 @@ def _clinical_date(resource: Mapping[str, Any]) -> datetime | None:
 def to_parameters(decision: Decision) -> dict[str, Any]:
     """The decision as a FHIR Parameters resource: decision, basis, reason, provisional, and one
     `deciding` part per consent that decided (reference with version, its effect, the provision)."""
+    return {"resourceType": "Parameters", "parameter": _decision_parameters(decision)}
+
+
+def to_results(asked: Sequence[tuple[str, Sequence[str]]], decisions: Sequence[Decision]) -> dict[str, Any]:
+    """Several decisions as one Parameters resource: a `result` per question, in the order asked, its parts
+    the question's resourceType and codes, then the decision's parameters as `to_parameters` gives them."""
+    results = []
+    for (resource_type, codes), decision in zip(asked, decisions, strict=True):
+        part = [{"name": "resourceType", "valueCode": resource_type}]
+        part += [{"name": "code", "valueString": code} for code in codes]
+        results.append({"name": "result", "part": [*part, *_decision_parameters(decision)]})
+    return {"resourceType": "Parameters", "parameter": results}
+
+
+def _decision_parameters(decision: Decision) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [
         {"name": "decision", "valueCode": decision.effect},
         {"name": "basis", "valueCode": decision.basis},
@@ -311,4 +329,4 @@ def to_parameters(decision: Decision) -> dict[str, Any]:
                 ],
             }
         )
-    return {"resourceType": "Parameters", "parameter": parameters}
+    return parameters

@@ -410,12 +410,24 @@ def run_demo(port: int, folder: Path | None) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
+        if temporary and _removed(folder):
             _log(f"rzcp demo: removed {folder}")
         for number, handler in before.items():
             if handler is not None:  # None: set outside Python, nothing to restore
                 signal.signal(number, handler)
+
+
+def _removed(folder: Path) -> bool:
+    """Remove the demo's folder (it holds the clients' private keys), trying again for a few seconds: a
+    preparation interrupted mid-write may leave a database thread closing its files while the first
+    attempt runs."""
+    for _ in range(30):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return True
+        time.sleep(0.1)
+    _log(f"rzcp demo: could not remove all of {folder}; remove it by hand")
+    return False
 
 
 def _print_next(

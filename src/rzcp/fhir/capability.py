@@ -23,6 +23,31 @@ _INTERACTIONS = (
 #: Written by the gateway only: its REST API reads them and refuses writes (405).
 _READ_ONLY_TYPES = frozenset({"AuditEvent"})
 _RESULT_PARAMS = ("_count", "_sort", "_summary", "_elements", "_include", "_revinclude", "_total")
+#: The operations on one type that the consent registry and the audit trail add (README: Consent, The
+#: audit trail), documented where a client looks for them.
+_TYPE_OPERATIONS = {
+    "Consent": [
+        {
+            "name": "evaluate",
+            "definition": "https://rzcp.nl/fhir/OperationDefinition/Consent-evaluate",
+            "documentation": "POST /fhir/Consent/$evaluate with a Parameters body: the consent engine's "
+            "decision as a dry run, nothing shared (requester or requesterCategory; resourceType; source, "
+            "sourceCategory, purpose, code, label, moment, patient; `draft`, a Consent as its resource, "
+            "for 'what if I saved this'; or several `question`s, each with resourceType, code and label "
+            "parts). Answers decision, basis, reason, provisional and the deciding consents (a `result` "
+            "per question). A patient's token asks about themself.",
+        }
+    ],
+    "AuditEvent": [
+        {
+            "name": "access-log",
+            "definition": "https://rzcp.nl/fhir/OperationDefinition/AuditEvent-access-log",
+            "documentation": "GET /fhir/AuditEvent/$access-log[?lang=nl|en&_count=n]: the patient's own "
+            "access log in words (who, from which organisation, when, what, why, whether in an emergency), "
+            "for a patient's token only.",
+        }
+    ],
+}
 
 
 def capability_statement(runtime: Runtime, base: str) -> dict[str, Any]:
@@ -67,6 +92,7 @@ def _build(registry: Any, types: tuple[str, ...], base: str) -> dict[str, Any]:
                     {"name": p.code, "type": p.type, **({"definition": p.url} if p.url else {})}
                     for p in sorted(supported, key=lambda p: p.code)
                 ],
+                **({"operation": _TYPE_OPERATIONS[res_type]} if res_type in _TYPE_OPERATIONS else {}),
             }
         )
     return {

@@ -21,23 +21,29 @@ function parameters(values, draft) {
   return { resourceType: "Parameters", parameter };
 }
 
-async function decide(who, purpose, category, draft) {
-  const cover = category.covers[0];
+/** One $evaluate call for every kind of data (a `question` each): one request, and one audit record, per
+ *  preview rather than one per kind. */
+async function decideAll(who, purpose, draft) {
+  const categories = choosableData();
   const values = {
     requesterCategory: who.kind === "category" ? who.code : null,
     requester: who.kind === "organisation" ? who.ura : null,
     purpose: purpose || "TREAT",
-    resourceType: cover.resource,
-    code: cover.category ? cover.category[0] : null,
   };
-  const { body } = await api("/fhir/Consent/$evaluate", { method: "POST", body: parameters(values, draft) });
-  const find = (name) => (body.parameter || []).find((p) => p.name === name) || {};
-  return { decision: find("decision").valueCode, basis: find("basis").valueCode };
-}
-
-function decideAll(who, purpose, draft) {
-  return Promise.all(choosableData().map(async (c) => [c.key, await decide(who, purpose, c, draft)])).then(
-    (pairs) => new Map(pairs),
+  const body = parameters(values, draft);
+  for (const category of categories) {
+    const cover = category.covers[0];
+    const part = [{ name: "resourceType", valueCode: cover.resource }];
+    if (cover.category) part.push({ name: "code", valueString: cover.category[0] });
+    body.parameter.push({ name: "question", part });
+  }
+  const { body: answer } = await api("/fhir/Consent/$evaluate", { method: "POST", body });
+  const results = (answer.parameter || []).filter((p) => p.name === "result");
+  return new Map(
+    categories.map((category, i) => {
+      const part = (name) => ((results[i] || {}).part || []).find((p) => p.name === name) || {};
+      return [category.key, { decision: part("decision").valueCode, basis: part("basis").valueCode }];
+    }),
   );
 }
 
