@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -287,6 +288,16 @@ async def test_invalid_fhir_names_the_element(client: httpx.AsyncClient) -> None
         "Patient.maritalStatus: a string where FHIR has an object"
     )
     assert "JSON" not in response.text
+    # ... and a string holding an object's JSON, which the models read as that object: it was stored as a
+    # string (maritalStatus), or a 500 (meta)
+    for element, value in (("maritalStatus", {"text": "married"}), ("meta", {"security": []})):
+        response = await client.post(
+            "/fhir/Patient", json=patient(**{element: json.dumps(value)}), headers=HEADERS
+        )
+        body = await assert_outcome(response, 422, "structure")
+        assert body["issue"][0]["diagnostics"].startswith(
+            f"Patient.{element}: a string where FHIR has an object"
+        )
 
 
 async def test_unknown_element_is_refused(client: httpx.AsyncClient) -> None:

@@ -194,7 +194,12 @@ async def test_request_context_headers(app: Any) -> None:
         malformed = await http.get(NAMED, headers={"X-Acting-Practitioner": "no-bar"})
         assert_outcome(malformed, 400, "value")
         # The trail must name a person someone can find: a register's number, or the organisation's OID.
-        for nobody in ("x|1", "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|dr. Jansen", "urn:oid:abc|1"):
+        for nobody in (
+            "x|1",
+            "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|dr. Jansen",
+            "urn:oid:abc|1",
+            "urn:oid:2.16.528.1.1007.99|emp-7, emp-8",  # two headers folded into one
+        ):
             refused = await http.get(NAMED, headers={"X-Acting-Practitioner": nobody})
             assert_outcome(refused, 400, "value")
         for somebody in (
@@ -237,28 +242,34 @@ async def test_request_context_headers(app: Any) -> None:
 
 async def test_a_request_refused_for_its_context_is_recorded_as_the_callers(app: Any) -> None:
     """The token was good; the purpose or the practitioner was not. The trail names the system and its
-    member all the same (NEN 7513: who tried), not an unauthenticated caller."""
+    member all the same (NEN 7513: who tried), with the purpose as asked, never one it did not ask for: a
+    refused break-the-glass attempt is an emergency record an auditor finds."""
     system = await register_system(app, scope="system/Patient.rs")
     async with gateway_client(app) as http:
         token = await fetch_token(http, system, "system/Patient.rs")
-    refusals = [
-        {"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "SHOPPING"},
-        {"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "HMARKT"},
-        {"X-Acting-Practitioner": "no-bar"},
+    glass = {"X-Purpose-Of-Use": "ETREAT", "X-Break-Glass-Reason": "unconscious"}
+    refusals = [  # (headers, the purpose recorded)
+        ({"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "SHOPPING"}, None),
+        ({"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": "HMARKT"}, "HMARKT"),
+        ({"X-Acting-Practitioner": PRACTITIONER, **glass}, "ETREAT"),
+        ({"X-Acting-Practitioner": "no-bar"}, "TREAT"),
     ]
     async with gateway_client(app, Authorization=f"Bearer {token}") as http:
-        for headers in refusals:
+        for headers, _ in refusals:
             assert (await http.get(NAMED, headers=headers)).status_code in (400, 403)
     async with app.state.runtime.db.read() as conn:
         rows = (
             await conn.execute(
-                text("SELECT client_id, member_ura, outcome FROM audit_events WHERE client_id = :c"),
+                text(
+                    "SELECT member_ura, outcome, purpose, emergency FROM audit_events "
+                    "WHERE client_id = :c AND outcome <> '0' ORDER BY seq"
+                ),
                 {"c": system.client_id},
             )
         ).all()
-    assert len(rows) == len(refusals) + 1  # the token's grant, and each refusal
     assert {row.member_ura for row in rows} == {system.member_ura}
-    assert sum(row.outcome != "0" for row in rows) >= len(refusals)
+    assert [row.purpose or None for row in rows] == [purpose for _, purpose in refusals]
+    assert [row.emergency for row in rows] == [False, False, True, False]
 
 
 async def test_auditor_role_reads_the_audit_trail_only(app: Any) -> None:

@@ -620,7 +620,14 @@ async def test_a_pulled_type_answers_every_other_interaction_with_the_way_to_pul
     ):
         response = await world.pharmacy.request(method, path, data={"patient": world.patient})
         assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == ""  # nothing at these addresses: the pull is the type's GET
         assert "GET /fhir/Condition?patient=" in response.json()["issue"][0]["diagnostics"]
+    created = await world.pharmacy.post(
+        "/fhir/Condition",
+        json={"resourceType": "Condition"},
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert created.status_code == 405 and created.headers["allow"] == "GET", created.text
     unknown = await world.pharmacy.post("/fhir/NoSuchType/_search", data={"patient": world.patient})
     assert unknown.status_code == 404
 

@@ -173,6 +173,14 @@ async def test_directives_of_other_scopes_are_clinical_data_not_privacy_consents
     assert response.json()["scope"] == directive["scope"]
 
 
+async def save_consent(patient: httpx.AsyncClient, app: Any, compact: dict[str, Any]) -> dict[str, Any]:
+    saved = await patient.post(
+        "/fhir/Consent", json=consent_body(app, compact), headers={"Content-Type": FHIR}
+    )
+    assert saved.status_code == 201, saved.text
+    return dict(saved.json())
+
+
 async def draft_decision(http: httpx.AsyncClient, draft: dict[str, Any], **values: str) -> httpx.Response:
     body = evaluate_body(**values)
     body["parameter"].append({"name": "draft", "resource": draft})
@@ -187,12 +195,9 @@ async def test_a_draft_previews_the_decision_without_storing_anything(
     medication = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "MedicationRequest"}
     allergies = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "AllergyIntolerance"}
     async with as_patient(login_app, token) as patient:
-        saved = await patient.post(
-            "/fhir/Consent",
-            json=consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}}),
-            headers={"Content-Type": FHIR},
+        saved = await save_consent(
+            patient, login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}}
         )
-        assert saved.status_code == 201, saved.text
         before = len((await patient.get("/fhir/Consent")).json()["entry"])
 
         more = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["allergieen"]}})
@@ -201,7 +206,7 @@ async def test_a_draft_previews_the_decision_without_storing_anything(
         assert next(p["valueCode"] for p in answer.json()["parameter"] if p["name"] == "decision") == "permit"
         assert await decision(patient, **allergies) == "deny"  # the draft was not saved ...
 
-        revoked = {**saved.json(), "status": "inactive"}
+        revoked = {**saved, "status": "inactive"}
         answer = await draft_decision(patient, revoked, **medication)
         assert next(p["valueCode"] for p in answer.json()["parameter"] if p["name"] == "decision") == "deny"
         assert await decision(patient, **medication) == "permit"  # ... nor the revocation
@@ -228,20 +233,14 @@ async def test_several_kinds_of_data_are_asked_in_one_evaluate_as_each_alone(
     """The patient app asks about every kind of data at once (one call and one audit record, not one per
     kind); each `result` is the decision the single question gets, in the order asked."""
     token = (await patient_token(browser, new_bsn()))["access_token"]
-    kinds = [("MedicationRequest", None), ("AllergyIntolerance", None), ("Condition", None)]
+    kinds = ["MedicationRequest", "AllergyIntolerance", "Condition"]
     async with as_patient(login_app, token) as patient:
-        saved = await patient.post(
-            "/fhir/Consent",
-            json=consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}}),
-            headers={"Content-Type": FHIR},
-        )
-        assert saved.status_code == 201, saved.text
+        await save_consent(patient, login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["medicatie"]}})
         more = consent_body(login_app, {"permit": {"to": HOSPITAL_CATEGORY, "data": ["allergieen"]}})
-        for draft in (None, more):
+        for draft, expected in ((None, ["permit", "deny", "deny"]), (more, ["permit", "permit", "deny"])):
             body = evaluate_body(requesterCategory=HOSPITAL_CATEGORY)
             body["parameter"] += [
-                {"name": "question", "part": [{"name": "resourceType", "valueCode": kind}]}
-                for kind, _ in kinds
+                {"name": "question", "part": [{"name": "resourceType", "valueCode": kind}]} for kind in kinds
             ]
             if draft is not None:
                 body["parameter"].append({"name": "draft", "resource": draft})
@@ -252,24 +251,17 @@ async def test_several_kinds_of_data_are_asked_in_one_evaluate_as_each_alone(
                 for r in answer.json()["parameter"]
                 if r["name"] == "result"
             ]
-            assert [r["resourceType"] for r in results] == [kind for kind, _ in kinds]
-            for result, (kind, _) in zip(results, kinds, strict=True):
-                alone = (
-                    await decision(patient, requesterCategory=HOSPITAL_CATEGORY, resourceType=kind)
-                    if draft is None
-                    else await draft_decision(
-                        patient, draft, requesterCategory=HOSPITAL_CATEGORY, resourceType=kind
-                    )
+            assert [r["resourceType"] for r in results] == kinds
+            assert [r["decision"] for r in results] == expected
+            for kind, result in zip(kinds, results, strict=True):  # as each question alone
+                one = evaluate_body(requesterCategory=HOSPITAL_CATEGORY, resourceType=kind)
+                if draft is not None:
+                    one["parameter"].append({"name": "draft", "resource": draft})
+                alone = await patient.post(
+                    "/fhir/Consent/$evaluate", json=one, headers={"Content-Type": FHIR}
                 )
-                expected = (
-                    alone
-                    if isinstance(alone, str)
-                    else next(p["valueCode"] for p in alone.json()["parameter"] if p["name"] == "decision")
-                )
-                assert result["decision"] == expected, (kind, draft is not None)
-            assert [r["decision"] for r in results][:2] == (
-                ["permit", "deny"] if draft is None else ["permit", "permit"]
-            )
+                single = next(p["valueCode"] for p in alone.json()["parameter"] if p["name"] == "decision")
+                assert result["decision"] == single, (kind, draft is not None)
 
         mixed = evaluate_body(requesterCategory=HOSPITAL_CATEGORY, resourceType="Condition")
         mixed["parameter"].append(

@@ -66,6 +66,26 @@ def parse_context(
     return RequestContext(purpose, practitioner, reason)
 
 
+def context_as_asked(headers: Mapping[str, str], default: str) -> RequestContext:
+    """What the headers of a refused request say, for its audit record: a purpose only when it is a v3
+    code (empty otherwise, never a guess), the practitioner only when it names one, the emergency reason
+    only with ETREAT."""
+    values = getattr(headers, "getlist", lambda name: [headers.get(name)])
+    purposes = [v.strip() for v in values("x-purpose-of-use") if v]
+    purpose = (purposes[0] if len(purposes) == 1 else "") if purposes else default
+    if purpose not in KNOWN_PURPOSES:
+        purpose = ""
+    practitioner = None
+    named = [v for v in values("x-acting-practitioner") if v]
+    if len(named) == 1:
+        try:
+            practitioner = _practitioner(parse_identifier(named[0], "X-Acting-Practitioner"))
+        except BadRequest:
+            practitioner = None
+    reason = (headers.get("x-break-glass-reason") or "").strip()[:MAX_REASON] or None
+    return RequestContext(purpose, practitioner, reason if purpose == "ETREAT" else None)
+
+
 def _each_once(headers: Mapping[str, str]) -> None:
     """A header given twice is refused: the gateway would act on one (the first) while a proxy, a log or
     the member's own system might read the other, and the audit trail must name who really acted."""
@@ -93,6 +113,8 @@ def _practitioner(identifier: Identifier) -> Identifier:
             code="value",
         )
     if identifier.system.startswith("urn:oid:") and _OID.fullmatch(identifier.system[8:]):
+        if "," in identifier.value:  # two headers folded into one ("a, b"): which person acted?
+            raise BadRequest("X-Acting-Practitioner names one person: a value without commas", code="value")
         if holds_bsn(identifier.value):
             # the value is the organisation's to choose, and the trail keeps it: not a BSN
             raise BadRequest(

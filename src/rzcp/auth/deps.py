@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from rzcp.auth.context import parse_context
+from rzcp.auth.context import context_as_asked, parse_context
 from rzcp.auth.principal import UNAUTHENTICATED_BENCH, Principal
 from rzcp.auth.service import AuthRuntime, Endpoints
 from rzcp.auth.tokens import InvalidToken
+from rzcp.errors import RzcpError
 
 
 async def get_auth(request: Request) -> AuthRuntime:
@@ -58,15 +59,20 @@ async def current_principal(request: Request) -> Principal:
             principal = Principal.from_claims(claims)
         except (KeyError, ValueError):
             raise InvalidToken("the token does not name its holder") from None
-    # Recorded before the context headers are checked: a request refused for its purpose or practitioner
-    # is still the authenticated system's, and the audit record must name it (NEN 7513).
-    request.state.principal = principal
-    context = parse_context(
-        request.headers,
-        allowed=policy.purposes,
-        break_glass_enabled=policy.document.emergency.enabled,
-        default="PATRQT" if principal.is_patient else "TREAT",
-    )
+    default = "PATRQT" if principal.is_patient else "TREAT"
+    try:
+        context = parse_context(
+            request.headers,
+            allowed=policy.purposes,
+            break_glass_enabled=policy.document.emergency.enabled,
+            default=default,
+        )
+    except RzcpError:
+        # A request refused for its purpose or practitioner is still the authenticated system's: the audit
+        # record names it (NEN 7513), with the purpose it asked for (a refused ETREAT is an emergency
+        # attempt an auditor looks for), never a purpose it did not ask for.
+        request.state.principal = principal.with_context(context_as_asked(request.headers, default))
+        raise
     principal = principal.with_context(context)
     request.state.principal = principal  # for the audit record of this request
     return principal

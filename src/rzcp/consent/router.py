@@ -222,7 +222,7 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
             )
     if not questions:
         return Response(orjson.dumps(to_parameters(decisions[0])), media_type=FHIR_JSON)
-    shown = [(kind, sorted(codes or ())) for kind, codes, _ in asked]
+    shown = [(kind, sorted(codes or ()), sorted(labels)) for kind, codes, labels in asked]
     return Response(orjson.dumps(to_results(shown, decisions)), media_type=FHIR_JSON)
 
 

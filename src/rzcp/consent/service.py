@@ -300,13 +300,17 @@ def to_parameters(decision: Decision) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": _decision_parameters(decision)}
 
 
-def to_results(asked: Sequence[tuple[str, Sequence[str]]], decisions: Sequence[Decision]) -> dict[str, Any]:
+def to_results(
+    asked: Sequence[tuple[str, Sequence[str], Sequence[str]]], decisions: Sequence[Decision]
+) -> dict[str, Any]:
     """Several decisions as one Parameters resource: a `result` per question, in the order asked, its parts
-    the question's resourceType and codes, then the decision's parameters as `to_parameters` gives them."""
+    the question's resourceType, codes and labels, then the decision's parameters as `to_parameters` gives
+    them."""
     results = []
-    for (resource_type, codes), decision in zip(asked, decisions, strict=True):
+    for (resource_type, codes, labels), decision in zip(asked, decisions, strict=True):
         part = [{"name": "resourceType", "valueCode": resource_type}]
         part += [{"name": "code", "valueString": code} for code in codes]
+        part += [{"name": "label", "valueString": label} for label in labels]
         results.append({"name": "result", "part": [*part, *_decision_parameters(decision)]})
     return {"resourceType": "Parameters", "parameter": results}
 

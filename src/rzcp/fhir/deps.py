@@ -72,9 +72,11 @@ def check_type(request: Request, runtime: Runtime, res_type: str) -> None:
         if exchange is not None and res_type in exchange.pull_types:
             # the members' data is not kept here: the one way to it is the pull (a user's trial read a
             # 404 "does not serve Condition" for POST _search and thought the type unsupported)
+            type_path = request.url.path.rstrip("/").endswith(f"/fhir/{res_type}")
             raise MethodNotAllowed(
                 f"{res_type} is pulled from the members, never stored at the gateway: "
-                f"GET /fhir/{res_type}?patient=Patient/<id> is the only interaction with it"
+                f"GET /fhir/{res_type}?patient=Patient/<id> is the only interaction with it",
+                headers={"Allow": "GET" if type_path else ""},  # RFC 9110: a 405 says what is allowed
             )
         raise NotFound(f"this server does not serve resource type {res_type!r}", code="not-supported")
 

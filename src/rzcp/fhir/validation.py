@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_args
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -48,6 +49,13 @@ def validate_resource(data: Any, *, expected_type: str) -> dict[str, Any]:
     model = model_class(expected_type)
     if model is None:
         raise InvalidResource(f"{expected_type} cannot be validated by this server", code="not-supported")
+    text = _string_for_object(data, model, expected_type) if _JSON_TEXT.search(orjson.dumps(data)) else None
+    if text is not None:
+        raise InvalidResource(
+            f"{text}: a string where FHIR has an object (a complex type such as a CodeableConcept)",
+            code="structure",
+            expression=(text,),
+        )
     try:
         model.model_validate(data)
     except ValidationError as exc:
@@ -57,6 +65,52 @@ def validate_resource(data: Any, *, expected_type: str) -> dict[str, Any]:
             f"{expected_type} is not valid: {type(exc).__name__}", code="structure"
         ) from None
     return data
+
+
+#: A JSON string value that begins like JSON text (`"{...` or `"[...`): only then can a string stand for an
+#: object, and only then is the slower walk by the model's types needed.
+_JSON_TEXT = re.compile(rb'[:\[,]\s*"\s*[\[{]')
+
+
+def _string_for_object(value: dict[str, Any], model: Any, path: str) -> str | None:
+    """The path of the first string given where the model has a complex type. The models read such a
+    string as JSON text: a CodeableConcept given as the string of its JSON passed, and was stored as that
+    string, and a `meta` given so was a 500 (a review found both)."""
+    complex_fields = _complex_fields(model)
+    for key, item in value.items():
+        inner = complex_fields.get(key)
+        if inner is None:
+            continue
+        for i, element in enumerate(item if isinstance(item, list) else [item]):
+            where = f"{path}.{key}" + (f"[{i}]" if isinstance(item, list) else "")
+            if isinstance(element, str):
+                return where
+            if isinstance(element, dict):
+                named = element.get("resourceType")  # a contained or entry resource: its own model
+                typed = model_class(named) if isinstance(named, str) else None
+                found = _string_for_object(element, typed or inner, where)
+                if found is not None:
+                    return found
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _complex_fields(model: Any) -> dict[str, Any]:
+    """A model's elements of a complex type, by their JSON name, with the model of that type."""
+    found: dict[str, Any] = {}
+    for field in model.model_fields.values():
+        inner = _complex_type(field.annotation)
+        if inner is not None and field.alias:
+            found[field.alias] = inner.get_model_klass()
+    return found
+
+
+def _complex_type(annotation: Any) -> Any | None:
+    for outer in (annotation, *get_args(annotation)):
+        for candidate in (outer, *get_args(outer)):
+            if isinstance(candidate, type) and hasattr(candidate, "get_model_klass"):
+                return candidate
+    return None
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")

@@ -21,10 +21,20 @@ function parameters(values, draft) {
   return { resourceType: "Parameters", parameter };
 }
 
-/** One $evaluate call for every kind of data (a `question` each): one request, and one audit record, per
- *  preview rather than one per kind. */
+/** The gateway takes at most this many questions in one $evaluate. */
+const MAX_QUESTIONS = 50;
+
+/** One $evaluate call for every kind of data (a `question` each; more calls only past MAX_QUESTIONS): one
+ *  request, and one audit record, per preview rather than one per kind. */
 async function decideAll(who, purpose, draft) {
   const categories = choosableData();
+  const chunks = [];
+  for (let i = 0; i < categories.length; i += MAX_QUESTIONS) chunks.push(categories.slice(i, i + MAX_QUESTIONS));
+  const answers = await Promise.all(chunks.map((chunk) => decideChunk(who, purpose, draft, chunk)));
+  return new Map(answers.flat());
+}
+
+async function decideChunk(who, purpose, draft, categories) {
   const values = {
     requesterCategory: who.kind === "category" ? who.code : null,
     requester: who.kind === "organisation" ? who.ura : null,
@@ -39,12 +49,10 @@ async function decideAll(who, purpose, draft) {
   }
   const { body: answer } = await api("/fhir/Consent/$evaluate", { method: "POST", body });
   const results = (answer.parameter || []).filter((p) => p.name === "result");
-  return new Map(
-    categories.map((category, i) => {
-      const part = (name) => ((results[i] || {}).part || []).find((p) => p.name === name) || {};
-      return [category.key, { decision: part("decision").valueCode, basis: part("basis").valueCode }];
-    }),
-  );
+  return categories.map((category, i) => {
+    const part = (name) => ((results[i] || {}).part || []).find((p) => p.name === name) || {};
+    return [category.key, { decision: part("decision").valueCode, basis: part("basis").valueCode }];
+  });
 }
 
 /** Per data category key: {decision, basis} as the gateway decides today for this recipient and purpose. */
