@@ -346,6 +346,32 @@ async def test_a_pull_refused_before_it_ran_is_recorded_as_a_search_by_its_calle
     assert "unauthenticated" not in row.content
 
 
+async def test_a_search_by_bsn_applies_its_result_parameters_and_refuses_what_it_cannot(world: World) -> None:
+    """The locator answers a search by BSN: `_summary=count` and `_elements` are applied (they were
+    ignored: the whole Patient went out, and was recorded so), another search parameter is refused (it was
+    ignored: the patient came back whatever the birthdate asked)."""
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
+    bsn = f"http://fhir.nl/fhir/NamingSystem/bsn|{world.bsn}"
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        counted = await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn, "_summary": "count"})
+        assert counted.status_code == 200 and counted.json()["total"] == 1 and "entry" not in counted.json()
+        (row,) = await _audit_rows(world, after=start)
+        assert _returned(row.content) == 0  # nothing went out
+        shaped = await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn, "_elements": "gender"})
+        (entry,) = entries(shaped.json())
+        assert set(entry) <= {"resourceType", "id", "meta", "gender"}
+        assert any(tag["code"] == "SUBSETTED" for tag in entry["meta"]["tag"])
+        # a member's system is refused other search parameters outright (403); a bad result parameter is a 400
+        for extra, status in (
+            ({"birthdate": "1990"}, 403),
+            ({"_summary": "bogus"}, 400),
+            ({"_count": "x"}, 400),
+        ):
+            refused = await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn, **extra})
+            assert refused.status_code == status, (extra, refused.text)
+            assert refused.json()["resourceType"] == "OperationOutcome"
+
+
 def _queries(content: str) -> str:
     """The recorded queries of an AuditEvent (base64 in entity.query), decoded and unquoted."""
     entities = orjson.loads(content).get("entity", ())

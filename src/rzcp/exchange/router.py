@@ -42,7 +42,7 @@ from rzcp.fhir.deps import RuntimeDep, prefer_of
 from rzcp.fhir.outcome import outcome_response
 from rzcp.fhir.search.parser import SortKey
 from rzcp.fhir.validation import validate_resource
-from rzcp.fhir.wire import check_accept, read_json_body, render
+from rzcp.fhir.wire import check_accept, read_json_body, render, shape
 from rzcp.runtime import Runtime
 from rzcp.store.resources import ResourceStore
 
@@ -396,6 +396,12 @@ async def message_status(
     return render(request, as_task(message, _base(request, runtime)))
 
 
+#: What a search by BSN takes besides the identifier: result parameters it applies (`_format` and `_pretty`
+#: are the response's). Anything else it cannot apply to the locator's answer, and ignoring it would answer
+#: a question that was not asked (`birthdate` left out still returned the patient).
+_BSN_SEARCH_EXTRAS = frozenset({"_count", "_summary", "_elements", "_total", "_format", "_pretty", "_page"})
+
+
 async def regional_patient_search(
     request: Request, runtime: Runtime, conn: Any, pairs: list[tuple[str, str]]
 ) -> Response | None:
@@ -405,28 +411,43 @@ async def regional_patient_search(
     identifiers = [v for k, v in pairs if k == "identifier"]
     if len(identifiers) != 1 or not identifiers[0].startswith(BSN_SYSTEM + "|"):
         return None
+    others = sorted({k for k, _ in pairs if k != "identifier" and k not in _BSN_SEARCH_EXTRAS})
+    if others:
+        raise BadRequest(
+            "a search by BSN takes no other search parameter (" + ", ".join(o[:64] for o in others) + "): "
+            "search by BSN, then by the regional id (_id) with the others",
+            code="not-supported",
+        )
     exchange: Exchange = request.app.state.exchange
     bsn = identifiers[0].partition("|")[2]
     base = _base(request, runtime)
-    entries = []
     patient_id = await exchange.locator.find(conn, bsn)
     if patient_id is None:
         return None  # not announced: the store answers (a Patient made by a patient's login, say)
     patient = await _stored_patient(conn, runtime, patient_id)
-    if patient is not None:
-        patient["identifier"] = [{"system": BSN_SYSTEM, "value": bsn}, *patient.get("identifier", [])]
-        entries.append(
-            {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
-        )
-        note = audit_note(request)
-        note.about(patient)
-        note.sent("Patient", 1)  # the patient's access log says what went out: their personal details
+    params = dict(pairs)
+    if params.get("_summary", "false") not in ("true", "text", "data", "count", "false"):
+        raise BadRequest("_summary is true, text, data, count or false", code="value")
+    if not params.get("_count", "1").isascii() or not params.get("_count", "1").isdigit():
+        raise BadRequest("_count is a number of entries", code="value")
+    if params.get("_total", "none") not in ("none", "estimate", "accurate"):
+        raise BadRequest("_total is none, estimate or accurate", code="value")
+    counted_only = params.get("_summary") == "count" or int(params.get("_count", "1")) == 0
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(entries),
+        "total": int(patient is not None),
         "link": [{"relation": "self", "url": str(request.url)}],
     }
-    if entries:  # FHIR JSON has no empty arrays
-        bundle["entry"] = entries
+    note = audit_note(request)
+    if patient is not None:
+        note.about(patient)
+    if patient is not None and not counted_only:
+        patient["identifier"] = [{"system": BSN_SYSTEM, "value": bsn}, *patient.get("identifier", [])]
+        if params.get("_elements") or params.get("_summary"):
+            patient = shape(patient, elements=params.get("_elements"), summary=params.get("_summary"))
+        bundle["entry"] = [
+            {"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient, "search": {"mode": "match"}}
+        ]
+        note.sent("Patient", 1)  # the patient's access log says what went out: their personal details
     return render(request, bundle)
