@@ -62,6 +62,7 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
         click.echo(
             "note: several workers on SQLite share one file; PostgreSQL is the production database", err=True
         )
+    _check_startable(settings)
     uvicorn.run(
         "rzcp.app:app_from_environment",
         factory=True,
@@ -71,6 +72,27 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def _check_startable(settings: Settings) -> None:
+    """Build the app once here, before any worker: a setting it cannot start with (a database URL of
+    another driver, an unreadable policy, a malformed audit key) is one line and exit 1. Left to the
+    workers, each died with a traceback and uvicorn's supervisor restarted them for ever (an operator's
+    trial with `--workers 2`, the Dockerfile's setting)."""
+    import asyncio
+
+    from rzcp.app import create_app
+
+    drivers = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+    if not settings.database_url.startswith(drivers):
+        raise click.ClickException(
+            "RZCP_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    try:
+        app = create_app(settings)
+    except Exception as exc:  # whatever stops the app from being built stops the start
+        raise click.ClickException(f"the gateway cannot start: {exc}") from None
+    asyncio.run(app.state.runtime.aclose())
 
 
 @main.group()

@@ -81,5 +81,12 @@ class Runtime:
         await self.http.aclose()
         await self.db.dispose()
 
+    def fhir_base(self, request_base: str) -> str:
+        """The FHIR base that links and full URLs name: the configured public one, or else the request's
+        own (a development set-up). Never the request's when one is configured: its Host header is the
+        caller's to choose, and behind a proxy it is the internal address."""
+        configured = self.settings.public_base_url
+        return configured.rstrip("/") if configured else request_base.rstrip("/") + "/fhir"
+
     def serves(self, res_type: str) -> bool:
         return res_type in self.served_types

@@ -64,6 +64,27 @@ def test_unreachable_database_is_one_line_and_non_zero() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("RZCP_DATABASE_URL", "postgres://somewhere/db", "postgresql+asyncpg://"),
+        ("RZCP_CONSENT_POLICY_PATH", "/nonexistent/policy.yaml", "policy"),
+        ("RZCP_AUDIT_SIGNING_KEY", "notakey", "key"),
+    ],
+)
+def test_serve_with_a_setting_it_cannot_start_with_stops_at_once(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    """With several workers, each died with a traceback and uvicorn restarted them for ever: a container
+    stayed up, unhealthy (an operator's trial). The start is refused before any worker, in one line."""
+    env = {"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", name: value}
+    result = run("serve", "--workers", "2", "--port", str(free_port()), env=env, timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("note:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_config_file(tmp_path: Path) -> None:
     config = tmp_path / "rzcp.env"
     config.write_text(f"RZCP_DATABASE_URL=sqlite+aiosqlite:///{tmp_path / 'from-file.db'}\n")

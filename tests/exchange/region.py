@@ -170,7 +170,7 @@ class Region:
                 auth=MemberAuth(),
             )
 
-    async def add_client(self, ura: str, scope: str = "system/*.cruds") -> SystemClient:
+    async def add_client(self, ura: str, scope: str = "system/*.cruds", role: str = "member") -> SystemClient:
         key = new_key()
         client_id = f"ehr-{uuid.uuid4().hex[:10]}"
         async with self.db.write() as conn:
@@ -179,7 +179,7 @@ class Region:
                 client_id=client_id,
                 member_ura=ura,
                 scope=scope,
-                role="member",
+                role=role,
                 jwks={"keys": [key.as_dict(private=False)]},
             )
         return SystemClient(client_id, ura, key)

@@ -30,6 +30,7 @@ from rzcp.membersim.bsn import derive_test_bsn
 from rzcp.store.db import Database
 from tests.exchange.conftest import FakeClock
 from tests.exchange.region import (
+    GATEWAY,
     PSY,
     Region,
     SimMember,
@@ -370,6 +371,24 @@ async def test_a_search_by_bsn_applies_its_result_parameters_and_refuses_what_it
             refused = await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn, **extra})
             assert refused.status_code == status, (extra, refused.text)
             assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_links_name_the_configured_base_whatever_host_the_request_names(world: World) -> None:
+    """A caller chooses its Host header, and behind a proxy it is the internal address: the audit search's
+    paging links and the BSN search's self link followed it (an operator's trial)."""
+    evil = {"Host": "evil.example"}
+    bsn = f"http://fhir.nl/fhir/NamingSystem/bsn|{world.bsn}"
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        found = (await world.pharmacy.get("/fhir/Patient", params={"identifier": bsn}, headers=evil)).json()
+    auditor = await world.region.add_client(world.scripted_ura, scope="system/*.rs", role="auditor")
+    http = await world.region.client_for(auditor, "system/*.rs")
+    try:
+        trail = (await http.get("/fhir/AuditEvent", params={"_count": "1"}, headers=evil)).json()
+    finally:
+        await http.aclose()
+    urls = [link["url"] for bundle in (found, trail) for link in bundle["link"]]
+    urls += [entry["fullUrl"] for bundle in (found, trail) for entry in bundle.get("entry", ())]
+    assert len(urls) >= 4 and all(url.startswith(GATEWAY + "/") for url in urls), urls
 
 
 def _queries(content: str) -> str:

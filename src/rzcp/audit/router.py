@@ -82,7 +82,7 @@ async def search_audit(request: Request, runtime: RuntimeDep, principal: Current
     offset = runtime.sealer.open(token, bound) if token else 0
     count = page_size(dict(pairs).get("_count"), runtime)
     page = await search_events(runtime.db, **criteria, offset=offset, count=count)
-    base = str(request.base_url).rstrip("/") + "/fhir"
+    base = runtime.fhir_base(str(request.base_url))
     next_url = None
     if offset + len(page.events) < page.total and page.events:
         next_url = paging.page_url(base, "/AuditEvent", pairs, runtime.sealer.seal(offset + count, bound))

@@ -30,9 +30,7 @@ async def endpoints_dep(request: Request) -> Endpoints:
 
 
 def endpoints(request: Request) -> Endpoints:
-    configured = request.app.state.runtime.settings.public_base_url
-    base = configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + "/fhir"
-    return Endpoints(base)
+    return Endpoints(request.app.state.runtime.fhir_base(str(request.base_url)))
 
 
 EndpointsDep = Annotated[Endpoints, Depends(endpoints_dep)]

@@ -64,8 +64,7 @@ ExchangeDep = Annotated[Exchange, Depends(_exchange)]
 
 
 def _base(request: Request, runtime: Runtime) -> str:
-    configured = runtime.settings.public_base_url
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + "/fhir"
+    return runtime.fhir_base(str(request.base_url))
 
 
 def _member_of(principal: Principal) -> str:
@@ -437,7 +436,7 @@ async def regional_patient_search(
         "resourceType": "Bundle",
         "type": "searchset",
         "total": int(patient is not None),
-        "link": [{"relation": "self", "url": str(request.url)}],
+        "link": [{"relation": "self", "url": paging.page_url(base, "/Patient", pairs, None)}],
     }
     note = audit_note(request)
     if patient is not None:

@@ -50,8 +50,7 @@ _FHIR_RESPONSE = {"content": {"application/fhir+json": {}}}
 
 
 def base_url(request: Request, runtime: Runtime) -> str:
-    configured = runtime.settings.public_base_url
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + "/fhir"
+    return runtime.fhir_base(str(request.base_url))
 
 
 def _version_headers(version: Version, request: Request, runtime: Runtime) -> dict[str, str]:
