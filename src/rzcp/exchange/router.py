@@ -410,6 +410,12 @@ async def regional_patient_search(
     identifiers = [v for k, v in pairs if k == "identifier"]
     if len(identifiers) != 1 or not identifiers[0].startswith(BSN_SYSTEM + "|"):
         return None
+    exchange: Exchange = request.app.state.exchange
+    bsn = identifiers[0].partition("|")[2]
+    base = _base(request, runtime)
+    patient_id = await exchange.locator.find(conn, bsn)
+    if patient_id is None:
+        return None  # not announced: the store answers (a Patient made by a patient's login, say)
     others = sorted({k for k, _ in pairs if k != "identifier" and k not in _BSN_SEARCH_EXTRAS})
     if others:
         raise BadRequest(
@@ -417,12 +423,6 @@ async def regional_patient_search(
             "search by BSN, then by the regional id (_id) with the others",
             code="not-supported",
         )
-    exchange: Exchange = request.app.state.exchange
-    bsn = identifiers[0].partition("|")[2]
-    base = _base(request, runtime)
-    patient_id = await exchange.locator.find(conn, bsn)
-    if patient_id is None:
-        return None  # not announced: the store answers (a Patient made by a patient's login, say)
     patient = await _stored_patient(conn, runtime, patient_id)
     params = dict(pairs)
     if params.get("_summary", "false") not in ("true", "text", "data", "count", "false"):
