@@ -28,6 +28,13 @@ PersonRoles = Annotated[list[Role], BeforeValidator(_roles), Field(min_length=1)
 #: The registry resources the gateway keeps for itself (later issues add their behaviour).
 REGISTRY_TYPES = ("Organization", "Endpoint", "Patient", "Consent", "AuditEvent")
 
+
+def _random_enough(secret: str) -> bool:
+    """32 characters or more, and not a few repeated: `aaaa...` passed the length check (an operator's
+    trial). A `secrets.token_urlsafe(48)` has 64 characters, some 40 of them different."""
+    return len(secret) >= 32 and len(set(secret)) >= 16
+
+
 #: Known only to development; a production start-up with it is refused.
 DEV_SECRET = "rzcp-development-secret-do-not-use-in-production"  # noqa: S105 - refused in production
 DEV_BSN_SECRET = "rzcp-development-bsn-secret-do-not-use-in-production"  # noqa: S105 - refused too
@@ -154,15 +161,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
-            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+            if self.secret_key == DEV_SECRET or not _random_enough(self.secret_key):
                 raise ValueError(
                     "RZCP_SECRET_KEY must be set to a random value of 32+ characters in production"
                 )
             if not self.auth_enabled:
                 raise ValueError("RZCP_AUTH_ENABLED=false is for benchmarks only, never in production")
-            if self.bsn_secret == DEV_BSN_SECRET or len(self.bsn_secret) < 32:
+            if self.bsn_secret == DEV_BSN_SECRET or not _random_enough(self.bsn_secret):
                 raise ValueError(
                     "RZCP_BSN_SECRET must be set to a random value of 32+ characters in production"
+                )
+            if len({self.secret_key, self.bsn_secret, self.metrics_token}) < 3:
+                raise ValueError(
+                    "RZCP_SECRET_KEY, RZCP_BSN_SECRET and RZCP_METRICS_TOKEN must be three different values"
                 )
             if self.dev_idp:
                 raise ValueError("RZCP_DEV_IDP (the development identity provider) is refused in production")
@@ -170,7 +181,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production needs PostgreSQL: set RZCP_DATABASE_URL=postgresql+asyncpg://..."
                 )
-            if not self.metrics_token or len(self.metrics_token) < 32:
+            if not self.metrics_token or not _random_enough(self.metrics_token):
                 raise ValueError(
                     "production needs RZCP_METRICS_TOKEN, a random value of 32+ characters that the "
                     "metrics scraper sends as a bearer token"

@@ -3,6 +3,7 @@ directory as Organization and Endpoint, and BSNs never stored in plain text."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -120,11 +121,11 @@ def test_production_needs_an_https_public_base_url(public_base_url: str | None) 
     Host header: a client could be sent a foreign token endpoint."""
     settings = {
         "environment": "production",
-        "secret_key": "x" * 40,
-        "bsn_secret": "y" * 40,
+        "secret_key": secrets.token_urlsafe(48),
+        "bsn_secret": secrets.token_urlsafe(48),
         "database_url": "postgresql+asyncpg://db/rzcp",
         "audit_signing_key": "k",
-        "metrics_token": "m" * 40,
+        "metrics_token": secrets.token_urlsafe(48),
     }
     with pytest.raises(ValueError, match="RZCP_PUBLIC_BASE_URL"):
         Settings(**settings, public_base_url=public_base_url)
@@ -135,7 +136,32 @@ def test_production_refuses_the_default_bsn_secret() -> None:
     with pytest.raises(ValueError, match="RZCP_BSN_SECRET"):
         Settings(
             environment="production",
-            secret_key="x" * 40,
+            secret_key=secrets.token_urlsafe(48),
             database_url="postgresql+asyncpg://db/rzcp",
             audit_signing_key="k",
         )
+
+
+@pytest.mark.parametrize(
+    ("secret", "says"),
+    [
+        ({"secret_key": "a" * 40}, "RZCP_SECRET_KEY"),  # long, but hardly random (an operator's trial)
+        ({"metrics_token": "ab" * 20}, "RZCP_METRICS_TOKEN"),
+        ({"bsn_secret": "short"}, "RZCP_BSN_SECRET"),
+    ],
+)
+def test_production_refuses_secrets_that_are_not_random(secret: dict[str, str], says: str) -> None:
+    settings = {
+        "environment": "production",
+        "secret_key": secrets.token_urlsafe(48),
+        "bsn_secret": secrets.token_urlsafe(48),
+        "metrics_token": secrets.token_urlsafe(48),
+        "database_url": "postgresql+asyncpg://db/rzcp",
+        "audit_signing_key": "k",
+        "public_base_url": "https://gateway.example/fhir",
+    }
+    with pytest.raises(ValueError, match=says):
+        Settings(**{**settings, **secret})
+    shared = settings["secret_key"]
+    with pytest.raises(ValueError, match="three different values"):
+        Settings(**{**settings, "bsn_secret": shared})
