@@ -62,7 +62,7 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
         click.echo(
             "note: several workers on SQLite share one file; PostgreSQL is the production database", err=True
         )
-    _check_startable(settings)
+    _check_startable(settings, workers)
     uvicorn.run(
         "rzcp.app:app_from_environment",
         factory=True,
@@ -74,25 +74,42 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
     )
 
 
-def _check_startable(settings: Settings) -> None:
-    """Build the app once here, before any worker: a setting it cannot start with (a database URL of
-    another driver, an unreadable policy, a malformed audit key) is one line and exit 1. Left to the
-    workers, each died with a traceback and uvicorn's supervisor restarted them for ever (an operator's
-    trial with `--workers 2`, the Dockerfile's setting)."""
-    import asyncio
-
-    from rzcp.app import create_app
-
+def _check_startable(settings: Settings, workers: int) -> None:
+    """Build the app once before any worker: a setting it cannot start with (a database URL of another
+    driver, an unreadable policy, a malformed audit key) is one line and exit 1. Left to the workers, each
+    died with a traceback and uvicorn's supervisor restarted them for ever (an operator's trial with
+    `--workers 2`, the Dockerfile's setting). With several workers the build runs in a spawned process,
+    so the supervisor does not keep the whole gateway imported beside them."""
     drivers = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
     if not settings.database_url.startswith(drivers):
         raise click.ClickException(
             "RZCP_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            problem = pool.submit(_build_problem, settings).result()
+    else:
+        problem = _build_problem(settings)
+    if problem is not None:
+        raise click.ClickException(f"the gateway cannot start: {problem}")
+
+
+def _build_problem(settings: Settings) -> str | None:
+    """Why the app cannot be built with these settings (None: it can); a string, which any process can
+    hand back."""
+    import asyncio
+
+    from rzcp.app import create_app
+
     try:
         app = create_app(settings)
     except Exception as exc:  # whatever stops the app from being built stops the start
-        raise click.ClickException(f"the gateway cannot start: {exc}") from None
+        return str(exc)
     asyncio.run(app.state.runtime.aclose())
+    return None
 
 
 @main.group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,9 @@ import pytest_asyncio
 from rzcp.app import create_app
 from rzcp.auth.authorize import s256
 from rzcp.auth.service import Endpoints
+from rzcp.exchange.locator import Locator
+from rzcp.exchange.secrets import BsnProtector
+from rzcp.membersim.bsn import derive_test_bsn
 from tests.conftest import BASE, make_settings
 
 CONSOLE = "rzcp-admin-console"
@@ -127,3 +131,14 @@ async def otto(console_app: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An auditor only."""
     async for http in _console(console_app, "otto"):
         yield http
+
+
+async def new_patient(app: Any) -> tuple[str, str]:
+    """(BSN, regional Patient id) of a patient new to the locator (the database is shared)."""
+    runtime = app.state.runtime
+    bsn = derive_test_bsn(uuid.uuid4().hex, set())
+    async with runtime.db.write() as conn:
+        patient = await Locator(BsnProtector(runtime.settings.bsn_secret)).regional_patient(
+            conn, runtime.registry, bsn
+        )
+    return bsn, patient

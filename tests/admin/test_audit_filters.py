@@ -18,9 +18,7 @@ import httpx
 import orjson
 
 from rzcp.audit.events import AuditFacts, Decision, Practitioner
-from rzcp.exchange.locator import Locator
-from rzcp.exchange.secrets import BsnProtector
-from rzcp.membersim.bsn import derive_test_bsn
+from tests.admin.conftest import new_patient
 from tests.admin.test_console_api import outcome_of
 
 UZI = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers"
@@ -42,11 +40,7 @@ async def _trail(app: Any, n: int = 3) -> Trail:
     """`n` permitted pulls about a new patient, written through the gateway's writer on a day of the 2000s
     (the charts count per member and day; the member is new, so the day may be shared)."""
     runtime = app.state.runtime
-    bsn = derive_test_bsn(uuid.uuid4().hex, set())
-    async with runtime.db.write() as conn:
-        patient_id = await Locator(BsnProtector(runtime.settings.bsn_secret)).regional_patient(
-            conn, runtime.registry, bsn
-        )
+    bsn, patient_id = await new_patient(app)
     ura = f"{uuid.uuid4().int % 10**8:08d}"
     uzi = f"9{uuid.uuid4().int % 10**8:08d}"
     day = datetime(2003, 1, 1, 11, 0) + timedelta(days=uuid.uuid4().int % 2500)

@@ -16,10 +16,8 @@ from rzcp.admin.audit_views import PRACTITIONER_SYSTEMS
 from rzcp.audit.events import AuditFacts, Decision, Practitioner
 from rzcp.audit.search import search_events
 from rzcp.auth import registry
-from rzcp.exchange.locator import Locator
-from rzcp.exchange.secrets import BsnProtector
 from rzcp.membersim.bsn import derive_test_bsn
-from tests.admin.conftest import as_bearer, minted_person_token, person_token
+from tests.admin.conftest import as_bearer, minted_person_token, new_patient, person_token
 from tests.conftest import PRACTITIONER, SystemClient, fetch_token, new_key, register_system
 
 
@@ -330,12 +328,7 @@ async def test_an_admin_system_token_uses_the_api(console_app: Any) -> None:
 async def test_search_by_bsn_and_by_practitioner_finds_the_event(
     chief: httpx.AsyncClient, console_app: Any, client: httpx.AsyncClient
 ) -> None:
-    runtime = console_app.state.runtime
-    bsn = derive_test_bsn(uuid.uuid4().hex, set())
-    async with runtime.db.write() as conn:
-        patient = await Locator(BsnProtector(runtime.settings.bsn_secret)).regional_patient(
-            conn, runtime.registry, bsn
-        )
+    bsn, patient = await new_patient(console_app)
     uzi = f"9{uuid.uuid4().int % 10**8:08d}"
     read = await client.get(
         f"/fhir/Patient/{patient}",
