@@ -271,8 +271,15 @@ async def run_pull(
         return _prepared(outcome, elapsed, source, res_type, decisions, base, query.patient_id)
 
     # Each answer is filtered and tagged in its own task as it arrives, while slower members are still
-    # awaited: only the merge below waits for the last one.
-    answers = await asyncio.gather(*(call(source, res_type, asked) for source, _, res_type, asked in calls))
+    # awaited: only the merge below waits for the last one. One call runs in the request's own task: a
+    # new task would only start after every other request ready on the loop has had its turn, so under
+    # load each pull's member call waited for all the others' preparation, and the member and the gateway
+    # took turns instead of working at once (bench/README.md, "One member called without a task hop").
+    if len(calls) == 1:
+        source, _, res_type, asked = calls[0]
+        answers = [await call(source, res_type, asked)]
+    else:
+        answers = await asyncio.gather(*(call(source, res_type, asked) for source, _, res_type, asked in calls))
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
     seen: set[str | bytes] = set()
