@@ -24,7 +24,10 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from rzcp.app import create_app
+from rzcp.exchange.adapters import SearchOutcome, SearchQuery
 from rzcp.exchange.breaker import BreakerBoard, BreakerState
+from rzcp.exchange.directory import Member
+from rzcp.exchange.pace import MemberPace
 from rzcp.exchange.service import Exchange
 from rzcp.membersim.bsn import derive_test_bsn
 from rzcp.store.db import Database
@@ -447,6 +450,41 @@ async def test_everything(world: World) -> None:
 
 
 # --- members that misbehave, seen through the gateway -------------------------------------------------
+
+
+async def test_a_pull_asks_the_member_slowest_lately_first_and_answers_in_source_order(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    registry = world.exchange.adapters
+    real = registry.for_member
+
+    class Recording:
+        """The member's own adapter, noting the order in which the pull calls it."""
+
+        def __init__(self, member: Member) -> None:
+            self.adapter = real(member)
+
+        async def search(self, member: Member, query: SearchQuery) -> SearchOutcome:
+            asked.append(member.ura)
+            return await self.adapter.search(member, query)
+
+    monkeypatch.setattr(registry, "for_member", Recording)
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    answers = []
+    for slow_one, fast_one in ((world.hospital.ura, world.gp.ura), (world.gp.ura, world.hospital.ura)):
+        pace = MemberPace()
+        pace.note(slow_one, 900.0)
+        pace.note(fast_one, 5.0)
+        monkeypatch.setattr(world.exchange, "pace", pace)
+        asked.clear()
+        response = await world.pharmacy.get("/fhir/Condition", params=params)
+        assert response.status_code == 200, response.text
+        assert asked == [slow_one, fast_one]
+        answers.append([(e["fullUrl"], e["resource"]["meta"]["source"]) for e in response.json()["entry"]])
+        assert pace.expected_ms(slow_one) < 900.0  # the pull's own answer times count
+    assert answers[0] == answers[1]  # the same Bundle, in the same order, whichever member went first
+    assert {url.rsplit("/", 1)[1] for url, _ in answers[0]} == expected(world, "Condition")
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:

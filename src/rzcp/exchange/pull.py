@@ -267,6 +267,7 @@ async def run_pull(
         adapter = exchange.adapters.for_member(source.member)
         outcome = await adapter.search(source.member, SearchQuery(res_type, source.local_id, query.params))
         elapsed = (time.perf_counter() - started) * 1000
+        exchange.pace.note(source.member.ura, elapsed)
         decisions = ResourceDecisions(compiled, exchange.policy, asked)
         return _prepared(outcome, elapsed, source, res_type, decisions, base, query.patient_id)
 
@@ -275,11 +276,15 @@ async def run_pull(
     # new task would only start after every other request ready on the loop has had its turn, so under
     # load each pull's member call waited for all the others' preparation, and the member and the gateway
     # took turns instead of working at once (bench/README.md, "One member called without a task hop").
+    # Several calls start slowest member first (rzcp.exchange.pace); the answers keep the source order.
     if len(calls) == 1:
         source, _, res_type, asked = calls[0]
         answers = [await call(source, res_type, asked)]
     else:
-        answers = await asyncio.gather(*(call(source, res_type, asked) for source, _, res_type, asked in calls))
+        order = exchange.pace.slowest_first([source.member.ura for source, *_ in calls])
+        started = await asyncio.gather(*(call(calls[i][0], calls[i][2], calls[i][3]) for i in order))
+        by_position = dict(zip(order, started, strict=True))
+        answers = [by_position[i] for i in range(len(calls))]
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
     seen: set[str | bytes] = set()

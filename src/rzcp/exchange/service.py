@@ -4,7 +4,8 @@ the resource types a pull may ask for. Built once in `create_app` (sharing the r
 consent cache), closed in the lifespan.
 
 Nothing in it decides alone: members, locations, consents and outbox claims all live in the database; the
-breakers are a per-process health heuristic (rzcp.exchange.breaker).
+breakers are a per-process health heuristic (rzcp.exchange.breaker), and the members' recent answer times
+only order a pull's calls (rzcp.exchange.pace).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rzcp.exchange.breaker import BreakerBoard
 from rzcp.exchange.directory import Directory
 from rzcp.exchange.http import build_http_client
 from rzcp.exchange.locator import Locator
+from rzcp.exchange.pace import MemberPace
 from rzcp.exchange.secrets import BsnProtector, member_secret_box
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.settings import Settings
@@ -51,6 +53,8 @@ class Exchange:
     search: SearchRegistry
     pull_types: tuple[str, ...]
     http: httpx.AsyncClient
+    #: Each member's recent answer time in this process: the order of a pull's calls (slowest first).
+    pace: MemberPace = field(default_factory=MemberPace)
     _owns_http: bool = field(default=True, repr=False)
     _closed: bool = field(default=False, repr=False)
 
