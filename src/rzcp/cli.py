@@ -80,10 +80,10 @@ def _check_startable(settings: Settings, workers: int) -> None:
     died with a traceback and uvicorn's supervisor restarted them for ever (an operator's trial with
     `--workers 2`, the Dockerfile's setting). With several workers the build runs in a spawned process,
     so the supervisor does not keep the whole gateway imported beside them."""
-    drivers = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+    drivers = ("sqlite+aiosqlite://", "postgresql+asyncpg://")  # what rzcp.store.urls makes of the rest
     if not settings.database_url.startswith(drivers):
         raise click.ClickException(
-            "RZCP_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            "RZCP_DATABASE_URL must be a PostgreSQL or SQLite URL (postgresql://... or sqlite:///...)"
         )
     if workers > 1:
         import multiprocessing

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rzcp.store.urls import for_drivers
+
 #: A list given in the environment as `a,b,c` (or as JSON).
 CommaList = Annotated[list[str], NoDecode]
 
@@ -130,6 +132,11 @@ class Settings(BaseSettings):
     outbox_retry_max_seconds: float = Field(default=600.0, gt=0)
     #: Attempts before a message is marked failed for good.
     outbox_max_attempts: int = Field(default=30, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver_url(cls, value: str) -> str:
+        return for_drivers(value)
 
     @field_validator("audit_verify_keys", mode="before")
     @classmethod

@@ -67,7 +67,7 @@ def test_unreachable_database_is_one_line_and_non_zero() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
-        ("RZCP_DATABASE_URL", "postgres://somewhere/db", "postgresql+asyncpg://"),
+        ("RZCP_DATABASE_URL", "mysql://somewhere/db", "PostgreSQL or SQLite"),
         ("RZCP_CONSENT_POLICY_PATH", "/nonexistent/policy.yaml", "policy"),
         ("RZCP_AUDIT_SIGNING_KEY", "notakey", "key"),
     ],
@@ -83,6 +83,13 @@ def test_serve_with_a_setting_it_cannot_start_with_stops_at_once(
     errors = [line for line in result.stderr.splitlines() if not line.startswith("note:")]
     assert len(errors) == 1 and says in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_url_without_the_async_driver_is_taken(tmp_path: Path) -> None:
+    """`sqlite:///...` and `postgresql://...` as other tools write them: the gateway's drivers are used."""
+    result = run("db", "upgrade", env={"RZCP_DATABASE_URL": f"sqlite:///{tmp_path / 'plain.db'}"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "plain.db").exists()
 
 
 def test_config_file(tmp_path: Path) -> None:
