@@ -82,8 +82,10 @@ def _check_startable(settings: Settings, workers: int) -> None:
     so the supervisor does not keep the whole gateway imported beside them."""
     drivers = ("sqlite+aiosqlite://", "postgresql+asyncpg://")  # what rzcp.store.urls makes of the rest
     if not settings.database_url.startswith(drivers):
+        scheme, sep, _ = settings.database_url.partition("://")  # never the rest: it may hold a password
         raise click.ClickException(
             "RZCP_DATABASE_URL must be a PostgreSQL or SQLite URL (postgresql://... or sqlite:///...)"
+            + (f", not {scheme}://" if sep else "")
         )
     if workers > 1:
         import multiprocessing

@@ -43,7 +43,10 @@ DEV_BSN_SECRET = "rzcp-development-bsn-secret-do-not-use-in-production"  # noqa:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RZCP_", extra="ignore", frozen=True)
+    #: A refused setting's message never repeats the values given (a database URL's password, a secret).
+    model_config = SettingsConfigDict(
+        env_prefix="RZCP_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./rzcp.db"

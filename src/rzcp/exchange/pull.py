@@ -267,7 +267,6 @@ async def run_pull(
         adapter = exchange.adapters.for_member(source.member)
         outcome = await adapter.search(source.member, SearchQuery(res_type, source.local_id, query.params))
         elapsed = (time.perf_counter() - started) * 1000
-        exchange.pace.note(source.member.ura, elapsed)
         decisions = ResourceDecisions(compiled, exchange.policy, asked)
         return _prepared(outcome, elapsed, source, res_type, decisions, base, query.patient_id)
 
@@ -282,9 +281,10 @@ async def run_pull(
         answers = [await call(source, res_type, asked)]
     else:
         order = exchange.pace.slowest_first([source.member.ura for source, *_ in calls])
-        started = await asyncio.gather(*(call(calls[i][0], calls[i][2], calls[i][3]) for i in order))
-        by_position = dict(zip(order, started, strict=True))
+        in_call_order = await asyncio.gather(*(call(calls[i][0], calls[i][2], calls[i][3]) for i in order))
+        by_position = dict(zip(order, in_call_order, strict=True))
         answers = [by_position[i] for i in range(len(calls))]
+    _note_pace(exchange, calls, answers)
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
     seen: set[str | bytes] = set()
@@ -401,6 +401,22 @@ def _prepared(
             tagged = _tag(resource, source, base, patient_id)
             entries.append((f"{base_url}/{res_type}/{resource['id']}", tagged, _fingerprint(tagged)))
     return _Answer(outcome, elapsed_ms, entries, decisions.unreadable)
+
+
+def _note_pace(
+    exchange: Exchange, calls: Sequence[tuple[Source, SourceReport, str, Request]], answers: list[_Answer]
+) -> None:
+    """Each member's answer time in this pull (its slowest type's, for $everything's several calls), once:
+    noted per call, a member's fast and slow types took turns in its average. A call its circuit breaker
+    refused never left the gateway, so it says nothing of the member's pace."""
+    slowest: dict[str, float] = {}
+    for (source, *_), answer in zip(calls, answers, strict=True):
+        if any(p.code is ProblemCode.CIRCUIT_OPEN for p in answer.outcome.problems):
+            continue
+        ura = source.member.ura
+        slowest[ura] = max(slowest.get(ura, 0.0), answer.elapsed_ms)
+    for ura, elapsed_ms in slowest.items():
+        exchange.pace.note(ura, elapsed_ms)
 
 
 _DROPPED = frozenset(

@@ -38,7 +38,7 @@ class Database:
         self.url = url
         self.is_sqlite = is_sqlite(url)
         if self.is_sqlite:
-            if ":memory:" in url:
+            if ":memory:" in url or not make_url(url).database:  # `sqlite://` is in memory too
                 raise ValueError("an in-memory SQLite database is not shared between connections: use a file")
             self.engine = _sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
             self._write_engine = _sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=2)
