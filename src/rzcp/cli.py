@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +65,36 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
             "note: several workers on SQLite share one file; PostgreSQL is the production database", err=True
         )
     _check_startable(settings, workers)
-    uvicorn.run(
-        "rzcp.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    metrics_dir = _shared_metrics_dir() if workers > 1 else None
+    try:
+        uvicorn.run(
+            "rzcp.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir() -> str | None:
+    """A folder the workers keep their metrics in (prometheus_client's multiprocess mode), so that a
+    scrape, which reaches one worker, counts the requests of all of them. Made for this run and removed
+    after it: files left by an earlier run would add its counts to this one's. None when the operator
+    named a folder (PROMETHEUS_MULTIPROC_DIR): theirs to keep, and to empty between runs."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    try:
+        path = tempfile.mkdtemp(prefix="rzcp-metrics-")
+    except OSError as exc:  # a read-only file system: the gateway still runs, its metrics per worker
+        click.echo(f"note: no folder for the workers' shared metrics ({exc.strerror}); set TMPDIR", err=True)
+        return None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # the workers, spawned next, inherit it
+    return path
 
 
 def _check_startable(settings: Settings, workers: int) -> None:

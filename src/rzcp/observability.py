@@ -9,12 +9,20 @@ so no resource id or patient identifier ends up in a label.
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
 import uuid
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,4 +91,14 @@ async def metrics_endpoint(request: Request) -> Response:
         if scheme.lower() != "bearer" or not hmac.compare_digest(sent.encode(), token.encode()):
             return Response("metrics need the scraper's bearer token\n", status_code=401,
                             headers={"WWW-Authenticate": 'Bearer realm="rzcp-metrics"'})  # fmt: skip
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition() -> bytes:
+    """The metrics of this process, or of every worker when `rzcp serve` runs several (each keeps its
+    counts in the folder PROMETHEUS_MULTIPROC_DIR names; a scrape reaches one worker)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

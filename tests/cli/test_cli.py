@@ -134,6 +134,53 @@ def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
     assert httpx.get(f"{served}/healthz", timeout=5).json() == {"status": "ok"}
 
 
+def _requests_counted(base: str, route: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    prefix = f'rzcp_http_requests_total{{method="GET",route="{route}",status="200"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_with_several_workers_every_scrape_counts_the_requests_of_all(tmp_path: Path) -> None:
+    """A scrape reaches one worker: with counts per worker, the dashboard showed a share of the traffic
+    that changed with each scrape. The workers' shared metrics folder is removed when the server stops."""
+    port = free_port()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'workers.db'}",
+        "TMPDIR": str(scratch),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen(
+        [RZCP, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("rzcp serve --workers 2 did not become ready")
+        time.sleep(2)  # the second worker: ready answers as soon as one is
+        for _ in range(40):  # a connection each: the workers take turns accepting them
+            assert httpx.get(f"{base}/fhir/metadata", timeout=10).status_code == 200
+        assert [_requests_counted(base, "/fhir/metadata") for _ in range(6)] == [40.0] * 6
+        assert list(scratch.glob("rzcp-metrics-*"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert not list(scratch.glob("rzcp-metrics-*"))
+
+
 def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> None:
     """The contract's `rzcp members` and `rzcp clients`: what is refused says why in one line."""
     from joserfc.jwk import RSAKey
