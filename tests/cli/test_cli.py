@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -98,6 +99,60 @@ def test_config_file(tmp_path: Path) -> None:
     result = run("--config", str(config), "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "from-file.db").exists()
+
+
+def test_an_operators_changes_at_the_command_line_are_in_the_audit_trail(tmp_path: Path) -> None:
+    """As the console's calls are: who (the account and host), which change with what, how it ended. An
+    export of the trail is itself recorded, before anything is written out."""
+    import getpass
+
+    from joserfc.jwk import RSAKey
+
+    env = {
+        "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}",
+        "MEMBER_TOKEN": "s3cr3t-member-token-value",
+    }
+    assert run("db", "upgrade", env=env).returncode == 0
+    member = ("members", "add", "--ura", "12345678", "--name", "Praktijk Noord", "--type", "huisartsen")
+    added = run(*member, "--endpoint", "https://n.example/fhir", "--auth-token-env", "MEMBER_TOKEN", env=env)
+    assert added.returncode == 0, added.stderr
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(
+        json.dumps({"keys": [RSAKey.generate_key(2048, parameters={"kid": "k1"}).as_dict(private=False)]})
+    )
+    client = ("clients", "add", "--client-id", "ehr-noord", "--member", "12345678", "--scope", "system/*.rs")
+    assert run(*client, "--jwks", str(jwks), env=env).returncode == 0
+    assert run("clients", "revoke", "nobody", env=env).returncode != 0
+    assert run("members", "suspend", "12345678", env=env).returncode == 0
+    assert run("audit", "export", env=env).returncode == 0
+    exported = run("audit", "export", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "s3cr3t-member-token-value" not in exported.stdout
+    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    console = [e for e in events if e["type"]["code"] == "console"]
+
+    def action(event: dict[str, Any]) -> dict[str, Any]:
+        return next(x for x in event["entity"] if x["type"]["code"] == "console")
+
+    assert [(action(e)["description"], e["outcome"]) for e in console] == [
+        ("members.add", "0"),
+        ("clients.add", "0"),
+        ("clients.revoke", "4"),
+        ("members.suspend", "0"),
+        ("audit.export", "0"),
+        ("audit.export", "0"),
+    ]
+    details = {d["type"]: d["valueString"] for d in action(console[0])["detail"]}
+    assert details["ura"] == "12345678" and details["auth"] == "bearer token from $MEMBER_TOKEN"
+    assert {d["type"]: d["valueString"] for d in action(console[1])["detail"]}["jwks"] == "kid k1"
+    operator = f"{getpass.getuser()}@{socket.gethostname()}"
+    for event in console:
+        requestor = next(a for a in event["agent"] if a["requestor"])
+        assert requestor["who"]["identifier"]["value"] == operator
+        assert any(a["who"].get("identifier", {}).get("value") == "rzcp-cli" for a in event["agent"])
+    assert (
+        run("audit", "verify", env=env).returncode == 0
+    )  # the chain holds with the operator's records in it
 
 
 @pytest.fixture

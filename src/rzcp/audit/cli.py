@@ -102,16 +102,22 @@ def verify(obj: Any, archive_file: Path | None, workers: int | None) -> None:
 def export(obj: Any, since: str | None, fmt: str) -> None:
     """Write the audit records to stdout: NDJSON (one AuditEvent a line) or CSV (the searched columns)."""
     from rzcp.audit.archive import export_records
+    from rzcp.audit.operator import record_operator_action
 
+    settings = _settings(obj)
     moment = _moment(since, "--since") if since else None
     out = sys.stdout.buffer
 
     async def work(db: Database) -> None:
+        # Reading the trail is an access too: recorded first, and without a record nothing is written.
+        await record_operator_action(
+            settings, db, "audit.export", {"since": since, "format": fmt}, status=200
+        )
         async for part in export_records(db, since=moment, fmt=fmt):
             out.write(part)
         out.flush()
 
-    _with_db(_settings(obj), work)
+    _with_db(settings, work)
 
 
 @audit.command()
@@ -124,6 +130,7 @@ def archive(obj: Any, before: str, to: Path) -> None:
     Runs as the database role that owns the tables (the application's role may not delete)."""
     from rzcp.audit import signer_from_settings
     from rzcp.audit.archive import archive_before
+    from rzcp.audit.operator import record_operator_action
 
     settings = _settings(obj)
     moment = _moment(before, "--before")
@@ -134,6 +141,16 @@ def archive(obj: Any, before: str, to: Path) -> None:
             db, signer, before=moment, to=to, retention_days=settings.audit_retention_days
         ),
     )
+    if result.records:
+        params = {"before": before, "to": str(to), "records": str(result.records)}
+        try:
+            _with_db(
+                settings, lambda db: record_operator_action(settings, db, "audit.archive", params, status=200)
+            )
+        except click.ClickException as exc:
+            click.echo(
+                f"warning: the archive is written, but not recorded in the trail ({exc.message})", err=True
+            )
     if not result.records:
         click.echo("nothing to archive")
         return

@@ -4,7 +4,7 @@ Each command is one transaction; a failure is one line on stderr and a non-zero 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,18 @@ from rzcp.store.db import Database
 T = TypeVar("T")
 
 
-def _in_transaction(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool) -> T:
+def _in_transaction(
+    settings: Settings,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    write: bool,
+    action: str | None = None,
+    params: Mapping[str, str | None] | None = None,
+) -> T:
+    """Run `work` in one transaction. With `action` (the console's name for the same change), the change,
+    or its refusal, is recorded in the audit trail as the operator's (rzcp.audit.operator)."""
+    from rzcp.audit.operator import record_operator_action
+    from rzcp.audit.writer import AuditUnavailable
     from rzcp.store.migrate import upgrade
 
     async def run() -> T:
@@ -30,13 +41,31 @@ def _in_transaction(settings: Settings, work: Callable[[AsyncConnection], Awaita
             migrate = settings.auto_migrate if settings.auto_migrate is not None else database.is_sqlite
             if migrate:
                 await upgrade(database)
-            async with database.write() if write else database.read() as conn:
-                return await work(conn)
+            try:
+                async with database.write() if write else database.read() as conn:
+                    result = await work(conn)
+            except RzcpError as exc:
+                if action is not None:
+                    await record_operator_action(
+                        settings, database, action, params or {}, status=exc.status, outcome_desc=exc.message
+                    )
+                raise
+            if action is not None:
+                try:
+                    await record_operator_action(settings, database, action, params or {}, status=200)
+                except AuditUnavailable:
+                    raise click.ClickException(
+                        "the change was made, but the audit trail could not record it: "
+                        "check the database and record it by hand"
+                    ) from None
+            return result
         finally:
             await database.dispose()
 
     try:
         return asyncio.run(run())
+    except click.ClickException:
+        raise
     except RzcpError as exc:
         raise click.ClickException(exc.message) from None
     except Exception as exc:  # one line, not a traceback
@@ -101,7 +130,16 @@ def clients_add(
             allowed_hosts=settings.jwks_allowed_hosts,
         )
 
-    client = _in_transaction(settings, work, write=True)
+    params = {
+        "client_id": client_id,
+        "member": member_ura,
+        "scope": scope,
+        "role": role,
+        "jwks_url": jwks_url,
+    }
+    if jwks_file is not None:
+        params["jwks"] = _kids(jwks)
+    client = _in_transaction(settings, work, write=True, action="clients.add", params=params)
     click.echo(f"client {client.client_id} registered for member {client.member_ura}: {client.scope}")
 
 
@@ -123,7 +161,9 @@ def clients_revoke(ctx: click.Context, client_id: str) -> None:
     async def work(conn: AsyncConnection) -> None:
         await registry.revoke_client(conn, client_id)
 
-    _in_transaction(_settings(ctx), work, write=True)
+    _in_transaction(
+        _settings(ctx), work, write=True, action="clients.revoke", params={"client_id": client_id}
+    )
     click.echo(f"client {client_id} revoked")
 
 
@@ -144,7 +184,10 @@ def clients_keys(ctx: click.Context, client_id: str, jwks_file: Path | None, jwk
             conn, client_id, jwks=jwks, jwks_url=jwks_url, allowed_hosts=settings.jwks_allowed_hosts
         )
 
-    client = _in_transaction(settings, work, write=True)
+    params = {"client_id": client_id, "jwks_url": jwks_url}
+    if jwks_file is not None:
+        params["jwks"] = _kids(jwks)
+    client = _in_transaction(settings, work, write=True, action="clients.keys", params=params)
     where = client.jwks_url or ", ".join(str(k.get("kid")) for k in (client.jwks or {}).get("keys", []))
     click.echo(f"client {client.client_id}: keys replaced ({where})")
 
@@ -159,8 +202,17 @@ def clients_scope(ctx: click.Context, client_id: str, scope: str) -> None:
     async def work(conn: AsyncConnection) -> Any:
         return await registry.set_client_scope(conn, client_id, scope)
 
-    client = _in_transaction(_settings(ctx), work, write=True)
+    params = {"client_id": client_id, "scope": scope}
+    client = _in_transaction(_settings(ctx), work, write=True, action="clients.scope", params=params)
     click.echo(f"client {client.client_id}: scope {client.scope}")
+
+
+def _kids(jwks: Any) -> str:
+    """The key ids of a JWKS given as a file, for the record (the keys are public, but long)."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    return (
+        "kid " + ", ".join(str(k.get("kid")) for k in keys if isinstance(k, dict)) if keys else "keys given"
+    )
 
 
 def _jwks_from(path: Path) -> Any:
@@ -190,7 +242,7 @@ def keys_rotate(ctx: click.Context) -> None:
         finally:
             await ring.db.dispose()
 
-    kid = _in_transaction(settings, work, write=False)
+    kid = _in_transaction(settings, work, write=False, action="keys.rotate")
     click.echo(f"now signing with key {kid}")
 
 

@@ -80,7 +80,17 @@ def members_add(
             auth=auth,
         )
 
-    member = auth_cli._in_transaction(settings, work, write=True)
+    params = {
+        "ura": ura,
+        "name": name,
+        "category": category,
+        "endpoint": endpoint,
+        "adapter": adapter,
+        "agb": agb,
+        "timeout": None if call_timeout is None else str(call_timeout),
+        "auth": f"bearer token from ${auth_token_env}" if auth_token_env else None,  # never the token
+    }
+    member = auth_cli._in_transaction(settings, work, write=True, action="members.add", params=params)
     click.echo(f"member {member.ura} ({member.name}) registered, endpoint {member.base_url}")
 
 
@@ -101,7 +111,7 @@ def _status_command(
         async def work(conn: AsyncConnection) -> None:
             await change(_directory(settings), conn, SearchRegistry.default(), ura)
 
-        auth_cli._in_transaction(settings, work, write=True)
+        auth_cli._in_transaction(settings, work, write=True, action=f"members.{name}", params={"ura": ura})
         click.echo(f"member {ura} {name.removesuffix('e')}ed")
 
     return command
