@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def https_only(self) -> bool:
+        """Production registers members' endpoints and clients' jwks URLs over https only (loopback
+        excepted): patient data and the keys that admit a system never cross a network in the clear."""
+        return self.environment == "production"
+
+    @property
     def serves_all_types(self) -> bool:
         return "*" in self.fhir_resource_types
 

@@ -68,6 +68,7 @@ async def add_member(
     *,
     policy: Policy,
     adapters: Collection[str],
+    https_only: bool,
 ) -> Member:
     """`rzcp members add`: the registry's row, its endpoint details, its Organization and Endpoint. The
     category is one the region's policy knows (a category or a national organisation type: consents name
@@ -87,6 +88,7 @@ async def add_member(
         category=category,
         endpoint=text_field(body, "endpoint") or "",
         adapter=adapter,
+        https_only=https_only,
     )
     found = await registry.get_member(conn, ura or "")
     assert found is not None  # just written in this transaction
@@ -120,7 +122,7 @@ def check_may_hand_out(principal: Principal, role: str) -> None:
 
 
 async def add_client(
-    conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str], by: Principal
+    conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str], https_only: bool, by: Principal
 ) -> Client:
     """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
     jwks = _jwks_of(body)
@@ -135,12 +137,18 @@ async def add_client(
         jwks=jwks,
         jwks_url=text_field(body, "jwks_url", required=False),
         allowed_hosts=allowed_hosts,
+        https_only=https_only,
     )
     return client
 
 
 async def replace_client_keys(
-    conn: AsyncConnection, client_id: str, body: dict[str, Any], allowed_hosts: list[str], by: Principal
+    conn: AsyncConnection,
+    client_id: str,
+    body: dict[str, Any],
+    allowed_hosts: list[str],
+    https_only: bool,
+    by: Principal,
 ) -> Client:
     """`rzcp clients keys`: key rotation, with a JWKS document or an allow-listed jwks_url."""
     current = await registry.get_client(conn, client_id)
@@ -152,6 +160,7 @@ async def replace_client_keys(
         jwks=_jwks_of(body),
         jwks_url=text_field(body, "jwks_url", required=False),
         allowed_hosts=allowed_hosts,
+        https_only=https_only,
     )
 
 

@@ -78,6 +78,7 @@ async def add_member(request: Request, _: Admin) -> dict[str, Any]:
             body,
             policy=runtime.policy,
             adapters=exchange.adapters.names(),
+            https_only=runtime.settings.https_only,
         )
     return members.member_json(member, UNKNOWN)
 
@@ -116,7 +117,9 @@ async def add_client(request: Request, admin: Admin) -> dict[str, Any]:
     noted = {k: str(body[k]) for k in ("client_id", "member_ura", "scope", "role") if k in body}
     console_params(request).update(noted | members.noted_keys(body))
     async with runtime.db.write() as conn:
-        client = await members.add_client(conn, body, runtime.settings.jwks_allowed_hosts, admin)
+        client = await members.add_client(
+            conn, body, runtime.settings.jwks_allowed_hosts, runtime.settings.https_only, admin
+        )
         stored = await registry.get_client(conn, client.client_id)
     return members.client_json(stored or client)
 
@@ -128,7 +131,7 @@ async def replace_client_keys(request: Request, client_id: str, admin: Admin) ->
     console_params(request).update(members.noted_keys(body))
     async with runtime.db.write() as conn:
         client = await members.replace_client_keys(
-            conn, client_id, body, runtime.settings.jwks_allowed_hosts, admin
+            conn, client_id, body, runtime.settings.jwks_allowed_hosts, runtime.settings.https_only, admin
         )
     return members.client_json(client)
 

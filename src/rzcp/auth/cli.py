@@ -128,6 +128,7 @@ def clients_add(
             jwks=jwks,
             jwks_url=jwks_url,
             allowed_hosts=settings.jwks_allowed_hosts,
+            https_only=settings.https_only,
         )
 
     params = {
@@ -181,7 +182,12 @@ def clients_keys(ctx: click.Context, client_id: str, jwks_file: Path | None, jwk
 
     async def work(conn: AsyncConnection) -> Any:
         return await registry.replace_client_keys(
-            conn, client_id, jwks=jwks, jwks_url=jwks_url, allowed_hosts=settings.jwks_allowed_hosts
+            conn,
+            client_id,
+            jwks=jwks,
+            jwks_url=jwks_url,
+            allowed_hosts=settings.jwks_allowed_hosts,
+            https_only=settings.https_only,
         )
 
     params = {"client_id": client_id, "jwks_url": jwks_url}

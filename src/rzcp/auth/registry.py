@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,15 +66,38 @@ class Client:
         return not self.revoked and self.member_status == "active"
 
 
-def _url(value: str, what: str) -> str:
+def _url(value: str, what: str, *, https_only: bool = False) -> str:
+    """`https_only` (production): patient data and keys travel encrypted, or stay on the machine (a
+    loopback address: a sidecar that holds the TLS connection)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"{what} {value!r} is not an http(s) URL")
+    if https_only and parts.scheme == "http" and not _loopback(parts.hostname):
+        raise BadRequest(
+            f"{what} {value!r} is plain http: in production the gateway exchanges patient data and keys "
+            "over https only (a loopback address excepted)"
+        )
     return value
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def add_member(
-    conn: AsyncConnection, *, ura: str, name: str, category: str, endpoint: str, adapter: str = "fhir-rest"
+    conn: AsyncConnection,
+    *,
+    ura: str,
+    name: str,
+    category: str,
+    endpoint: str,
+    adapter: str = "fhir-rest",
+    https_only: bool = False,
 ) -> Member:
     if not _URA.fullmatch(ura):
         raise BadRequest(f"URA {ura!r} must be 8 digits")
@@ -87,7 +111,7 @@ async def add_member(
         raise BadRequest(f"adapter {adapter!r} is not an adapter's name")
     if len(endpoint) > MAX_URL:
         raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
-    _url(endpoint, "endpoint")
+    _url(endpoint, "endpoint", https_only=https_only)
     if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
         raise Conflict(f"member {ura} is already registered")
     now = utcnow()
@@ -187,12 +211,13 @@ async def add_client(
     jwks: dict[str, Any] | None = None,
     jwks_url: str | None = None,
     allowed_hosts: list[str] | None = None,
+    https_only: bool = False,
 ) -> Client:
     if not _CLIENT_ID.fullmatch(client_id):
         raise BadRequest(f"client id {client_id!r} may hold letters, digits and . _ : - only")
     if role not in ROLES:
         raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}")
-    jwks = _checked_keys(jwks, jwks_url, allowed_hosts)
+    jwks = _checked_keys(jwks, jwks_url, allowed_hosts, https_only)
     scopes = _checked_scope(scope)
     member = await conn.execute(select(members.c.status).where(members.c.ura == member_ura))
     if member.first() is None:
@@ -259,14 +284,14 @@ async def list_clients(conn: AsyncConnection) -> list[Client]:
 
 
 def _checked_keys(
-    jwks: dict[str, Any] | None, jwks_url: str | None, allowed_hosts: list[str] | None
+    jwks: dict[str, Any] | None, jwks_url: str | None, allowed_hosts: list[str] | None, https_only: bool
 ) -> dict[str, Any] | None:
     if (jwks is None) == (jwks_url is None):
         raise BadRequest("give the client's public keys as a JWKS file or a jwks URL, one of the two")
     if jwks_url is not None:
         if len(jwks_url) > MAX_URL:
             raise BadRequest(f"the jwks URL is at most {MAX_URL} characters")
-        host = urlsplit(_url(jwks_url, "jwks URL")).hostname
+        host = urlsplit(_url(jwks_url, "jwks URL", https_only=https_only)).hostname
         if allowed_hosts is not None and host not in allowed_hosts:
             raise BadRequest(f"jwks host {host} is not in RZCP_JWKS_ALLOWED_HOSTS")
         return None
@@ -280,13 +305,14 @@ async def replace_client_keys(
     jwks: dict[str, Any] | None = None,
     jwks_url: str | None = None,
     allowed_hosts: list[str] | None = None,
+    https_only: bool = False,
 ) -> Client:
     """Key rotation: the client's public keys replaced by a new JWKS (or a jwks URL), checked as at
     registration. The next client assertion is verified against them in every process (they are read
     from the database per token request); tokens issued before stay valid until they expire, since they
     were issued to the same client. To rotate without a gap, register a JWKS holding the old and the new
     key, switch the client to the new key, then register the new key alone."""
-    checked = _checked_keys(jwks, jwks_url, allowed_hosts)
+    checked = _checked_keys(jwks, jwks_url, allowed_hosts, https_only)
     current = await get_client(conn, client_id)
     if current is None:
         raise NotFound(f"no client with id {client_id}")

@@ -78,6 +78,7 @@ def members_add(
             agb=agb,
             call_timeout=call_timeout,
             auth=auth,
+            https_only=settings.https_only,
         )
 
     params = {

@@ -64,10 +64,17 @@ class Directory:
         agb: str | None = None,
         call_timeout: float | None = None,
         auth: MemberAuth | None = None,
+        https_only: bool = False,
     ) -> Member:
         """Register a member: the registry's row, its endpoint details and their projection."""
         await registry.add_member(
-            conn, ura=ura, name=name, category=category, endpoint=endpoint, adapter=adapter
+            conn,
+            ura=ura,
+            name=name,
+            category=category,
+            endpoint=endpoint,
+            adapter=adapter,
+            https_only=https_only,
         )
         await self.set_endpoint(conn, search, ura, agb=agb, call_timeout=call_timeout, auth=auth)
         return await self.member(conn, ura)
