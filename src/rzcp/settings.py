@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     bsn_secret: str = DEV_BSN_SECRET
     #: A member's call deadline (seconds) when its endpoint row names none.
     member_timeout: float = Field(default=5.0, gt=0, le=120)
+    #: Pulls one process has under way at one member at a time; the rest wait their turn, up to the
+    #: member's timeout (rzcp.exchange.gates).
+    member_max_pulls: int = Field(default=8, ge=1, le=1000)
     #: Run the outbox's delivery worker in this process.
     outbox_worker: bool = True
     #: Seconds a worker holds a claimed message; past it another process may deliver it again.

@@ -7,6 +7,7 @@ also holds a psychiatric (PSY-labelled) diagnosis that no consent names.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ from rzcp.app import create_app
 from rzcp.exchange.adapters import SearchOutcome, SearchQuery
 from rzcp.exchange.breaker import BreakerBoard, BreakerState
 from rzcp.exchange.directory import Member
+from rzcp.exchange.gates import MemberGates
 from rzcp.exchange.pace import MemberPace
 from rzcp.exchange.service import Exchange
 from rzcp.membersim.bsn import derive_test_bsn
@@ -485,6 +487,66 @@ async def test_a_pull_asks_the_member_slowest_lately_first_and_answers_in_source
         assert (pace.expected_ms(slow_one) or 900.0) < 900.0  # the pull's own answer times count
     assert answers[0] == answers[1]  # the same Bundle, in the same order, whichever member went first
     assert {url.rsplit("/", 1)[1] for url, _ in answers[0]} == expected(world, "Condition")
+
+
+def counting(seconds: float, body: bytes, seen: list[int]) -> Any:
+    """A member that takes `seconds` over each request and notes how many were under way at once."""
+    under_way = 0
+
+    async def handler(_request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        nonlocal under_way
+        under_way += 1
+        seen.append(under_way)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            under_way -= 1
+        return 200, {}, body
+
+    return handler
+
+
+async def test_a_member_has_a_few_pulls_of_the_gateway_under_way_at_a_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    world.scripted.handler = counting(0.2, searchset(), seen)
+    monkeypatch.setattr(world.exchange, "gates", MemberGates(2))
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        pulls = await asyncio.gather(
+            *(world.pharmacy.get("/fhir/Condition", params=params) for _ in range(6))
+        )
+        assert all(r.status_code == 200 for r in pulls)
+        assert not any(issues(r.json()) for r in pulls)  # every pull had its turn in time
+        assert {r["id"] for r in entries(pulls[0].json())} == expected(world, "Condition")
+        assert len(seen) == 6 and max(seen) == 2
+        # one pull is one turn, whatever it asks the member for: $everything's searches go out together
+        seen.clear()
+        everything = await world.pharmacy.get(f"/fhir/Patient/{world.patient}/$everything")
+        assert everything.status_code == 200, everything.text
+        assert len(seen) == len(world.exchange.pull_types) and max(seen) == len(seen)
+
+
+async def test_a_pull_that_gets_no_turn_in_time_is_told_the_member_did_not_answer_in_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    world.scripted.handler = counting(0.6 * SCRIPTED_DEADLINE, searchset(), seen)
+    monkeypatch.setattr(world.exchange, "gates", MemberGates(1))
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        pulls = await asyncio.gather(
+            *(world.pharmacy.get("/fhir/Condition", params=params) for _ in range(3))
+        )
+    assert all(r.status_code == 200 for r in pulls)
+    for response in pulls:  # each still has what the other members hold
+        assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")
+    assert len(seen) == 2 and max(seen) == 1  # the third never reached the member
+    warned = [issues(r.json()) for r in pulls]
+    assert sorted(len(w) for w in warned) == [0, 0, 1]
+    [[warning]] = [w for w in warned if w]
+    assert "Scripted" in warning and "in time" in warning
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:

@@ -47,7 +47,7 @@ from rzcp.consent.engine import decide
 from rzcp.consent.model import Decision, Request
 from rzcp.consent.service import ResourceDecisions
 from rzcp.errors import Issue
-from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
+from rzcp.exchange.adapters import Problem, ProblemCode, SearchOutcome, SearchQuery
 from rzcp.exchange.locator import Source
 from rzcp.exchange.service import Exchange
 from rzcp.fhir.outcome import operation_outcome
@@ -270,20 +270,39 @@ async def run_pull(
         decisions = ResourceDecisions(compiled, exchange.policy, asked)
         return _prepared(outcome, elapsed, source, res_type, decisions, base, query.patient_id)
 
+    async def at_member(positions: list[int]) -> list[_Answer]:
+        """This pull's calls to one member, in one of the member's turns (rzcp.exchange.gates)."""
+        source = calls[positions[0]][0]
+        ura = source.member.ura
+        if not await exchange.gates.enter(ura, source.member.timeout):
+            return [_no_turn(source) for _ in positions]
+        try:
+            if len(positions) == 1:
+                _, _, res_type, asked = calls[positions[0]]
+                return [await call(source, res_type, asked)]
+            return list(await asyncio.gather(*(call(source, calls[i][2], calls[i][3]) for i in positions)))
+        finally:
+            exchange.gates.leave(ura)
+
     # Each answer is filtered and tagged in its own task as it arrives, while slower members are still
-    # awaited: only the merge below waits for the last one. One call runs in the request's own task: a
+    # awaited: only the merge below waits for the last one. One member runs in the request's own task: a
     # new task would only start after every other request ready on the loop has had its turn, so under
     # load each pull's member call waited for all the others' preparation, and the member and the gateway
     # took turns instead of working at once (bench/README.md, "One member called without a task hop").
-    # Several calls start slowest member first (rzcp.exchange.pace); the answers keep the source order.
-    if len(calls) == 1:
-        source, _, res_type, asked = calls[0]
-        answers = [await call(source, res_type, asked)]
+    # Several members are asked slowest first (rzcp.exchange.pace); the answers keep the source order.
+    by_member: dict[str, list[int]] = {}
+    for i, (source, *_) in enumerate(calls):
+        by_member.setdefault(source.member.ura, []).append(i)
+    groups = list(by_member.values())
+    if len(groups) == 1:
+        order, in_order = [0], [await at_member(groups[0])]
     else:
-        order = exchange.pace.slowest_first([source.member.ura for source, *_ in calls])
-        in_call_order = await asyncio.gather(*(call(calls[i][0], calls[i][2], calls[i][3]) for i in order))
-        by_position = dict(zip(order, in_call_order, strict=True))
-        answers = [by_position[i] for i in range(len(calls))]
+        order = exchange.pace.slowest_first([calls[group[0]][0].member.ura for group in groups])
+        in_order = await asyncio.gather(*(at_member(groups[g]) for g in order))
+    placed: dict[int, _Answer] = {}
+    for g, group_answers in zip(order, in_order, strict=True):
+        placed.update(zip(groups[g], group_answers, strict=True))
+    answers = [placed[i] for i in range(len(calls))]
     _note_pace(exchange, calls, answers)
 
     entries: list[tuple[str, dict[str, Any]]] = list(leading)
@@ -381,6 +400,17 @@ class _Answer:
     elapsed_ms: float
     entries: list[tuple[str, dict[str, Any], str | bytes]]
     unreadable: int
+    #: False when the pull got no turn at the member (rzcp.exchange.gates): nothing was sent.
+    sent: bool = True
+
+
+def _no_turn(source: Source) -> _Answer:
+    member = source.member
+    detail = (
+        f"the member did not answer in time: no turn within {member.timeout:g} s, others' pulls under way"
+    )
+    outcome = SearchOutcome(member.ura, problems=[Problem(ProblemCode.TIMEOUT, detail)], failed=True)
+    return _Answer(outcome, member.timeout * 1000, [], 0, sent=False)
 
 
 def _prepared(
@@ -408,10 +438,10 @@ def _note_pace(
 ) -> None:
     """Each member's answer time in this pull (its slowest type's, for $everything's several calls), once:
     noted per call, a member's fast and slow types took turns in its average. A call its circuit breaker
-    refused never left the gateway, so it says nothing of the member's pace."""
+    refused, or that got no turn, never left the gateway, so it says nothing of the member's pace."""
     slowest: dict[str, float] = {}
     for (source, *_), answer in zip(calls, answers, strict=True):
-        if any(p.code is ProblemCode.CIRCUIT_OPEN for p in answer.outcome.problems):
+        if not answer.sent or any(p.code is ProblemCode.CIRCUIT_OPEN for p in answer.outcome.problems):
             continue
         ura = source.member.ura
         slowest[ura] = max(slowest.get(ura, 0.0), answer.elapsed_ms)

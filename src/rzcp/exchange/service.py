@@ -19,6 +19,7 @@ from rzcp.consent.policy import Policy, load_policy
 from rzcp.exchange.adapters import AdapterContext, AdapterRegistry
 from rzcp.exchange.breaker import BreakerBoard
 from rzcp.exchange.directory import Directory
+from rzcp.exchange.gates import MemberGates
 from rzcp.exchange.http import build_http_client
 from rzcp.exchange.locator import Locator
 from rzcp.exchange.pace import MemberPace
@@ -55,6 +56,8 @@ class Exchange:
     http: httpx.AsyncClient
     #: Each member's recent answer time in this process: the order of a pull's calls (slowest first).
     pace: MemberPace = field(default_factory=MemberPace)
+    #: How many pulls this process has under way at each member (RZCP_MEMBER_MAX_PULLS).
+    gates: MemberGates = field(default_factory=MemberGates)
     _owns_http: bool = field(default=True, repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -86,6 +89,7 @@ class Exchange:
             search=search,
             pull_types=covered_types(policy, search),
             http=http,
+            gates=MemberGates(settings.member_max_pulls),
             _owns_http=owns_http,
         )
 
