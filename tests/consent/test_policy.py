@@ -68,8 +68,13 @@ def test_a_broken_policy_names_file_and_field_in_one_line(
     assert expected in message
 
 
-def test_missing_and_unparsable_files(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="cannot read"):
+def test_missing_and_unparsable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PolicyError, match="cannot read") as given:
         load_policy(tmp_path / "absent.yaml")
+    assert "RZCP_CONSENT_POLICY_PATH" not in str(given.value)  # the operator named that file
+    # an installed package (no checkout beside it) has no default policy: the error says what to set
+    monkeypatch.setattr("rzcp.consent.policy.DEFAULT_POLICY_PATH", tmp_path / "consent" / "policy.yaml")
+    with pytest.raises(PolicyError, match="set RZCP_CONSENT_POLICY_PATH"):
+        load_policy()
     with pytest.raises(PolicyError, match="line"):
         load_policy(_write(tmp_path, "version: [1\n"))

@@ -349,7 +349,12 @@ def load_policy(path: Path | str | None = None) -> Policy:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(f"{file}: cannot read the consent policy ({exc.strerror or exc})") from None
+        hint = ""
+        if path is None:  # an installed package carries no policy: only a checkout of the repository has one
+            hint = (
+                "; set RZCP_CONSENT_POLICY_PATH to the region's policy.yaml (as in the repository's consent/)"
+            )
+        raise PolicyError(f"{file}: cannot read the consent policy ({exc.strerror or exc}){hint}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
