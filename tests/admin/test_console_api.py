@@ -130,6 +130,10 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
         "health": {"state": "unknown", "failures_24h": 0, "last_failure": None},
     }
     outcome_of(await chief.post("/admin/api/members", json=member), 409)
+    # a development gateway (this one) registers a member over plain http; production refuses it
+    # (tests/auth/test_https_only.py), and the registry refuses it when not told it runs in development
+    plain = {**member, "ura": new_ura(), "endpoint": "http://ehr.example/fhir"}
+    assert (await chief.post("/admin/api/members", json=plain)).status_code == 201
     # found by review: a 100,000-character name, a category the policy does not know, an adapter that is
     # not installed, a control character: each refused with a clear 400 (nothing stored)
     for bad in (

@@ -1,6 +1,7 @@
 """In production a member's endpoint and a client's jwks URL are https: the gateway sends patient data to the
 one and trusts the keys it fetches from the other. Plain http stays for development and for a loopback
-address (a sidecar on the same machine that holds the TLS connection)."""
+address (a sidecar on the same machine that holds the TLS connection). The registry asks for https unless its
+caller says it runs in development."""
 
 from __future__ import annotations
 
@@ -39,12 +40,12 @@ async def test_a_member_on_plain_http_is_refused_in_production(app: Any, endpoin
     ura = _ura()
     async with app.state.runtime.db.write() as conn:
         with pytest.raises(BadRequest, match="plain http"):
-            await registry.add_member(
-                conn, ura=ura, name="Huisarts", category="Z3", endpoint=endpoint, https_only=True
-            )
+            await registry.add_member(conn, ura=ura, name="Huisarts", category="Z3", endpoint=endpoint)
         assert await registry.get_member(conn, ura) is None
         # development keeps plain http (the demo's members); production takes https and loopback
-        await registry.add_member(conn, ura=ura, name="Huisarts", category="Z3", endpoint=endpoint)
+        await registry.add_member(
+            conn, ura=ura, name="Huisarts", category="Z3", endpoint=endpoint, https_only=False
+        )
         for i, allowed in enumerate(
             ["https://ehr.example/fhir", "http://127.0.0.1:9000/fhir", "http://[::1]/f"]
         ):
@@ -83,3 +84,7 @@ async def test_a_jwks_url_on_plain_http_is_refused_in_production(app: Any) -> No
             conn, client_id, jwks_url="https://keys.example/jwks.json", https_only=True
         )
         assert moved.jwks_url == "https://keys.example/jwks.json"
+        plain = await registry.replace_client_keys(
+            conn, client_id, jwks_url="http://keys.example/jwks.json", https_only=False
+        )
+        assert plain.jwks_url == "http://keys.example/jwks.json"  # development

@@ -66,9 +66,10 @@ class Client:
         return not self.revoked and self.member_status == "active"
 
 
-def _url(value: str, what: str, *, https_only: bool = False) -> str:
-    """`https_only` (production): patient data and keys travel encrypted, or stay on the machine (a
-    loopback address: a sidecar that holds the TLS connection)."""
+def _url(value: str, what: str, *, https_only: bool) -> str:
+    """`https_only`: patient data and keys travel encrypted, or stay on the machine (a loopback address: a
+    sidecar that holds the TLS connection). The registry's functions ask for it unless their caller says it
+    runs in development (`Settings.https_only`), so a caller that forgets is refused, not let through."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"{what} {value!r} is not an http(s) URL")
@@ -97,7 +98,7 @@ async def add_member(
     category: str,
     endpoint: str,
     adapter: str = "fhir-rest",
-    https_only: bool = False,
+    https_only: bool = True,
 ) -> Member:
     if not _URA.fullmatch(ura):
         raise BadRequest(f"URA {ura!r} must be 8 digits")
@@ -211,7 +212,7 @@ async def add_client(
     jwks: dict[str, Any] | None = None,
     jwks_url: str | None = None,
     allowed_hosts: list[str] | None = None,
-    https_only: bool = False,
+    https_only: bool = True,
 ) -> Client:
     if not _CLIENT_ID.fullmatch(client_id):
         raise BadRequest(f"client id {client_id!r} may hold letters, digits and . _ : - only")
@@ -305,7 +306,7 @@ async def replace_client_keys(
     jwks: dict[str, Any] | None = None,
     jwks_url: str | None = None,
     allowed_hosts: list[str] | None = None,
-    https_only: bool = False,
+    https_only: bool = True,
 ) -> Client:
     """Key rotation: the client's public keys replaced by a new JWKS (or a jwks URL), checked as at
     registration. The next client assertion is verified against them in every process (they are read

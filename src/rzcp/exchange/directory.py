@@ -64,7 +64,7 @@ class Directory:
         agb: str | None = None,
         call_timeout: float | None = None,
         auth: MemberAuth | None = None,
-        https_only: bool = False,
+        https_only: bool = True,
     ) -> Member:
         """Register a member: the registry's row, its endpoint details and their projection."""
         await registry.add_member(
