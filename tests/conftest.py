@@ -27,6 +27,7 @@ from sqlalchemy import text
 from rzcp.app import create_app
 from rzcp.auth import registry
 from rzcp.auth.assertions import ASSERTION_TYPE
+from rzcp.auth.bsn import holds_bsn
 from rzcp.auth.tables import AUTH_TABLES
 from rzcp.runtime import Runtime
 from rzcp.settings import Settings
@@ -136,7 +137,11 @@ class SystemClient:
 
 
 def new_key(alg: str = "RS384") -> Any:
-    kid = uuid.uuid4().hex[:12]
+    # The trail masks what could be a BSN, in a list of kids too (their digits joined across the commas):
+    # a kid starts with a letter and holds none, or a rare random one would be masked.
+    kid = "k" + uuid.uuid4().hex[:11]
+    while holds_bsn(kid):
+        kid = "k" + uuid.uuid4().hex[:11]
     if alg.startswith("ES"):
         return ECKey.generate_key("P-384", parameters={"kid": kid}, private=True)
     return RSAKey.generate_key(2048, parameters={"kid": kid}, private=True)

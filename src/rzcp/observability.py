@@ -32,6 +32,10 @@ from rzcp.auth.bsn import holds_bsn
 _SANE_ID = re.compile(r"[A-Za-z0-9._\-]{8,64}")
 
 REQUESTS = Counter("rzcp_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+#: A member that often has pulls waiting for no turn needs more turns (RZCP_MEMBER_MAX_PULLS) or processes.
+NO_TURN = Counter(
+    "rzcp_pull_no_turn_total", "Pulls that got no turn at a member within its timeout", ["member"]
+)
 LATENCY = Histogram(
     "rzcp_http_request_duration_seconds",
     "Time to answer an HTTP request",

@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from rzcp.app import create_app
@@ -528,25 +529,60 @@ async def test_a_member_has_a_few_pulls_of_the_gateway_under_way_at_a_time(
         assert len(seen) == len(world.exchange.pull_types) and max(seen) == len(seen)
 
 
-async def test_a_pull_that_gets_no_turn_in_time_is_told_the_member_did_not_answer_in_time(
+async def test_a_pull_that_gets_no_turn_in_time_leaves_the_member_out_with_a_warning(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[int] = []
-    world.scripted.handler = counting(0.6 * SCRIPTED_DEADLINE, searchset(), seen)
-    monkeypatch.setattr(world.exchange, "gates", MemberGates(1))
+    world.scripted.handler = counting(0.0, searchset(), seen)
+    gates = MemberGates(1)
+    monkeypatch.setattr(world.exchange, "gates", gates)
+    pace = MemberPace()
+    monkeypatch.setattr(world.exchange, "pace", pace)
+    assert await gates.enter(world.scripted_ura, 0.1)  # another pull holds the member's only turn
+    refused = REGISTRY.get_sample_value("rzcp_pull_no_turn_total", {"member": world.scripted_ura}) or 0
+    start = max((row.seq for row in await _audit_rows(world)), default=0)
     params = {"patient": f"Patient/{world.patient}", "_count": "500"}
-    async with announced(world, world.scripted_ura, "sc-pat"):
-        pulls = await asyncio.gather(
-            *(world.pharmacy.get("/fhir/Condition", params=params) for _ in range(3))
-        )
-    assert all(r.status_code == 200 for r in pulls)
-    for response in pulls:  # each still has what the other members hold
-        assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")
-    assert len(seen) == 2 and max(seen) == 1  # the third never reached the member
-    warned = [issues(r.json()) for r in pulls]
-    assert sorted(len(w) for w in warned) == [0, 0, 1]
-    [[warning]] = [w for w in warned if w]
-    assert "Scripted" in warning and "in time" in warning
+    try:
+        async with announced(world, world.scripted_ura, "sc-pat"):
+            response = await world.pharmacy.get("/fhir/Condition", params=params)
+    finally:
+        gates.leave(world.scripted_ura)
+    assert response.status_code == 200
+    assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")  # the others' data
+    assert seen == []  # nothing reached the member
+    [warning] = issues(response.json())
+    assert "Scripted" in warning and "could not be asked in time" in warning
+    # the audit record says the member was not asked for want of a turn, which is not the member's failure
+    # (the console's health and failure counts read "failed" and "timeout"), and its pace learns nothing
+    descs = [orjson.loads(r.content).get("outcomeDesc", "") for r in await _audit_rows(world, after=start)]
+    assert [d for d in descs if world.scripted_ura in d] == [f"source {world.scripted_ura} no-turn"]
+    assert pace.expected_ms(world.scripted_ura) is None
+    assert REGISTRY.get_sample_value("rzcp_pull_no_turn_total", {"member": world.scripted_ura}) == refused + 1
+
+
+async def test_the_wait_for_a_turn_counts_against_the_members_deadline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    world.scripted.handler = counting(0.8 * SCRIPTED_DEADLINE, searchset(), seen)
+    gates = MemberGates(1)
+    monkeypatch.setattr(world.exchange, "gates", gates)
+    assert await gates.enter(world.scripted_ura, 0.1)
+    held = asyncio.get_running_loop().call_later(0.4 * SCRIPTED_DEADLINE, gates.leave, world.scripted_ura)
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    try:
+        async with announced(world, world.scripted_ura, "sc-pat"):
+            started = time.monotonic()
+            response = await world.pharmacy.get("/fhir/Condition", params=params)
+            took = time.monotonic() - started
+    finally:
+        held.cancel()
+    # its turn came after 40% of the deadline and the member takes 80%: over the member's one deadline
+    assert seen == [1]
+    [warning] = issues(response.json())
+    assert "Scripted" in warning and "did not answer in time" in warning
+    assert took < 1.5 * SCRIPTED_DEADLINE
+    assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:

@@ -8,13 +8,17 @@ the crowd's answers, audits and answers them. Under load the two took turns inst
 spare a member's server the full force of the region's peak.
 
 One pull takes one turn per member, however many types it asks it for (`$everything`'s calls go out
-together). A pull that gets no turn within the member's timeout gets the member's timeout as its answer.
-The turns are this process's own: they only pace its calls, no decision about data rests on them.
+together). The wait counts against the member's timeout; a pull that gets no turn within it leaves the
+member out with a warning (`no-turn` in the audit record, `rzcp_pull_no_turn_total` in /metrics), and the
+member is not held to have failed. The turns are this process's own: they only pace its calls, no decision
+about data rests on them; a member meets up to this many pulls from each process of the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from rzcp.observability import NO_TURN
 
 #: Pulls under way at one member from one process (RZCP_MEMBER_MAX_PULLS).
 DEFAULT_MAX_PULLS = 8
@@ -42,6 +46,7 @@ class MemberGates:
             async with asyncio.timeout(wait_s):
                 await gate.acquire()
         except TimeoutError:
+            NO_TURN.labels(member=ura).inc()
             return False
         return True
 

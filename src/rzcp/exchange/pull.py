@@ -32,7 +32,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ from rzcp.consent.engine import decide
 from rzcp.consent.model import Decision, Request
 from rzcp.consent.service import ResourceDecisions
 from rzcp.errors import Issue
-from rzcp.exchange.adapters import Problem, ProblemCode, SearchOutcome, SearchQuery
+from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
 from rzcp.exchange.locator import Source
 from rzcp.exchange.service import Exchange
 from rzcp.fhir.outcome import operation_outcome
@@ -57,7 +57,9 @@ from rzcp.store.indexer import sort_value
 #: The coding in meta.security that names the member a resource came from.
 SOURCE_SYSTEM = "https://rzcp.nl/fhir/CodeSystem/source-organization"
 
-Outcome = Literal["ok", "partial", "failed", "timeout", "not-called"]
+#: `no-turn`: permitted but not asked, the process having had its most pulls under way at the member for the
+#: member's whole timeout (rzcp.exchange.gates): the gateway's load, not the member's failure.
+Outcome = Literal["ok", "partial", "failed", "timeout", "no-turn", "not-called"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,9 @@ class PullReport:
         """Failed sources, and what was dropped from the others' answers (counts per reason, no ids: a
         member sending another patient's data, say, is for the administrators to take up)."""
         parts = [
-            f"source {s.member_ura} {s.outcome}" for s in self.sources if s.outcome in ("failed", "timeout")
+            f"source {s.member_ura} {s.outcome}"
+            for s in self.sources
+            if s.outcome in ("failed", "timeout", "no-turn")
         ]
         for s in self.sources:
             if s.dropped:
@@ -273,16 +277,20 @@ async def run_pull(
     async def at_member(positions: list[int]) -> list[_Answer]:
         """This pull's calls to one member, in one of the member's turns (rzcp.exchange.gates)."""
         source = calls[positions[0]][0]
-        ura = source.member.ura
-        if not await exchange.gates.enter(ura, source.member.timeout):
+        member = source.member
+        waited = time.perf_counter()
+        if not await exchange.gates.enter(member.ura, member.timeout):
             return [_no_turn(source) for _ in positions]
+        waited = time.perf_counter() - waited
+        if waited > 0.001:  # the wait counts against the member's deadline: one timeout for the pull
+            source = replace(source, member=replace(member, timeout=max(member.timeout - waited, 0.001)))
         try:
             if len(positions) == 1:
                 _, _, res_type, asked = calls[positions[0]]
                 return [await call(source, res_type, asked)]
             return list(await asyncio.gather(*(call(source, calls[i][2], calls[i][3]) for i in positions)))
         finally:
-            exchange.gates.leave(ura)
+            exchange.gates.leave(member.ura)
 
     # Each answer is filtered and tagged in its own task as it arrives, while slower members are still
     # awaited: only the merge below waits for the last one. One member runs in the request's own task: a
@@ -309,9 +317,13 @@ async def run_pull(
     seen: set[str | bytes] = set()
     failures: dict[str, list[ProblemCode]] = {}
     answered: set[str] = set()
+    no_turn: set[str] = set()
     for (source, source_report, _, _), answer in zip(calls, answers, strict=True):
         outcome = answer.outcome
         member = source.member
+        if not answer.sent:
+            no_turn.add(member.ura)
+            continue
         source_report.called = True
         source_report.elapsed_ms = max(source_report.elapsed_ms, answer.elapsed_ms)
         for problem in outcome.problems:
@@ -335,6 +347,17 @@ async def run_pull(
     issues: list[Issue] = list(warnings)
     for source_report in report.sources:
         codes = failures.get(source_report.member_ura)
+        if source_report.member_ura in no_turn and not source_report.called:
+            source_report.outcome = "no-turn"
+            issues.append(
+                Issue(
+                    "warning",
+                    "incomplete",
+                    f"{source_report.member_name} (URA {source_report.member_ura}) could not be asked in "
+                    "time: the gateway had its most pulls under way there; the result may be incomplete",
+                )
+            )
+            continue
         if not source_report.called:
             continue
         if codes is None:
@@ -356,9 +379,9 @@ async def run_pull(
             )
         )
 
-    called = [s for s in report.sources if s.called]
-    if called and all(s.outcome in ("failed", "timeout") for s in called):
-        report.status = 504 if all(s.outcome == "timeout" for s in called) else 503
+    tried = [s for s in report.sources if s.called or s.outcome == "no-turn"]
+    if tried and all(s.outcome in ("failed", "timeout", "no-turn") for s in tried):
+        report.status = 504 if all(s.outcome == "timeout" for s in tried) else 503
         text = "no member holding the patient's data could be asked" + (
             " in time" if report.status == 504 else ""
         )
@@ -405,12 +428,8 @@ class _Answer:
 
 
 def _no_turn(source: Source) -> _Answer:
-    member = source.member
-    detail = (
-        f"the member did not answer in time: no turn within {member.timeout:g} s, others' pulls under way"
-    )
-    outcome = SearchOutcome(member.ura, problems=[Problem(ProblemCode.TIMEOUT, detail)], failed=True)
-    return _Answer(outcome, member.timeout * 1000, [], 0, sent=False)
+    """Nothing sent: the member is neither failed nor slow for it (nothing for its breaker or its pace)."""
+    return _Answer(SearchOutcome(source.member.ura, failed=True), 0.0, [], 0, sent=False)
 
 
 def _prepared(
