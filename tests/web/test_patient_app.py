@@ -137,6 +137,56 @@ async def test_patient_previews_grants_revokes_and_sees_the_history(
     assert copied.status_code == 401, copied.text
 
 
+async def test_a_patient_changes_until_when_a_consent_holds(page: Page) -> None:
+    """A new end date is a new version of the same consent (the history keeps the old one); a date in the
+    past is refused before anything is sent; no date means until the patient revokes it."""
+    await log_in(page, new_bsn())
+    await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+    await page.get_by_label("Soort zorgverlener", exact=True).select_option("huisartsen")
+    await page.get_by_label("Medicatie", exact=True).check()
+    await page.get_by_label("Tot en met (mag leeg blijven)").fill("2030-06-30")
+    await page.get_by_role("button", name="Opslaan").click()
+    card = page.locator("#overview-active .consent")
+    await expect(card).to_contain_text("2030")
+    consent_id = await card.get_attribute("data-consent")
+
+    async def stored() -> dict[str, Any]:
+        answer = await page_fetch(page, "GET", f"/fhir/Consent/{consent_id}")
+        assert answer["status"] == 200, answer
+        return dict(json.loads(answer["text"]))
+
+    sentence = await page.locator(f"#consent-{consent_id}-headline").inner_text()
+    change = card.get_by_role("button", name="Einddatum wijzigen")
+    await expect(change).to_have_accessible_description(sentence)
+    await change.click()
+    end = card.get_by_label("Geldt tot en met (leeg: tot u de afspraak intrekt)")
+    await expect(end).to_be_focused()
+    await expect(end).to_have_value("2030-06-30")
+    await end.fill("2001-01-01")
+    await card.get_by_role("button", name="Opslaan").click()
+    await expect(card.get_by_role("alert")).to_have_text("De einddatum moet vandaag of later zijn.")
+    assert (await stored())["meta"]["versionId"] == "1"  # nothing was sent
+
+    await end.fill("2031-03-15")
+    await card.get_by_role("button", name="Opslaan").click()
+    await expect(page.get_by_text("De einddatum is gewijzigd.")).to_be_visible()
+    await expect(card).to_contain_text("2031")
+    consent = await stored()
+    assert consent["meta"]["versionId"] == "2" and consent["provision"]["period"] == {"end": "2031-03-15"}
+    assert await decision(page, "huisartsen", "MedicationRequest") == "permit"
+
+    await card.get_by_role("button", name="Einddatum wijzigen").click()
+    await card.get_by_label("Geldt tot en met (leeg: tot u de afspraak intrekt)").fill("")
+    await card.get_by_role("button", name="Opslaan").click()
+    await expect(page.get_by_text("De afspraak geldt nu tot u haar intrekt.")).to_be_visible()
+    await expect(card).to_contain_text("Geen einddatum")
+    consent = await stored()
+    assert consent["meta"]["versionId"] == "3" and "period" not in consent["provision"]
+
+    await card.get_by_role("link", name="Geschiedenis van deze afspraak").click()
+    await expect(page.locator("#history-list .version")).to_have_count(3)
+
+
 async def test_one_organisation_and_a_members_access_in_the_log(
     page: Page, live_gateway: LiveGateway
 ) -> None:

@@ -119,6 +119,12 @@ export function describe(consent) {
   return { headline, details };
 }
 
+/** Today's date where the patient is, as a FHIR date (the end dates a patient chooses are days). */
+export function today() {
+  const now = new Date();
+  return new Date(now.getTime() - now.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
+}
+
 export function statusWords(status) {
   if (status === "active") return t("consent.status.active");
   if (status === "inactive") return t("consent.status.inactive");

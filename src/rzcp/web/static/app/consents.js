@@ -25,6 +25,20 @@ export async function revokeConsent(consent) {
   return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
 }
 
+/** A new end date (a FHIR date, or "" for none: until revoked), as a new version of the same consent: its
+ * history shows the change, and the If-Match refuses it when the consent changed meanwhile elsewhere. */
+export async function changeEnd(consent, end) {
+  const provision = { ...(consent.provision || {}) };
+  const period = { ...(provision.period || {}) };
+  if (end) period.end = end;
+  else delete period.end;
+  if (Object.keys(period).length) provision.period = period;
+  else delete provision.period;
+  const changed = { ...consent, provision, dateTime: new Date().toISOString() };
+  const headers = consent.meta && consent.meta.versionId ? { "If-Match": `W/"${consent.meta.versionId}"` } : {};
+  return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
+}
+
 /** The versions of one consent, newest first: [{version, when, resource|null, deleted}]. */
 export async function consentHistory(id) {
   const { body } = await api(`/fhir/Consent/${encodeURIComponent(id)}/_history`);

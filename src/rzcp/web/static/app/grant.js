@@ -3,7 +3,7 @@
 
 import { formatDate, t } from "/web/common/i18n.js";
 import { api } from "/web/common/oauth.js";
-import { buildConsent } from "./consent.js";
+import { buildConsent, today } from "./consent.js";
 import { createConsent } from "./consents.js";
 import { byId, clear, el } from "/web/common/dom.js";
 import { categoryName, choosableData, choosablePurposes, dataName, organisationCategories, purposeName } from "./policy.js";
@@ -53,11 +53,6 @@ function relabel() {
   for (const input of document.querySelectorAll("#data-options input")) {
     input.nextElementSibling.textContent = dataName(input.value);
   }
-}
-
-function today() {
-  const now = new Date();
-  return new Date(now.getTime() - now.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
 }
 
 function onChange(event) {

@@ -1,8 +1,9 @@
-// "Who may see what": the consents in force as sentences, each with its history and a way to revoke it.
+// "Who may see what": the consents in force as sentences, each with its history, a way to change until when
+// it holds, and a way to revoke it.
 
 import { formatMoment, t } from "/web/common/i18n.js";
-import { describe, statusWords } from "./consent.js";
-import { lastChanged, listConsents, revokeConsent } from "./consents.js";
+import { describe, statusWords, today } from "./consent.js";
+import { changeEnd, lastChanged, listConsents, revokeConsent } from "./consents.js";
 import { byId, clear, el } from "/web/common/dom.js";
 import { forgetDecisions } from "./preview.js";
 
@@ -40,8 +41,50 @@ function card(consent, ctx) {
   actions.append(
     el("a", { href: `#history/${encodeURIComponent(consent.id)}`, "aria-describedby": headlineId }, t("consent.historyLink")),
   );
-  if (inForce) actions.append(revokeButton(consent, actions, ctx, headlineId));
+  if (inForce) actions.append(endButton(consent, actions, ctx, headlineId), revokeButton(consent, actions, ctx, headlineId));
   return node;
+}
+
+function endButton(consent, actions, ctx, headlineId) {
+  const button = el("button", { type: "button", class: "secondary", "aria-describedby": headlineId }, t("consent.changeEnd"));
+  button.addEventListener("click", () => {
+    const inputId = `consent-${consent.id}-end`;
+    const problemId = `consent-${consent.id}-end-problem`;
+    const input = el("input", { type: "date", id: inputId, min: today(), value: ((consent.provision || {}).period || {}).end || "", "aria-describedby": problemId });
+    const problem = el("p", { class: "problem", id: problemId, role: "alert", hidden: true });
+    const close = () => { form.remove(); button.hidden = false; button.focus(); };
+    const form = el(
+      "form",
+      { class: "confirm", novalidate: true, "aria-label": t("consent.changeEnd"), onsubmit: (event) => { event.preventDefault(); saveEnd(consent, input, problem, ctx); } },
+      el("label", { for: inputId }, t("consent.changeEndLabel")),
+      input,
+      problem,
+      el("button", { type: "submit" }, t("consent.changeEndSave")),
+      el("button", { type: "button", class: "secondary", onclick: close }, t("consent.changeEndCancel")),
+    );
+    button.hidden = true;
+    actions.append(form);
+    input.focus();
+  });
+  return button;
+}
+
+async function saveEnd(consent, input, problem, ctx) {
+  if (input.value && input.value < today()) {
+    problem.textContent = t("grant.endPast");
+    problem.hidden = false;
+    input.focus();
+    return;
+  }
+  try {
+    await changeEnd(consent, input.value);
+  } catch (error) {
+    ctx.fail(error);
+    if (error.status === 409 || error.status === 412) await renderOverview(ctx);
+    return;
+  }
+  forgetDecisions();
+  ctx.go("#overview", t(input.value ? "consent.endChanged" : "consent.endRemoved"));
 }
 
 function revokeButton(consent, actions, ctx, headlineId) {
