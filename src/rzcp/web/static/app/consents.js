@@ -34,7 +34,7 @@ export async function changeEnd(consent, end) {
   else delete period.end;
   if (Object.keys(period).length) provision.period = period;
   else delete provision.period;
-  const changed = { ...consent, provision, dateTime: new Date().toISOString() };
+  const changed = { ...consent, provision };
   const headers = consent.meta && consent.meta.versionId ? { "If-Match": `W/"${consent.meta.versionId}"` } : {};
   return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
 }
