@@ -585,6 +585,39 @@ async def test_the_wait_for_a_turn_counts_against_the_members_deadline(
     assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")
 
 
+async def test_a_turn_is_given_back_only_when_all_of_the_pulls_calls_to_the_member_ended(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One of `$everything`'s calls fails inside the gateway (a fault, not the member's answer): the pull
+    fails, and the member's turn stays taken until its other calls, still under way, have ended."""
+    gates = MemberGates(2)
+    monkeypatch.setattr(world.exchange, "gates", gates)
+    registry = world.exchange.adapters
+    real = registry.for_member
+    free_at_the_end: list[int] = []
+
+    class Faulty:
+        def __init__(self, member: Member) -> None:
+            self.adapter = real(member)
+
+        async def search(self, member: Member, query: SearchQuery) -> SearchOutcome:
+            if member.ura != world.scripted_ura:
+                return await self.adapter.search(member, query)
+            if query.resource_type == "Condition":
+                raise RuntimeError("a fault in the gateway")
+            await asyncio.sleep(0.3)
+            free_at_the_end.append(gates._gates[member.ura]._value)
+            return SearchOutcome(member.ura)
+
+    monkeypatch.setattr(registry, "for_member", Faulty)
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        response = await world.pharmacy.get(f"/fhir/Patient/{world.patient}/$everything")
+    assert response.status_code == 500
+    assert len(free_at_the_end) == len(world.exchange.pull_types) - 1
+    assert set(free_at_the_end) == {1}  # the pull's turn was still taken when each call ended
+    assert gates._gates[world.scripted_ura]._value == 2  # and given back after
+
+
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:
     world.scripted.handler = slow(3 * SCRIPTED_DEADLINE, searchset())
     async with announced(world, world.scripted_ura, "sc-pat"):

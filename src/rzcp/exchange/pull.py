@@ -288,7 +288,14 @@ async def run_pull(
             if len(positions) == 1:
                 _, _, res_type, asked = calls[positions[0]]
                 return [await call(source, res_type, asked)]
-            return list(await asyncio.gather(*(call(source, calls[i][2], calls[i][3]) for i in positions)))
+            # every call ends before the turn is given back, also when one of them raised
+            done = await asyncio.gather(
+                *(call(source, calls[i][2], calls[i][3]) for i in positions), return_exceptions=True
+            )
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+            return [result for result in done if not isinstance(result, BaseException)]
         finally:
             exchange.gates.leave(member.ura)
 
