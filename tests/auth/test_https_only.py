@@ -13,6 +13,10 @@ import pytest
 
 from rzcp.auth import registry
 from rzcp.errors import BadRequest
+from rzcp.exchange.adapters import AuthKind, MemberAuth
+from rzcp.exchange.directory import Directory
+from rzcp.exchange.secrets import member_secret_box
+from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.settings import Settings
 from tests.conftest import new_key
 
@@ -88,3 +92,36 @@ async def test_a_jwks_url_on_plain_http_is_refused_in_production(app: Any) -> No
             conn, client_id, jwks_url="http://keys.example/jwks.json", https_only=False
         )
         assert plain.jwks_url == "http://keys.example/jwks.json"  # development
+
+
+async def test_a_members_token_endpoint_on_plain_http_is_refused_in_production(app: Any) -> None:
+    """SMART Backend Services to the member's own server: the region's signed assertion and the member's
+    token travel to its token endpoint."""
+    directory = Directory(member_secret_box(Settings().secret_key))
+    key = new_key().as_pem(private=True).decode()
+    ura = _ura()
+
+    def smart(token_url: str) -> MemberAuth:
+        return MemberAuth(AuthKind.SMART, token_url=token_url, client_id="rzcp", private_key=key)
+
+    async with app.state.runtime.db.write() as conn:
+        with pytest.raises(BadRequest, match=r"token endpoint .* plain http"):
+            await directory.add_member(
+                conn,
+                SearchRegistry.default(),
+                ura=ura,
+                name="Ziekenhuis",
+                category="Z3",
+                endpoint="https://zh.example/fhir",
+                auth=smart("http://zh.example/token"),
+            )
+        member = await directory.add_member(
+            conn,
+            SearchRegistry.default(),
+            ura=ura,
+            name="Ziekenhuis",
+            category="Z3",
+            endpoint="https://zh.example/fhir",
+            auth=smart("https://zh.example/token"),
+        )
+        assert member.auth.token_url == "https://zh.example/token"

@@ -236,6 +236,64 @@ def test_with_several_workers_every_scrape_counts_the_requests_of_all(tmp_path: 
     assert not list(scratch.glob("rzcp-metrics-*"))
 
 
+def test_an_operator_registers_a_member_whose_server_asks_for_smart_backend_services(tmp_path: Path) -> None:
+    """The region's client at the member's own authorization server: its token endpoint, client id and
+    private key, checked at registration (a key that cannot sign would only show at the first pull), kept
+    sealed, and named in the audit record without the key."""
+    import asyncio
+    import sqlite3
+
+    from joserfc.jwk import RSAKey
+
+    from rzcp.exchange.adapters import AuthKind
+    from rzcp.exchange.directory import Directory
+    from rzcp.exchange.secrets import member_secret_box
+    from rzcp.settings import Settings
+    from rzcp.store.db import Database
+
+    database = tmp_path / "smart.db"
+    env = {"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{database}", "MEMBER_TOKEN": "t0k3n"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    key = RSAKey.generate_key(2048, parameters={"kid": "region-1"}, private=True)
+    private, public = tmp_path / "region.pem", tmp_path / "region.pub.pem"
+    private.write_bytes(key.as_pem(private=True))
+    public.write_bytes(key.as_pem(private=False))
+    add = ("members", "add", "--ura", "23456789", "--name", "Ziekenhuis Zuid", "--type", "ziekenhuizen-labs")
+    add += ("--endpoint", "https://zz.example/fhir")
+    smart = ("--smart-token-url", "https://zz.example/auth/token", "--smart-client-id", "rzcp-region")
+    for bad, why in (
+        (smart, "needs --smart-token-url, --smart-client-id and --smart-key-file"),
+        ((*smart, "--smart-key-file", str(public)), "a public key"),
+        ((*smart, "--smart-key-file", str(private), "--smart-alg", "ES384"), "not a PEM or JWK EC key"),
+        ((*smart, "--smart-key-file", str(private), "--auth-token-env", "MEMBER_TOKEN"), "not both"),
+    ):
+        refused = run(*add, *bad, env=env)
+        assert refused.returncode != 0 and why in refused.stderr, refused.stderr
+    added = run(*add, *smart, "--smart-key-file", str(private), "--smart-key-id", "region-1", env=env)
+    assert added.returncode == 0, added.stderr
+
+    async def stored() -> Any:
+        db = Database(env["RZCP_DATABASE_URL"])
+        try:
+            async with db.read() as conn:
+                return await Directory(member_secret_box(Settings().secret_key)).member(conn, "23456789")
+        finally:
+            await db.dispose()
+
+    auth = asyncio.run(stored()).auth
+    assert auth.kind is AuthKind.SMART
+    assert (auth.token_url, auth.client_id, auth.key_id) == (
+        "https://zz.example/auth/token",
+        "rzcp-region",
+        "region-1",
+    )
+    assert (auth.algorithm, auth.scope, auth.private_key) == ("RS384", "system/*.rs", private.read_text())
+    with sqlite3.connect(database) as raw:
+        dumped = "\n".join(raw.iterdump())
+    assert "PRIVATE KEY" not in dumped  # sealed in the endpoint row, and never in the audit record
+    assert "SMART Backend Services as rzcp-region at https://zz.example/auth/token" in dumped
+
+
 def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> None:
     """The contract's `rzcp members` and `rzcp clients`: what is refused says why in one line."""
     from joserfc.jwk import RSAKey

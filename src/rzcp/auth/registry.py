@@ -66,7 +66,7 @@ class Client:
         return not self.revoked and self.member_status == "active"
 
 
-def _url(value: str, what: str, *, https_only: bool) -> str:
+def checked_url(value: str, what: str, *, https_only: bool) -> str:
     """`https_only`: patient data and keys travel encrypted, or stay on the machine (a loopback address: a
     sidecar that holds the TLS connection). The registry's functions ask for it unless their caller says it
     runs in development (`Settings.https_only`), so a caller that forgets is refused, not let through."""
@@ -112,7 +112,7 @@ async def add_member(
         raise BadRequest(f"adapter {adapter!r} is not an adapter's name")
     if len(endpoint) > MAX_URL:
         raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
-    _url(endpoint, "endpoint", https_only=https_only)
+    checked_url(endpoint, "endpoint", https_only=https_only)
     if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
         raise Conflict(f"member {ura} is already registered")
     now = utcnow()
@@ -292,7 +292,7 @@ def _checked_keys(
     if jwks_url is not None:
         if len(jwks_url) > MAX_URL:
             raise BadRequest(f"the jwks URL is at most {MAX_URL} characters")
-        host = urlsplit(_url(jwks_url, "jwks URL", https_only=https_only)).hostname
+        host = urlsplit(checked_url(jwks_url, "jwks URL", https_only=https_only)).hostname
         if allowed_hosts is not None and host not in allowed_hosts:
             raise BadRequest(f"jwks host {host} is not in RZCP_JWKS_ALLOWED_HOSTS")
         return None

@@ -45,6 +45,10 @@ ENTRY_POINT_GROUP = "rzcp.adapters"
 # --- who is called -----------------------------------------------------------------------------------------
 
 
+#: The client assertion algorithms the gateway signs with (SMART Backend Services asks for RS384 or ES384).
+SMART_ALGORITHMS = ("RS384", "ES384", "RS256", "ES256")
+
+
 class AuthKind(StrEnum):
     NONE = "none"
     BEARER = "bearer"  # a static bearer token the member gave the region
@@ -72,7 +76,7 @@ class MemberAuth:
             raise ValueError("bearer auth needs a token")
         if self.kind is AuthKind.SMART and not (self.token_url and self.client_id and self.private_key):
             raise ValueError("SMART Backend Services auth needs token_url, client_id and private_key")
-        if self.algorithm not in {"RS384", "ES384", "RS256", "ES256"}:
+        if self.algorithm not in SMART_ALGORITHMS:
             raise ValueError(f"unsupported client assertion algorithm {self.algorithm!r}")
 
     def __repr__(self) -> str:  # never print a secret

@@ -67,6 +67,7 @@ class Directory:
         https_only: bool = True,
     ) -> Member:
         """Register a member: the registry's row, its endpoint details and their projection."""
+        _check_auth(auth, https_only=https_only)  # before anything is written
         await registry.add_member(
             conn,
             ura=ura,
@@ -76,7 +77,9 @@ class Directory:
             adapter=adapter,
             https_only=https_only,
         )
-        await self.set_endpoint(conn, search, ura, agb=agb, call_timeout=call_timeout, auth=auth)
+        await self.set_endpoint(
+            conn, search, ura, agb=agb, call_timeout=call_timeout, auth=auth, https_only=https_only
+        )
         return await self.member(conn, ura)
 
     async def set_endpoint(
@@ -88,10 +91,12 @@ class Directory:
         agb: str | None = None,
         call_timeout: float | None = None,
         auth: MemberAuth | None = None,
+        https_only: bool = True,
     ) -> None:
         if agb is not None and not ((agb.isascii() and agb.isdigit()) and len(agb) == 8):
             raise BadRequest(f"AGB code {agb!r} must be 8 digits")
         auth = auth or MemberAuth()
+        _check_auth(auth, https_only=https_only)
         row = {
             "agb": agb,
             "timeout": call_timeout or self.default_timeout,
@@ -168,6 +173,13 @@ MEMBER_COLUMNS = (
     endpoints.c.auth_kind,
     endpoints.c.auth_sealed,
 )
+
+
+def _check_auth(auth: MemberAuth | None, *, https_only: bool) -> None:
+    if (
+        auth is not None and auth.token_url is not None
+    ):  # the region's assertion and the member's token go there
+        registry.checked_url(auth.token_url, "the member's token endpoint", https_only=https_only)
 
 
 def _auth_fields(auth: MemberAuth) -> dict[str, Any]:
