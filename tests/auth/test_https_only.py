@@ -101,27 +101,23 @@ async def test_a_members_token_endpoint_on_plain_http_is_refused_in_production(a
     key = new_key().as_pem(private=True).decode()
     ura = _ura()
 
-    def smart(token_url: str) -> MemberAuth:
-        return MemberAuth(AuthKind.SMART, token_url=token_url, client_id="rzcp", private_key=key)
-
-    async with app.state.runtime.db.write() as conn:
-        with pytest.raises(BadRequest, match=r"token endpoint .* plain http"):
-            await directory.add_member(
+    async def register(token_url: str) -> Any:
+        """As `rzcp members add` does: one transaction, rolled back when refused."""
+        auth = MemberAuth(AuthKind.SMART, token_url=token_url, client_id="rzcp", private_key=key)
+        async with app.state.runtime.db.write() as conn:
+            return await directory.add_member(
                 conn,
                 SearchRegistry.default(),
                 ura=ura,
                 name="Ziekenhuis",
                 category="Z3",
                 endpoint="https://zh.example/fhir",
-                auth=smart("http://zh.example/token"),
+                auth=auth,
             )
-        member = await directory.add_member(
-            conn,
-            SearchRegistry.default(),
-            ura=ura,
-            name="Ziekenhuis",
-            category="Z3",
-            endpoint="https://zh.example/fhir",
-            auth=smart("https://zh.example/token"),
-        )
-        assert member.auth.token_url == "https://zh.example/token"
+
+    with pytest.raises(BadRequest, match=r"token endpoint .* plain http"):
+        await register("http://zh.example/token")
+    async with app.state.runtime.db.read() as conn:
+        assert await registry.get_member(conn, ura) is None  # nothing of the refused member is kept
+    member = await register("https://zh.example/token")
+    assert member.auth.token_url == "https://zh.example/token"

@@ -67,7 +67,6 @@ class Directory:
         https_only: bool = True,
     ) -> Member:
         """Register a member: the registry's row, its endpoint details and their projection."""
-        _check_auth(auth, https_only=https_only)  # before anything is written
         await registry.add_member(
             conn,
             ura=ura,
@@ -175,10 +174,9 @@ MEMBER_COLUMNS = (
 )
 
 
-def _check_auth(auth: MemberAuth | None, *, https_only: bool) -> None:
-    if (
-        auth is not None and auth.token_url is not None
-    ):  # the region's assertion and the member's token go there
+def _check_auth(auth: MemberAuth, *, https_only: bool) -> None:
+    """The member's token endpoint: the region's signed assertion and the member's token travel there."""
+    if auth.token_url is not None:
         registry.checked_url(auth.token_url, "the member's token endpoint", https_only=https_only)
 
 

@@ -278,10 +278,10 @@ async def run_pull(
         """This pull's calls to one member, in one of the member's turns (rzcp.exchange.gates)."""
         source = calls[positions[0]][0]
         member = source.member
-        waited = time.perf_counter()
+        started = time.perf_counter()
         if not await exchange.gates.enter(member.ura, member.timeout):
             return [_no_turn(source) for _ in positions]
-        waited = time.perf_counter() - waited
+        waited = time.perf_counter() - started
         if waited > 0.001:  # the wait counts against the member's deadline: one timeout for the pull
             source = replace(source, member=replace(member, timeout=max(member.timeout - waited, 0.001)))
         try:
@@ -292,10 +292,12 @@ async def run_pull(
             done = await asyncio.gather(
                 *(call(source, calls[i][2], calls[i][3]) for i in positions), return_exceptions=True
             )
+            ended: list[_Answer] = []
             for result in done:
                 if isinstance(result, BaseException):
                     raise result
-            return [result for result in done if not isinstance(result, BaseException)]
+                ended.append(result)
+            return ended
         finally:
             exchange.gates.leave(member.ura)
 

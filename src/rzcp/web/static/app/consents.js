@@ -20,9 +20,7 @@ export async function createConsent(resource) {
 
 /** Revoking keeps the consent and its history: it is set inactive, so it no longer applies from now on. */
 export async function revokeConsent(consent) {
-  const changed = { ...consent, status: "inactive" };
-  const headers = consent.meta && consent.meta.versionId ? { "If-Match": `W/"${consent.meta.versionId}"` } : {};
-  return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
+  return newVersion(consent, { ...consent, status: "inactive" });
 }
 
 /** A new end date (a FHIR date, or "" for none: until revoked), as a new version of the same consent: its
@@ -34,7 +32,11 @@ export async function changeEnd(consent, end) {
   else delete period.end;
   if (Object.keys(period).length) provision.period = period;
   else delete provision.period;
-  const changed = { ...consent, provision };
+  return newVersion(consent, { ...consent, provision });
+}
+
+/** `changed` as the next version of `consent`; If-Match refuses it when the consent changed meanwhile. */
+async function newVersion(consent, changed) {
   const headers = consent.meta && consent.meta.versionId ? { "If-Match": `W/"${consent.meta.versionId}"` } : {};
   return (await api(`/fhir/Consent/${encodeURIComponent(consent.id)}`, { method: "PUT", body: changed, headers })).body;
 }
