@@ -128,6 +128,7 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
         "adapter": "fhir-rest",
         "status": "active",
         "health": {"state": "unknown", "failures_24h": 0, "last_failure": None},
+        **{"agb": None, "timeout": 5.0, "max_pulls": None, "auth": "none"},
     }
     outcome_of(await chief.post("/admin/api/members", json=member), 409)
     # a development gateway (this one) registers a member over plain http; production refuses it
@@ -196,6 +197,83 @@ async def test_register_a_member_and_client_then_revoke_and_suspend_at_once(
     added_records = [e for e in await console_records(chief, "members.add") if ("ura", ura) in _details(e)]
     assert [e["outcome"] for e in added_records] == ["4", "0"]  # the 409, then the registration
     assert {_who(e) for e in added_records} == {"dev:chief"}
+
+
+async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    ura = new_ura()
+    member = {"ura": ura, "name": "Praktijk Oud", "category": "huisartsen",
+              "endpoint": f"https://{ura}.example/fhir", "max_pulls": 2}  # fmt: skip
+    created = await chief.post("/admin/api/members", json=member)
+    assert created.status_code == 201, created.text
+    assert created.json()["max_pulls"] == 2
+    secret = f"member-token-{uuid.uuid4().hex}"
+    change = {
+        "name": "Praktijk Nieuw",
+        "endpoint": f"https://new-{ura}.example/fhir",
+        "agb": "01234567",
+        "timeout": 12.5,
+        "max_pulls": None,  # back to the gateway's default
+        "auth": {"kind": "bearer", "token": secret},
+    }
+    changed = await chief.patch(f"/admin/api/members/{ura}", json=change)
+    assert changed.status_code == 200, changed.text
+    shown = changed.json()
+    assert {k: shown[k] for k in ("name", "endpoint", "agb", "timeout", "max_pulls", "auth")} == {
+        **{k: change[k] for k in ("name", "endpoint", "agb", "timeout", "max_pulls")},
+        "auth": "bearer",
+    }
+    assert secret not in changed.text
+    # the directory members read follows: the Endpoint's address, the Organization's name and AGB
+    system = await register_system(console_app)
+    async with as_bearer(console_app, None) as http:
+        http.headers["Authorization"] = f"Bearer {await fetch_token(http, system, 'system/*.rs')}"
+        http.headers["X-Acting-Practitioner"] = PRACTITIONER
+        endpoint = (await http.get(f"/fhir/Endpoint/ep-{ura}")).json()
+        organization = (await http.get(f"/fhir/Organization/ura-{ura}")).json()
+    assert endpoint["address"] == change["endpoint"] and secret not in orjson.dumps(endpoint).decode()
+    assert organization["name"] == "Praktijk Nieuw"
+    assert {"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "01234567"} in organization[
+        "identifier"
+    ]
+    # bad changes are refused with a 400 naming the problem, and change nothing
+    for bad, named in (
+        ({"max_pulls": 0}, "max_pulls"),
+        ({"max_pulls": 2.5}, "max_pulls"),
+        ({"timeout": 500}, "timeout"),
+        ({"timeout": "soon"}, "timeout"),
+        ({"agb": "12"}, "AGB"),
+        ({"endpoint": "ftp://x.example/fhir"}, "endpoint"),
+        ({"auth": {"kind": "bearer"}}, "token"),
+        (
+            {
+                "auth": {
+                    "kind": "smart-backend",
+                    "token_url": "https://x.example/token",
+                    "client_id": "rzcp",
+                    "private_key": "not a key",
+                }
+            },
+            "key",
+        ),
+        ({"auth": {"kind": "password"}}, "auth.kind"),
+        ({"naam": "typo"}, "naam"),
+        ({}, "nothing to change"),
+        ({"name": "Ok", "max_pulls": -1}, "max_pulls"),
+    ):
+        diagnostics = outcome_of(await chief.patch(f"/admin/api/members/{ura}", json=bad), 400)["issue"][0]
+        assert named in diagnostics["diagnostics"], (bad, diagnostics)
+    listed = next(m for m in (await chief.get("/admin/api/members")).json()["members"] if m["ura"] == ura)
+    assert {k: listed[k] for k in ("name", "timeout", "max_pulls", "auth")} == {
+        "name": "Praktijk Nieuw", "timeout": 12.5, "max_pulls": None, "auth": "bearer"}  # fmt: skip
+    outcome_of(await chief.patch("/admin/api/members/00000000", json={"name": "Nobody"}), 404)
+    # the console's record names what changed, and of the auth only its kind
+    records = [e for e in await console_records(chief, "members.update") if ("ura", ura) in _details(e)]
+    assert [e["outcome"] for e in records] == ["4"] * 12 + ["0"]  # newest first: the refusals, the change
+    details = dict(_details(records[-1]))
+    assert details["auth"] == "bearer" and details["endpoint"] == change["endpoint"]
+    assert secret not in orjson.dumps(records).decode()
 
 
 async def test_a_suspended_member_is_reinstated_and_a_client_rotates_its_keys(

@@ -23,7 +23,7 @@ from rzcp.consent.cache import note_consent_change
 from rzcp.consent.cases import consent_from_compact
 from rzcp.consent.policy import load_policy
 from rzcp.exchange.adapters import Member, MemberAuth
-from rzcp.exchange.directory import Directory
+from rzcp.exchange.directory import Directory, MemberChange
 from rzcp.exchange.locator import Locator
 from rzcp.exchange.secrets import BsnProtector, member_secret_box
 from rzcp.fhir.search.definitions import SearchRegistry
@@ -169,6 +169,14 @@ class Region:
                 call_timeout=timeout,
                 auth=MemberAuth(),
             )
+
+    async def update_member(self, ura: str, change: MemberChange) -> Member:
+        async with self.db.write() as conn:
+            return await self.directory.update_member(conn, self.search, ura, change)
+
+    async def members(self, uras: list[str]) -> dict[str, Member]:
+        async with self.db.read() as conn:
+            return await self.directory.members(conn, uras, active_only=False)
 
     async def add_client(self, ura: str, scope: str = "system/*.cruds", role: str = "member") -> SystemClient:
         key = new_key()

@@ -12,22 +12,45 @@ from rzcp.exchange.gates import MemberGates
 
 async def test_a_member_takes_its_turns_and_the_next_pull_waits_for_a_free_one() -> None:
     gates = MemberGates(2)
-    assert await gates.enter("11111111", 1.0)
+    first = await gates.enter("11111111", 1.0)
+    assert first is not None
     assert await gates.enter("11111111", 1.0)
     assert await gates.enter("22222222", 1.0)  # another member has turns of its own
     third = asyncio.create_task(gates.enter("11111111", 5.0))
     await asyncio.sleep(0.05)
     assert not third.done()  # both turns taken
-    gates.leave("11111111")
+    gates.leave(first)
     assert await asyncio.wait_for(third, 1.0)
 
 
 async def test_no_turn_within_the_wait_is_a_refusal_and_takes_nothing() -> None:
     gates = MemberGates(1)
-    assert await gates.enter("11111111", 1.0)
-    assert not await gates.enter("11111111", 0.05)
-    gates.leave("11111111")
+    taken = await gates.enter("11111111", 1.0)
+    assert taken is not None
+    assert await gates.enter("11111111", 0.05) is None
+    gates.leave(taken)
     assert await gates.enter("11111111", 0.05)  # the refused wait left no turn taken behind
+
+
+async def test_a_members_own_capacity_overrides_the_default() -> None:
+    gates = MemberGates(8)
+    small = [await gates.enter("11111111", 1.0, capacity=2) for _ in range(2)]
+    assert all(small)
+    assert await gates.enter("11111111", 0.05, capacity=2) is None  # a small practice: two at a time
+    big = [await gates.enter("22222222", 0.05, capacity=20) for _ in range(20)]
+    assert all(big)  # a hospital's server takes more than the default's eight
+
+
+async def test_a_changed_capacity_applies_to_the_next_pull_and_the_turns_under_way_end_on_the_old() -> None:
+    gates = MemberGates(8)
+    old = await gates.enter("11111111", 1.0, capacity=1)
+    assert old is not None
+    assert await gates.enter("11111111", 0.05, capacity=1) is None
+    raised = await gates.enter("11111111", 0.05, capacity=2)  # the operator raised the member's capacity
+    assert raised is not None
+    gates.leave(old)  # the pull under way gives its turn back to the gate it took it from
+    assert await gates.enter("11111111", 0.05, capacity=2)
+    assert await gates.enter("11111111", 0.05, capacity=2) is None
 
 
 def test_a_member_takes_at_least_one_pull() -> None:

@@ -240,6 +240,62 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     await expect(page.get_by_role("alert")).not_to_contain_text("resourceType")
 
 
+async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    """A vendor move: the member's new FHIR address and token, and its capacity, changed in the page;
+    only what changed is sent, the token never shows again, and a refused change says why."""
+    await open_console(page, "admin")
+    ura = f"{uuid.uuid4().int % 10**8:08d}"
+    name = f"Apotheek {ura}"
+    token = await person_token(page)
+    member = {"ura": ura, "name": name, "category": "apotheken", "endpoint": f"https://{ura}.example/fhir"}
+    assert (await console_api(live_gateway, token, "POST", "members", json=member)).status_code == 201
+    await page.get_by_role("link", name="Members").click()
+    row = page.locator(f"#members-table tr[data-ura='{ura}']")
+    await row.get_by_role("button", name="change").click()
+    await expect(page.get_by_label("Name", exact=True).first).to_be_focused()
+    form = page.locator("#member-edit-form")
+    await form.get_by_label("FHIR endpoint").fill("ftp://nowhere.example/fhir")
+    await form.get_by_role("button", name="Save the changes").click()
+    # refused by the gateway, in plain words with the detail under them, and nothing is stored
+    await expect(page.get_by_role("alert")).to_contain_text("the details are not right")
+    await expect(page.get_by_role("alert")).to_contain_text("is not an http(s) URL")
+    listed = (await console_api(live_gateway, token, "GET", "members")).json()["members"]
+    assert next(m for m in listed if m["ura"] == ura)["endpoint"] == member["endpoint"]
+    await form.get_by_label("FHIR endpoint").fill(f"https://new-{ura}.example/fhir")
+    await form.get_by_label("Pulls at a time").fill("3")
+    await form.get_by_label(re.compile("Authentication to the member's server")).select_option("bearer")
+    secret = f"k-{secrets.token_hex(12)}"
+    await form.get_by_label("New token").fill(secret)
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.method == "PATCH" else None)
+    await form.get_by_role("button", name="Save the changes").click()
+    await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
+    await expect(page.locator("#member-edit-form")).to_have_count(0)
+    await expect(row.locator("td").nth(3)).to_have_text(f"https://new-{ura}.example/fhir")
+    assert sent == [
+        {
+            "endpoint": f"https://new-{ura}.example/fhir",
+            "max_pulls": 3,
+            "auth": {"kind": "bearer", "token": secret},
+        }
+    ]
+    listed = (await console_api(live_gateway, token, "GET", "members")).json()["members"]
+    shown = next(m for m in listed if m["ura"] == ura)
+    assert (shown["max_pulls"], shown["auth"]) == (3, "bearer")
+    # the token is never shown again: the form offers to keep it, and the page holds it nowhere
+    await row.get_by_role("button", name="change").click()
+    await expect(form.get_by_label(re.compile("now: static token"))).to_have_value("keep")
+    assert secret not in await page.content()
+    await form.get_by_label("Pulls at a time").fill("")  # back to the gateway's default
+    await form.get_by_role("button", name="Save the changes").click()
+    await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
+    assert sent[-1] == {"max_pulls": None}
+    listed = (await console_api(live_gateway, token, "GET", "members")).json()["members"]
+    assert next(m for m in listed if m["ura"] == ura)["max_pulls"] is None
+
+
 async def test_the_endpoint_hint_says_what_the_form_accepts(page: Page) -> None:
     """https is what production uses, but the gateway (and `rzcp members add`) take an http endpoint as well,
     as a test set-up on loopback has: the hint says so, and such an endpoint is registered."""

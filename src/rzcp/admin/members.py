@@ -16,12 +16,13 @@ from rzcp.auth.principal import Principal
 from rzcp.auth.registry import Client, Member
 from rzcp.consent.policy import Policy
 from rzcp.errors import BadRequest, Forbidden
-from rzcp.exchange.directory import Directory
+from rzcp.exchange.adapters import SMART_ALGORITHMS, AuthKind, MemberAuth
+from rzcp.exchange.directory import Directory, EndpointDetails, MemberChange, checked_private_key
 from rzcp.fhir.search.definitions import SearchRegistry
 
 
-def member_json(member: Member, health: MemberHealth) -> dict[str, Any]:
-    return {
+def member_json(member: Member, health: MemberHealth, details: EndpointDetails | None) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "ura": member.ura,
         "name": member.name,
         "category": member.category,
@@ -30,6 +31,91 @@ def member_json(member: Member, health: MemberHealth) -> dict[str, Any]:
         "status": member.status,
         "health": health.json(),
     }
+    if details is not None:
+        found.update(
+            agb=details.agb, timeout=details.timeout, max_pulls=details.max_pulls, auth=details.auth_kind
+        )
+    return found
+
+
+#: What PATCH /members/{ura} may change (a JSON merge patch: null gives back the gateway's default).
+CHANGEABLE = frozenset({"name", "endpoint", "agb", "timeout", "max_pulls", "auth"})
+
+
+def member_change(body: dict[str, Any]) -> MemberChange:
+    """The change a PATCH body asks for. A field that is not known is refused, not ignored: a mistyped
+    one must not look as if it was saved."""
+    unknown = sorted(set(body) - CHANGEABLE)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; a member's {', '.join(sorted(CHANGEABLE))}")
+    if not body:
+        raise BadRequest("nothing to change")
+    agb = body.get("agb")
+    if "agb" in body and agb is None:
+        agb = ""
+    elif agb is not None and not isinstance(agb, str):
+        raise BadRequest("agb is a string of 8 digits, or null to remove it")
+    return MemberChange(
+        name=text_field(body, "name") if "name" in body else None,
+        endpoint=text_field(body, "endpoint") if "endpoint" in body else None,
+        agb=agb,
+        timeout=_number(body, "timeout", float),
+        max_pulls=_number(body, "max_pulls", int),
+        auth=_auth(body["auth"]) if "auth" in body else None,
+    )
+
+
+def _number(body: dict[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    """The field's number; 0 (the directory's "the gateway's default") for null; None when absent."""
+    if name not in body:
+        return None
+    value = body[name]
+    if value is None:
+        return 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise BadRequest(f"{name} is {'an integer' if kind is int else 'a number'}, or null for the default")
+    if value <= 0:
+        raise BadRequest(f"{name} is more than 0, or null for the default")
+    return kind(value)
+
+
+def _auth(value: Any) -> MemberAuth:
+    """How the gateway authenticates to the member's server: {"kind": "none"}, {"kind": "bearer", "token"}
+    or {"kind": "smart-backend", "token_url", "client_id", "private_key", "key_id"?, "algorithm"?,
+    "scope"?}."""
+    if not isinstance(value, dict):
+        raise BadRequest('auth is an object with a "kind": none, bearer or smart-backend')
+    kind = value.get("kind")
+    if kind == AuthKind.NONE.value:
+        return MemberAuth()
+    if kind == AuthKind.BEARER.value:
+        return MemberAuth(AuthKind.BEARER, token=text_field(value, "token"))
+    if kind == AuthKind.SMART.value:
+        algorithm = text_field(value, "algorithm", required=False) or "RS384"
+        if algorithm not in SMART_ALGORITHMS:
+            raise BadRequest(f"algorithm is one of {', '.join(SMART_ALGORITHMS)}")
+        return MemberAuth(
+            AuthKind.SMART,
+            token_url=text_field(value, "token_url"),
+            client_id=text_field(value, "client_id"),
+            private_key=checked_private_key(text_field(value, "private_key") or "", algorithm),
+            key_id=text_field(value, "key_id", required=False),
+            algorithm=algorithm,
+            scope=text_field(value, "scope", required=False) or "system/*.rs",
+        )
+    raise BadRequest('auth.kind is "none", "bearer" or "smart-backend"')
+
+
+def noted_change(change: MemberChange) -> dict[str, str]:
+    """What the console's audit record says of a change: the new values, but of the auth only its kind."""
+    noted = {name: str(getattr(change, name)) for name in change.fields() if name != "auth"}
+    if change.auth is not None:
+        noted["auth"] = change.auth.kind.value
+    return noted
 
 
 def client_json(client: Client) -> dict[str, Any]:
@@ -80,6 +166,8 @@ async def add_member(
     adapter = text_field(body, "adapter", required=False) or "fhir-rest"
     if adapter not in adapters:
         raise BadRequest(f"adapter {adapter!r} is not installed; installed: {', '.join(sorted(adapters))}")
+    endpoint_fields = {k: body[k] for k in CHANGEABLE - {"name", "endpoint"} if k in body}
+    extra = member_change(endpoint_fields) if endpoint_fields else MemberChange()
     await directory.add_member(
         conn,
         search,
@@ -88,6 +176,10 @@ async def add_member(
         category=category,
         endpoint=text_field(body, "endpoint") or "",
         adapter=adapter,
+        agb=extra.agb or None,
+        call_timeout=extra.timeout or None,
+        max_pulls=extra.max_pulls or None,
+        auth=extra.auth,
         https_only=https_only,
     )
     found = await registry.get_member(conn, ura or "")

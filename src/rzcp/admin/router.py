@@ -59,16 +59,18 @@ async def list_members(request: Request, _: Admin) -> dict[str, Any]:
     async with db.read() as conn:
         found = await registry.list_members(conn)
         health = await member_health(conn)
-    return {"members": [members.member_json(m, health.get(m.ura, UNKNOWN)) for m in found]}
+        details = await request.app.state.exchange.directory.details(conn)
+    return {
+        "members": [members.member_json(m, health.get(m.ura, UNKNOWN), details.get(m.ura)) for m in found]
+    }
 
 
 @router.post("/members", name="members.add", status_code=201)
 async def add_member(request: Request, _: Admin) -> dict[str, Any]:
     runtime = _runtime(request)
     body = await _body(request)
-    console_params(request).update(
-        {k: str(body[k]) for k in ("ura", "name", "category", "endpoint", "adapter") if k in body}
-    )
+    noted = {k: str(body[k]) for k in ("ura", "name", "category", "endpoint", "adapter") if k in body}
+    console_params(request).update(noted)
     async with runtime.db.write() as conn:
         exchange = request.app.state.exchange
         member = await members.add_member(
@@ -80,7 +82,25 @@ async def add_member(request: Request, _: Admin) -> dict[str, Any]:
             adapters=exchange.adapters.names(),
             https_only=runtime.settings.https_only,
         )
-    return members.member_json(member, UNKNOWN)
+        details = await exchange.directory.details(conn)
+    return members.member_json(member, UNKNOWN, details.get(member.ura))
+
+
+@router.patch("/members/{ura}", name="members.update")
+async def update_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
+    runtime = _runtime(request)
+    change = members.member_change(await _body(request))
+    console_params(request).update(members.noted_change(change))
+    directory = request.app.state.exchange.directory
+    async with runtime.db.write() as conn:
+        await directory.update_member(
+            conn, runtime.registry, ura, change, https_only=runtime.settings.https_only
+        )
+        member = await registry.get_member(conn, ura)
+        health = await member_health(conn)
+        details = await directory.details(conn)
+    assert member is not None  # update_member raised NotFound otherwise
+    return members.member_json(member, health.get(ura, UNKNOWN), details.get(ura))
 
 
 @router.post("/members/{ura}/suspend", name="members.suspend")
@@ -99,8 +119,9 @@ async def _set_status(request: Request, ura: str, change: Callable[..., Awaitabl
         await change(conn, runtime.registry, ura)
         member = await registry.get_member(conn, ura)
         health = await member_health(conn)
+        details = await request.app.state.exchange.directory.details(conn)
     assert member is not None  # `change` raised NotFound otherwise
-    return members.member_json(member, health.get(ura, UNKNOWN))
+    return members.member_json(member, health.get(ura, UNKNOWN), details.get(ura))
 
 
 @router.get("/clients", name="clients.list")

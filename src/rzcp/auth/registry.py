@@ -102,17 +102,12 @@ async def add_member(
 ) -> Member:
     if not _URA.fullmatch(ura):
         raise BadRequest(f"URA {ura!r} must be 8 digits")
-    if not name.strip():
-        raise BadRequest("the member needs a name")
-    if len(name.strip()) > MAX_NAME or _CONTROL.search(name):
-        raise BadRequest(f"the member's name is at most {MAX_NAME} characters, without control characters")
+    _check_name(name)
     if not _CATEGORY.fullmatch(category):
         raise BadRequest(f"organisation category {category!r} is not a code")
     if not _CATEGORY.fullmatch(adapter):
         raise BadRequest(f"adapter {adapter!r} is not an adapter's name")
-    if len(endpoint) > MAX_URL:
-        raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
-    checked_url(endpoint, "endpoint", https_only=https_only)
+    _check_endpoint(endpoint, https_only=https_only)
     if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
         raise Conflict(f"member {ura} is already registered")
     now = utcnow()
@@ -128,6 +123,49 @@ async def add_member(
     }
     await conn.execute(members.insert().values(**row))
     return Member(ura, row["name"], category, endpoint, adapter, "active")
+
+
+async def update_member(
+    conn: AsyncConnection,
+    ura: str,
+    *,
+    name: str | None = None,
+    endpoint: str | None = None,
+    https_only: bool = True,
+) -> Member:
+    """A member's name or FHIR endpoint changed (a new vendor, a move to https): checked as at
+    registration. Every process calls the new endpoint from its next pull on, since each pull reads the
+    member's row."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        _check_name(name)
+        changes["name"] = name.strip()
+    if endpoint is not None:
+        _check_endpoint(endpoint, https_only=https_only)
+        changes["endpoint"] = endpoint
+    if changes:
+        result = await conn.execute(
+            update(members).where(members.c.ura == ura).values(**changes, changed_at=utcnow())
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no member with URA {ura}")
+    found = await get_member(conn, ura)
+    if found is None:
+        raise NotFound(f"no member with URA {ura}")
+    return found
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        raise BadRequest("the member needs a name")
+    if len(name.strip()) > MAX_NAME or _CONTROL.search(name):
+        raise BadRequest(f"the member's name is at most {MAX_NAME} characters, without control characters")
+
+
+def _check_endpoint(endpoint: str, *, https_only: bool) -> None:
+    if len(endpoint) > MAX_URL:
+        raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
+    checked_url(endpoint, "endpoint", https_only=https_only)
 
 
 def _member(r: Any) -> Member:

@@ -83,6 +83,10 @@ class MemberAuth:
         return f"MemberAuth(kind={self.kind.value!r}, client_id={self.client_id!r})"
 
 
+#: The most pulls a member may be given at a time, per process (RZCP_MEMBER_MAX_PULLS has the same bound).
+MAX_PULLS_LIMIT = 1000
+
+
 @dataclass(frozen=True)
 class Member:
     """A member organisation as the exchange calls it."""
@@ -96,6 +100,9 @@ class Member:
     #: The whole call's deadline in seconds (retries and pages included).
     timeout: float = 5.0
     auth: MemberAuth = field(default_factory=MemberAuth)
+    #: Pulls one gateway process has under way at the member at a time (rzcp.exchange.gates); None: the
+    #: gateway's setting (RZCP_MEMBER_MAX_PULLS).
+    max_pulls: int | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -103,6 +110,8 @@ class Member:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if not 0 < self.timeout <= 120:
             raise ValueError(f"member {self.ura}: timeout {self.timeout} is not within (0, 120] seconds")
+        if self.max_pulls is not None and not 1 <= self.max_pulls <= MAX_PULLS_LIMIT:
+            raise ValueError(f"member {self.ura}: max_pulls {self.max_pulls} not within 1..{MAX_PULLS_LIMIT}")
 
 
 # --- what is asked and what comes back ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The exchange's commands: `rzcp members add`, `suspend` and `reinstate` through the member directory (so the
-registry row, its endpoint details and the Organization/Endpoint resources change together), and
-`rzcp demo`."""
+"""The exchange's commands: `rzcp members add`, `update`, `suspend` and `reinstate` through the member
+directory (so the registry row, its endpoint details and the Organization/Endpoint resources change
+together), and `rzcp demo`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
-from joserfc.jwk import import_key
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import cli as auth_cli
 from rzcp.consent.policy import load_policy
-from rzcp.exchange.adapters import SMART_ALGORITHMS, AuthKind, MemberAuth, discover
-from rzcp.exchange.directory import Directory
+from rzcp.errors import BadRequest
+from rzcp.exchange.adapters import MAX_PULLS_LIMIT, SMART_ALGORITHMS, AuthKind, MemberAuth, discover
+from rzcp.exchange.directory import Directory, MemberChange, checked_private_key
 from rzcp.exchange.secrets import member_secret_box
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.settings import Settings
@@ -27,73 +26,90 @@ def _directory(settings: Settings) -> Directory:
     return Directory(member_secret_box(settings.secret_key), settings.member_timeout)
 
 
+def _auth_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How the gateway authenticates to the member's server: the same options for `add` and `update`."""
+    options = [
+        click.option(
+            "--auth-token-env",
+            help="Name of an environment variable holding a static bearer token the member's server wants.",
+        ),
+        click.option("--smart-token-url", help="SMART Backend Services: the member's own token endpoint."),
+        click.option("--smart-client-id", help="SMART: the region's client id at the member's server."),
+        click.option(
+            "--smart-key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="SMART: the private key (PEM or JWK JSON) that signs the region's client assertions.",
+        ),
+        click.option("--smart-key-id", help="SMART: the key's kid, as the member registered it."),
+        click.option("--smart-alg", type=click.Choice(SMART_ALGORITHMS), default="RS384", show_default=True),
+        click.option(
+            "--smart-scope", default="system/*.rs", show_default=True, help="SMART: the scopes asked for."
+        ),
+        click.option(
+            "--max-pulls",
+            type=click.IntRange(0, MAX_PULLS_LIMIT),
+            help="Pulls one gateway process has under way at the member at a time (its server's capacity; "
+            "default RZCP_MEMBER_MAX_PULLS; 0 in `update`: back to that default).",
+        ),
+        click.option(
+            "--timeout",
+            "call_timeout",
+            type=float,
+            help="Seconds the gateway waits for the member (0 in `update`: back to RZCP_MEMBER_TIMEOUT).",
+        ),
+        click.option("--agb", help="The organisation's AGB code (8 digits; '' in `update` removes it)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _auth_of(options: dict[str, Any]) -> MemberAuth | None:
+    """The auth the options give, or None when they give none."""
+    token_env = options["auth_token_env"]
+    smart = (options["smart_token_url"], options["smart_client_id"], options["smart_key_file"])
+    if token_env and any(smart):
+        raise click.UsageError("give a bearer token (--auth-token-env) or SMART Backend Services, not both")
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise click.ClickException(f"environment variable {token_env} is not set")
+        return MemberAuth(AuthKind.BEARER, token=token)
+    if any(smart):
+        token_url, client_id, key_file = smart
+        if not (token_url and client_id and key_file):
+            raise click.UsageError(
+                "SMART Backend Services needs --smart-token-url, --smart-client-id and --smart-key-file"
+            )
+        return MemberAuth(
+            AuthKind.SMART,
+            token_url=token_url,
+            client_id=client_id,
+            private_key=_private_key(key_file, options["smart_alg"]),
+            key_id=options["smart_key_id"],
+            algorithm=options["smart_alg"],
+            scope=options["smart_scope"],
+        )
+    return None
+
+
 @click.command("add")
 @click.option("--ura", required=True, help="The organisation's URA number (8 digits).")
 @click.option("--name", required=True)
 @click.option("--type", "category", required=True, help="Organisation category code.")
 @click.option("--endpoint", required=True, help="The member's FHIR base URL.")
 @click.option("--adapter", default="fhir-rest", show_default=True)
-@click.option("--agb", help="The organisation's AGB code (8 digits).")
-@click.option("--timeout", "call_timeout", type=float, help="Seconds the gateway waits for the member.")
-@click.option(
-    "--auth-token-env",
-    help="Name of an environment variable holding a static bearer token the member's server requires.",
-)
-@click.option("--smart-token-url", help="SMART Backend Services: the member's own token endpoint.")
-@click.option("--smart-client-id", help="SMART: the region's client id at the member's server.")
-@click.option(
-    "--smart-key-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="SMART: the private key (PEM or JWK JSON) that signs the region's client assertions.",
-)
-@click.option("--smart-key-id", help="SMART: the key's kid, as the member registered it.")
-@click.option("--smart-alg", type=click.Choice(SMART_ALGORITHMS), default="RS384", show_default=True)
-@click.option("--smart-scope", default="system/*.rs", show_default=True, help="SMART: the scopes asked for.")
+@_auth_options
 @click.pass_context
 def members_add(
-    ctx: click.Context,
-    ura: str,
-    name: str,
-    category: str,
-    endpoint: str,
-    adapter: str,
-    agb: str | None,
-    call_timeout: float | None,
-    auth_token_env: str | None,
-    smart_token_url: str | None,
-    smart_client_id: str | None,
-    smart_key_file: Path | None,
-    smart_key_id: str | None,
-    smart_alg: str,
-    smart_scope: str,
+    ctx: click.Context, ura: str, name: str, category: str, endpoint: str, adapter: str, **options: Any
 ) -> None:
     """Register a member organisation: its registry row, its endpoint, its Organization and Endpoint; and
     how the gateway authenticates to the member's server (none, a static bearer token, or SMART Backend
     Services: --smart-token-url, --smart-client-id and --smart-key-file together)."""
-    auth = MemberAuth()
-    smart = (smart_token_url, smart_client_id, smart_key_file)
-    if auth_token_env and any(smart):
-        raise click.UsageError("give a bearer token (--auth-token-env) or SMART Backend Services, not both")
-    if auth_token_env:
-        token = os.environ.get(auth_token_env)
-        if not token:
-            raise click.ClickException(f"environment variable {auth_token_env} is not set")
-        auth = MemberAuth(AuthKind.BEARER, token=token)
-    elif any(smart):
-        if not all(smart):
-            raise click.UsageError(
-                "SMART Backend Services needs --smart-token-url, --smart-client-id and --smart-key-file"
-            )
-        assert smart_token_url and smart_client_id and smart_key_file  # for the type checker: all(smart)
-        auth = MemberAuth(
-            AuthKind.SMART,
-            token_url=smart_token_url,
-            client_id=smart_client_id,
-            private_key=_private_key(smart_key_file, smart_alg),
-            key_id=smart_key_id,
-            algorithm=smart_alg,
-            scope=smart_scope,
-        )
+    auth = _auth_of(options) or MemberAuth()
+    if options["max_pulls"] == 0:
+        raise click.BadParameter("a member takes at least one pull at a time", param_hint="--max-pulls")
     settings = auth_cli._settings(ctx)
     policy = load_policy(settings.consent_policy_path)
     if not policy.knows_category(category):
@@ -113,8 +129,9 @@ def members_add(
             category=category,
             endpoint=endpoint,
             adapter=adapter,
-            agb=agb,
-            call_timeout=call_timeout,
+            agb=options["agb"],
+            call_timeout=options["call_timeout"],
+            max_pulls=options["max_pulls"],
             auth=auth,
             https_only=settings.https_only,
         )
@@ -125,33 +142,77 @@ def members_add(
         "category": category,
         "endpoint": endpoint,
         "adapter": adapter,
-        "agb": agb,
-        "timeout": None if call_timeout is None else str(call_timeout),
-        "auth": _auth_note(auth_token_env, auth),  # never the token or the key
+        **_noted(options, auth),
     }
     member = auth_cli._in_transaction(settings, work, write=True, action="members.add", params=params)
     click.echo(f"member {member.ura} ({member.name}) registered, endpoint {member.base_url}")
 
 
+@click.command("update")
+@click.argument("ura")
+@click.option("--name", help="The organisation's new name.")
+@click.option("--endpoint", help="The member's new FHIR base URL.")
+@_auth_options
+@click.option("--no-auth", is_flag=True, help="Stop authenticating to the member's server.")
+@click.pass_context
+def members_update(
+    ctx: click.Context, ura: str, name: str | None, endpoint: str | None, no_auth: bool, **options: Any
+) -> None:
+    """Change a registered member: its name, FHIR endpoint, AGB code, timeout, capacity, or how the gateway
+    authenticates to its server (a new bearer token or SMART key replaces the old one, which is never
+    shown). What is not given stays as it is. Every gateway process uses the change from its next call."""
+    auth = _auth_of(options)
+    if no_auth and auth is not None:
+        raise click.UsageError("give --no-auth or a new way to authenticate, not both")
+    change = MemberChange(
+        name=name,
+        endpoint=endpoint,
+        agb=options["agb"],
+        timeout=options["call_timeout"],
+        max_pulls=options["max_pulls"],
+        auth=MemberAuth() if no_auth else auth,
+    )
+    if not change.fields():
+        raise click.UsageError("nothing to change: give at least one option (see --help)")
+    settings = auth_cli._settings(ctx)
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await _directory(settings).update_member(
+            conn, SearchRegistry.default(), ura, change, https_only=settings.https_only
+        )
+
+    params: dict[str, str | None] = {"ura": ura, "name": name, "endpoint": endpoint, **_noted(options, auth)}
+    if no_auth:
+        params["auth"] = "none"
+    member = auth_cli._in_transaction(settings, work, write=True, action="members.update", params=params)
+    click.echo(f"member {member.ura} ({member.name}) changed: {', '.join(change.fields())}")
+
+
+def _noted(options: dict[str, Any], auth: MemberAuth | None) -> dict[str, str | None]:
+    """The endpoint options for the audit record: never a token or a key."""
+    numbers = {k: options[k] for k in ("call_timeout", "max_pulls")}
+    return {
+        "agb": options["agb"],
+        "timeout": None if numbers["call_timeout"] is None else str(numbers["call_timeout"]),
+        "max_pulls": None if numbers["max_pulls"] is None else str(numbers["max_pulls"]),
+        "auth": _auth_note(options["auth_token_env"], auth),
+    }
+
+
 def _private_key(path: Path, algorithm: str) -> str:
     """The key file's text, once it is known to be a private key of the algorithm's type: a key that
     cannot sign would only show at the member's first call."""
-    text = path.read_text(encoding="utf-8")
-    kind = "RSA" if algorithm.startswith("RS") else "EC"
     try:
-        key = import_key(orjson.loads(text) if text.lstrip().startswith("{") else text, kind)
-    except Exception:
-        raise click.ClickException(f"{path}: not a PEM or JWK {kind} key for {algorithm}") from None
-    if not key.is_private:
-        raise click.ClickException(f"{path}: a public key; the gateway signs with the private one")
-    return text
+        return checked_private_key(path.read_text(encoding="utf-8"), algorithm)
+    except BadRequest as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
 
 
-def _auth_note(token_env: str | None, auth: MemberAuth) -> str | None:
+def _auth_note(token_env: str | None, auth: MemberAuth | None) -> str | None:
     """How the gateway authenticates to the member, for the audit record (never a secret)."""
     if token_env:
         return f"bearer token from ${token_env}"
-    if auth.kind is AuthKind.SMART:
+    if auth is not None and auth.kind is AuthKind.SMART:
         return f"SMART Backend Services as {auth.client_id} at {auth.token_url} ({auth.algorithm})"
     return None
 
@@ -193,7 +254,11 @@ members_reinstate = _status_command(
 
 @click.command("demo")
 @click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(1, 65530), help="The gateway's port."
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(1, 65530),
+    help="The gateway's port; the four members take the next four.",
 )
 @click.option(
     "--dir",
@@ -213,6 +278,7 @@ def demo(port: int, folder: Path | None) -> None:
 
 def register(main: click.Group) -> None:
     auth_cli.members.add_command(members_add, "add")
+    auth_cli.members.add_command(members_update, "update")
     auth_cli.members.add_command(members_suspend, "suspend")
     auth_cli.members.add_command(members_reinstate, "reinstate")
     main.add_command(demo)

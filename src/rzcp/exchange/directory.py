@@ -2,8 +2,8 @@
 exchange calls them (`adapters.Member`).
 
 One source of truth: the auth registry's `auth_members` row (URA, name, category, endpoint URL, adapter,
-status), with the exchange's own details beside it in `exchange_endpoints` (AGB, timeout, how the gateway
-authenticates to the member). The Organization (`Organization/ura-<URA>`) and Endpoint
+status), with the exchange's own details beside it in `exchange_endpoints` (AGB, timeout, capacity, how
+the gateway authenticates to the member). The Organization (`Organization/ura-<URA>`) and Endpoint
 (`Endpoint/ep-<URA>`) resources that members search at /fhir are projections of those rows, rewritten by
 `project` in the transaction that changes them; nobody edits them by hand. The Endpoint never carries the
 member's secret, only its kind. Plain functions over a connection; the caller owns the transaction.
@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from joserfc.jwk import import_key
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import registry
 from rzcp.auth.tables import members
 from rzcp.errors import BadRequest, Gone, NotFound
-from rzcp.exchange.adapters import AuthKind, Member, MemberAuth
+from rzcp.exchange.adapters import MAX_PULLS_LIMIT, AuthKind, Member, MemberAuth
 from rzcp.exchange.secrets import SecretBox
 from rzcp.exchange.tables import endpoints
 from rzcp.fhir.search.definitions import SearchRegistry
@@ -41,6 +42,39 @@ def organization_id(ura: str) -> str:
 
 def endpoint_id(ura: str) -> str:
     return f"ep-{ura}"
+
+
+#: A member's call deadline is within (0, MAX_TIMEOUT] seconds (adapters.Member).
+MAX_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class EndpointDetails:
+    """A member's endpoint row as administrators see it: the kind of auth, never its secret."""
+
+    agb: str | None
+    timeout: float
+    #: None: the gateway's setting (RZCP_MEMBER_MAX_PULLS).
+    max_pulls: int | None
+    auth_kind: str
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """What an operator changes about a registered member (`rzcp members update`, PATCH
+    /admin/api/members/{ura}); None keeps what is there. `agb=""` removes the AGB code, `max_pulls=0` and
+    `timeout=0` give the member the gateway's settings again, `auth=MemberAuth()` stops authenticating."""
+
+    name: str | None = None
+    endpoint: str | None = None
+    agb: str | None = None
+    timeout: float | None = None
+    max_pulls: int | None = None
+    auth: MemberAuth | None = None
+
+    def fields(self) -> list[str]:
+        """The names of what changes (for the audit record: never the secrets themselves)."""
+        return [name for name, value in vars(self).items() if value is not None]
 
 
 @dataclass(frozen=True)
@@ -63,6 +97,7 @@ class Directory:
         adapter: str = "fhir-rest",
         agb: str | None = None,
         call_timeout: float | None = None,
+        max_pulls: int | None = None,
         auth: MemberAuth | None = None,
         https_only: bool = True,
     ) -> Member:
@@ -77,8 +112,51 @@ class Directory:
             https_only=https_only,
         )
         await self.set_endpoint(
-            conn, search, ura, agb=agb, call_timeout=call_timeout, auth=auth, https_only=https_only
+            conn,
+            search,
+            ura,
+            agb=agb,
+            call_timeout=call_timeout,
+            max_pulls=max_pulls,
+            auth=auth,
+            https_only=https_only,
         )
+        return await self.member(conn, ura)
+
+    async def update_member(
+        self,
+        conn: AsyncConnection,
+        search: SearchRegistry,
+        ura: str,
+        change: MemberChange,
+        *,
+        https_only: bool = True,
+    ) -> Member:
+        """Change a registered member in place: its registry row and endpoint details, checked as at
+        registration, and their projection. Every process of the gateway reads the member's rows at each
+        pull and delivery, so the next one uses what changed. A secret that is not replaced stays sealed
+        as it was: it is never opened to be written back."""
+        await registry.update_member(
+            conn, ura, name=change.name, endpoint=change.endpoint, https_only=https_only
+        )
+        current = (await conn.execute(select(endpoints).where(endpoints.c.ura == ura))).first()
+        row: dict[str, Any] = {"changed_at": utcnow()}
+        if change.agb is not None:
+            row["agb"] = _checked_agb(change.agb or None)
+        if change.timeout is not None:
+            row["timeout"] = _checked_timeout(change.timeout or None) or self.default_timeout
+        if change.max_pulls is not None:
+            row["max_pulls"] = _checked_max_pulls(change.max_pulls or None)
+        if change.auth is not None:
+            row.update(self._auth_columns(change.auth, https_only=https_only))
+        if current is None:  # registered before the exchange knew it: its row is made now
+            row.setdefault("timeout", self.default_timeout)
+            if "auth_kind" not in row:
+                row.update(self._auth_columns(MemberAuth(), https_only=https_only))
+            await conn.execute(endpoints.insert().values(ura=ura, **row))
+        else:
+            await conn.execute(endpoints.update().where(endpoints.c.ura == ura).values(**row))
+        await project(conn, search, ura)
         return await self.member(conn, ura)
 
     async def set_endpoint(
@@ -89,20 +167,15 @@ class Directory:
         *,
         agb: str | None = None,
         call_timeout: float | None = None,
+        max_pulls: int | None = None,
         auth: MemberAuth | None = None,
         https_only: bool = True,
     ) -> None:
-        if agb is not None and not ((agb.isascii() and agb.isdigit()) and len(agb) == 8):
-            raise BadRequest(f"AGB code {agb!r} must be 8 digits")
-        auth = auth or MemberAuth()
-        _check_auth(auth, https_only=https_only)
         row = {
-            "agb": agb,
-            "timeout": call_timeout or self.default_timeout,
-            "auth_kind": auth.kind.value,
-            "auth_sealed": self.box.seal(orjson.dumps(_auth_fields(auth)).decode())
-            if auth.kind is not AuthKind.NONE
-            else None,
+            "agb": _checked_agb(agb),
+            "timeout": _checked_timeout(call_timeout) or self.default_timeout,
+            "max_pulls": _checked_max_pulls(max_pulls),
+            **self._auth_columns(auth or MemberAuth(), https_only=https_only),
             "changed_at": utcnow(),
         }
         exists = await conn.scalar(select(endpoints.c.ura).where(endpoints.c.ura == ura))
@@ -111,6 +184,13 @@ class Directory:
         else:
             await conn.execute(endpoints.update().where(endpoints.c.ura == ura).values(**row))
         await project(conn, search, ura)
+
+    def _auth_columns(self, auth: MemberAuth, *, https_only: bool) -> dict[str, Any]:
+        _check_auth(auth, https_only=https_only)
+        sealed = None
+        if auth.kind is not AuthKind.NONE:
+            sealed = self.box.seal(orjson.dumps(_auth_fields(auth)).decode())
+        return {"auth_kind": auth.kind.value, "auth_sealed": sealed}
 
     async def suspend_member(self, conn: AsyncConnection, search: SearchRegistry, ura: str) -> None:
         await registry.suspend_member(conn, ura)
@@ -143,6 +223,15 @@ class Directory:
             query = query.where(members.c.status == "active")
         return {row.ura: self.from_row(row) for row in await conn.execute(query)}
 
+    async def details(self, conn: AsyncConnection) -> dict[str, EndpointDetails]:
+        """What the console shows of each member's endpoint row, by URA: never the sealed secret."""
+        query = select(endpoints.c.ura, endpoints.c.agb, endpoints.c.timeout, endpoints.c.max_pulls)
+        query = query.add_columns(endpoints.c.auth_kind)
+        return {
+            row.ura: EndpointDetails(row.agb, row.timeout, row.max_pulls, row.auth_kind)
+            for row in await conn.execute(query)
+        }
+
     def from_row(self, row: Any) -> Member:
         """A Member from a row with the MEMBER_COLUMNS."""
         auth = MemberAuth()
@@ -157,6 +246,7 @@ class Directory:
             adapter=row.adapter,
             timeout=row.timeout or self.default_timeout,
             auth=auth,
+            max_pulls=row.max_pulls,
         )
 
 
@@ -169,9 +259,42 @@ MEMBER_COLUMNS = (
     members.c.status,
     endpoints.c.agb,
     endpoints.c.timeout,
+    endpoints.c.max_pulls,
     endpoints.c.auth_kind,
     endpoints.c.auth_sealed,
 )
+
+
+def _checked_agb(agb: str | None) -> str | None:
+    if agb is not None and not ((agb.isascii() and agb.isdigit()) and len(agb) == 8):
+        raise BadRequest(f"AGB code {agb!r} must be 8 digits")
+    return agb
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    """Refused here, not at the member's next pull: a stored timeout out of bounds would fail every pull."""
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+        raise BadRequest(f"the member's timeout is more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
+    return timeout
+
+
+def _checked_max_pulls(max_pulls: int | None) -> int | None:
+    if max_pulls is not None and not 1 <= max_pulls <= MAX_PULLS_LIMIT:
+        raise BadRequest(f"a member takes 1 to {MAX_PULLS_LIMIT} pulls at a time")
+    return max_pulls
+
+
+def checked_private_key(text: str, algorithm: str) -> str:
+    """The key (PEM or JWK JSON), once it is known to be a private key of the algorithm's type: a key that
+    cannot sign would only show at the member's first call."""
+    kind = "RSA" if algorithm.startswith("RS") else "EC"
+    try:
+        key = import_key(orjson.loads(text) if text.lstrip().startswith("{") else text, kind)
+    except Exception:
+        raise BadRequest(f"not a PEM or JWK {kind} key for {algorithm}") from None
+    if not key.is_private:
+        raise BadRequest("a public key; the gateway signs with the private one")
+    return text
 
 
 def _check_auth(auth: MemberAuth, *, https_only: bool) -> None:

@@ -2,8 +2,9 @@
 whereabouts and messages in flight.
 
 exchange_endpoints  per member (auth_members.ura): what the exchange needs beyond the registry's row: the
-                    AGB code, the call timeout, and how the gateway authenticates to the member's server
-                    (the secret sealed with a key derived from RZCP_SECRET_KEY)
+                    AGB code, the call timeout, the member's capacity (pulls at a time), and how the
+                    gateway authenticates to the member's server (the secret sealed with a key derived
+                    from RZCP_SECRET_KEY)
 exchange_patients   one regional patient per BSN: the keyed hash for look-up, the BSN encrypted for display,
                     and the id of the regional Patient resource; never a plain BSN
 exchange_locations  which member holds data for which regional patient, under which local patient id
@@ -39,6 +40,8 @@ endpoints = Table(
     Column("agb", String(16), nullable=True),
     #: The whole call's deadline, in seconds.
     Column("timeout", Float, nullable=False),
+    #: Pulls one gateway process has under way at the member at a time; NULL: RZCP_MEMBER_MAX_PULLS.
+    Column("max_pulls", Integer, nullable=True),
     #: none | bearer | smart-backend
     Column("auth_kind", String(32), nullable=False),
     #: The auth's settings as JSON, encrypted (AES-GCM) with a key derived from RZCP_SECRET_KEY; NULL: none.
