@@ -300,6 +300,33 @@ async def test_invalid_fhir_names_the_element(client: httpx.AsyncClient) -> None
         )
 
 
+def nested_extension(levels: int) -> list[dict[str, Any]]:
+    """An extension holding an extension, `levels` deep: valid FHIR, two JSON levels a step."""
+    inner: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
+    for _ in range(levels - 1):
+        inner = {"url": "http://example.org/step", "extension": [inner]}
+    return [inner]
+
+
+async def test_content_nested_too_deeply_to_store_is_refused_and_loses_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Found by a probe: 150 nested extensions (300 JSON levels, past the 255 orjson writes) were a 500,
+    and the connection was reset after it. Now a 422 naming the problem; 100 levels are stored."""
+    kept = (await create(client, patient("Original", extension=nested_extension(100)))).json()
+    assert (await client.get(f"/fhir/Patient/{kept['id']}")).json() == kept
+    deep = patient("Changed", extension=nested_extension(150))
+    body = await assert_outcome(
+        await client.post("/fhir/Patient", json=deep, headers=HEADERS), 422, "structure"
+    )
+    assert "nested too deeply" in body["issue"][0]["diagnostics"]
+    changed = await client.put(
+        f"/fhir/Patient/{kept['id']}", json={**deep, "id": kept["id"]}, headers=HEADERS
+    )
+    await assert_outcome(changed, 422, "structure")
+    assert (await client.get(f"/fhir/Patient/{kept['id']}")).json() == kept  # nothing stored is lost
+
+
 async def test_unknown_element_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.post("/fhir/Patient", json=patient(favouriteColour="blue"), headers=HEADERS)
     await assert_outcome(response, 422, "structure")

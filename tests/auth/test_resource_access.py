@@ -238,6 +238,17 @@ async def test_request_context_headers(app: Any) -> None:
             refused = await http.get(NAMED, headers=twice)
             assert_outcome(refused, 400, "value")
             assert "more than once" in refused.json()["issue"][0]["diagnostics"]
+        # found by a probe: an empty purpose was taken as TREAT, and of two tokens the first was used
+        empty = await http.get(
+            NAMED, headers={"X-Acting-Practitioner": PRACTITIONER, "X-Purpose-Of-Use": " "}
+        )
+        assert_outcome(empty, 400, "value")
+        assert "empty" in empty.json()["issue"][0]["diagnostics"]
+    other = await token_for(app, "system/Patient.rs")
+    async with gateway_client(app) as http:
+        two = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {other}")]
+        refused = await http.get(NAMED, headers=[*two, ("X-Acting-Practitioner", PRACTITIONER)])
+        assert_outcome(refused, 401, "login")
 
 
 async def test_a_request_refused_for_its_context_is_recorded_as_the_callers(app: Any) -> None:

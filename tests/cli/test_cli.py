@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 RZCP = str(Path(sys.executable).with_name("rzcp"))
@@ -70,7 +71,9 @@ def test_unreachable_database_is_one_line_and_non_zero() -> None:
     [
         ("RZCP_DATABASE_URL", "mysql://somewhere/db", "PostgreSQL or SQLite"),
         ("RZCP_CONSENT_POLICY_PATH", "/nonexistent/policy.yaml", "policy"),
-        ("RZCP_AUDIT_SIGNING_KEY", "notakey", "key"),
+        ("RZCP_AUDIT_SIGNING_KEY", "notakey", "RZCP_AUDIT_SIGNING_KEY is not an Ed25519 key"),
+        ("RZCP_AUDIT_SIGNING_KEY", "garbage", "RZCP_AUDIT_SIGNING_KEY is not an Ed25519 key"),
+        ("RZCP_AUDIT_VERIFY_KEYS", "garbage", "RZCP_AUDIT_VERIFY_KEYS"),
     ],
 )
 def test_serve_with_a_setting_it_cannot_start_with_stops_at_once(
@@ -292,6 +295,94 @@ def test_an_operator_registers_a_member_whose_server_asks_for_smart_backend_serv
         dumped = "\n".join(raw.iterdump())
     assert "PRIVATE KEY" not in dumped  # sealed in the endpoint row, and never in the audit record
     assert "SMART Backend Services as rzcp-region at https://zz.example/auth/token" in dumped
+
+
+def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_path: Path) -> None:
+    """`rzcp members update`: a vendor move (new URL, new bearer token), the member's capacity and
+    timeout; what is not given stays; refusals are one line and change nothing; the audit record names
+    what changed, never the token."""
+    import asyncio
+    import sqlite3
+
+    from rzcp.exchange.adapters import AuthKind
+    from rzcp.exchange.directory import Directory
+    from rzcp.exchange.secrets import member_secret_box
+    from rzcp.settings import Settings
+    from rzcp.store.db import Database
+
+    database = tmp_path / "update.db"
+    env = {
+        "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "OLD_TOKEN": "k-old-token-1",
+        "NEW_TOKEN": "k-new-token-2",
+    }
+    assert run("db", "upgrade", env=env).returncode == 0
+    add = ("members", "add", "--ura", "34567890", "--name", "Apotheek West", "--type", "apotheken")
+    added = run(*add, "--endpoint", "https://old.example/fhir", "--auth-token-env", "OLD_TOKEN", env=env)
+    assert added.returncode == 0, added.stderr
+
+    async def stored() -> Any:
+        db = Database(env["RZCP_DATABASE_URL"])
+        try:
+            async with db.read() as conn:
+                return await Directory(member_secret_box(Settings().secret_key)).member(conn, "34567890")
+        finally:
+            await db.dispose()
+
+    update = ("members", "update", "34567890")
+    for bad, why in (
+        ((), "nothing to change"),
+        (("--max-pulls", "0", "--endpoint", "ftp://x.example/fhir"), "not an http(s) URL"),
+        (("--timeout", "500"), "at most 120 seconds"),
+        (("--no-auth", "--auth-token-env", "NEW_TOKEN"), "not both"),
+        (("--auth-token-env", "MISSING_TOKEN"), "MISSING_TOKEN is not set"),
+    ):
+        refused = run(*update, *bad, env=env)
+        assert refused.returncode != 0 and why in refused.stderr, (bad, refused.stderr)
+        assert "Traceback" not in refused.stderr and refused.stderr.strip().splitlines()[-1].startswith(
+            "Error:"
+        )
+    assert run("members", "update", "99999999", "--name", "Nobody", env=env).returncode != 0
+    unchanged = asyncio.run(stored())
+    assert (unchanged.base_url, unchanged.auth.token, unchanged.max_pulls) == (
+        "https://old.example/fhir",
+        "k-old-token-1",
+        None,
+    )
+    moved = run(
+        *update,
+        *("--endpoint", "https://new.example/fhir", "--auth-token-env", "NEW_TOKEN"),
+        *("--max-pulls", "3", "--timeout", "9"),
+        env=env,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert "changed: endpoint, timeout, max_pulls, auth" in moved.stdout
+    member = asyncio.run(stored())
+    assert (member.name, member.base_url, member.timeout, member.max_pulls) == (
+        "Apotheek West",
+        "https://new.example/fhir",
+        9.0,
+        3,
+    )
+    assert (member.auth.kind, member.auth.token) == (AuthKind.BEARER, "k-new-token-2")
+    renamed = run(*update, "--name", "Apotheek West-Brabant", "--max-pulls", "0", env=env)
+    assert renamed.returncode == 0, renamed.stderr
+    member = asyncio.run(stored())
+    assert (member.name, member.max_pulls, member.auth.token) == (
+        "Apotheek West-Brabant",
+        None,
+        "k-new-token-2",
+    )
+    assert run(*update, "--no-auth", env=env).returncode == 0
+    assert asyncio.run(stored()).auth.kind is AuthKind.NONE
+    with sqlite3.connect(database) as raw:
+        dumped = "\n".join(raw.iterdump())
+        [(endpoint,)] = raw.execute(
+            "SELECT content FROM resources WHERE res_type = 'Endpoint' AND res_id = 'ep-34567890'"
+        ).fetchall()
+    assert "k-new-token-2" not in dumped and "k-old-token-1" not in dumped  # sealed, and not in the trail
+    assert "bearer token from $NEW_TOKEN" in dumped and "members.update" in dumped
+    assert orjson.loads(endpoint)["address"] == "https://new.example/fhir"  # the directory members read
 
 
 def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> None:

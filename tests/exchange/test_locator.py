@@ -96,6 +96,23 @@ async def test_bad_announcements(region: tuple[Region, Any, Any]) -> None:
     assert (await http.post("/fhir/Patient/$announce", json=parameters("123456789", "x"))).status_code == 400
     bsn = derive_test_bsn("bad-announcement")
     assert (await http.post("/fhir/Patient/$announce", json=parameters(bsn, None))).status_code == 400
+    # two patients in one announcement (found by a probe: the last one was taken, silently)
+    other = derive_test_bsn("bad-announcement-2", {bsn})
+    for twice in (
+        {
+            **parameters(bsn, "p1"),
+            "parameter": [*parameters(bsn, "p1")["parameter"], *parameters(other, None)["parameter"]],
+        },
+        {
+            **parameters(bsn, "p1"),
+            "parameter": [*parameters(bsn, "p1")["parameter"], *parameters(bsn, "p2")["parameter"][1:]],
+        },
+    ):
+        refused = await http.post("/fhir/Patient/$announce", json=twice)
+        assert refused.status_code == 400 and "more than once" in refused.text, refused.text
+    unknown = await http.get("/fhir/Patient", params={"identifier": f"{BSN}|{bsn}"})
+    assert unknown.status_code == 200, unknown.text
+    assert "entry" not in unknown.json()  # nothing was announced
 
 
 async def test_the_directory_is_readable_as_organization_and_endpoint(

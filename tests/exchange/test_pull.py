@@ -28,7 +28,7 @@ from sqlalchemy import text
 from rzcp.app import create_app
 from rzcp.exchange.adapters import SearchOutcome, SearchQuery
 from rzcp.exchange.breaker import BreakerBoard, BreakerState
-from rzcp.exchange.directory import Member
+from rzcp.exchange.directory import Member, MemberChange
 from rzcp.exchange.gates import MemberGates
 from rzcp.exchange.pace import MemberPace
 from rzcp.exchange.service import Exchange
@@ -529,6 +529,57 @@ async def test_a_member_has_a_few_pulls_of_the_gateway_under_way_at_a_time(
         assert len(seen) == len(world.exchange.pull_types) and max(seen) == len(seen)
 
 
+async def test_a_patient_reference_to_another_server_names_no_one_here(world: World) -> None:
+    """Found by a probe: `patient=http://evil.example/fhir/Patient/<id>` was answered with the regional
+    patient's data, and an empty `patient=` with an empty Bundle."""
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    answer = await world.pharmacy.get("/fhir/Condition", params=params)
+    assert answer.status_code == 200
+    base = answer.json()["link"][0]["url"].split("/Condition?")[0]
+    absolute = await world.pharmacy.get(
+        "/fhir/Condition", params={**params, "patient": f"{base}/Patient/{world.patient}"}
+    )
+    assert absolute.status_code == 200
+    assert {r["id"] for r in entries(absolute.json())} == {r["id"] for r in entries(answer.json())}
+    for other in (f"http://evil.example/fhir/Patient/{world.patient}", "", "Organization/x", "Patient/a/b"):
+        refused = await world.pharmacy.get("/fhir/Condition", params={**params, "patient": other})
+        assert refused.status_code == 400, (other, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_an_operators_change_to_a_member_counts_from_the_next_pull(world: World) -> None:
+    """`rzcp members update` / PATCH /admin/api/members: the member's own capacity paces the pulls, and a
+    moved endpoint is called from the next pull on (every process reads the member's rows per pull)."""
+    seen: list[int] = []
+    world.scripted.handler = counting(0.1, searchset(), seen)
+    old = (await world.region.members([world.scripted_ura]))[world.scripted_ura]
+    moved = ScriptedMember(handler=answer(searchset()))
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    try:
+        async with announced(world, world.scripted_ura, "sc-pat"):
+            await world.region.update_member(
+                world.scripted_ura, MemberChange(max_pulls=1)
+            )  # a small practice
+            pulls = await asyncio.gather(
+                *(world.pharmacy.get("/fhir/Condition", params=params) for _ in range(4))
+            )
+            assert all(r.status_code == 200 and not issues(r.json()) for r in pulls)
+            assert len(seen) == 4 and max(seen) == 1  # one at a time, not the gateway's default of eight
+            with serve(moved) as moved_url:
+                await world.region.update_member(
+                    world.scripted_ura, MemberChange(endpoint=f"{moved_url}/fhir")
+                )
+                before = len(world.scripted.hits)
+                response = await world.pharmacy.get("/fhir/Condition", params=params)
+                assert response.status_code == 200 and not issues(response.json())
+                assert len(moved.hits) == 1 and len(world.scripted.hits) == before
+                assert ("patient", "Patient/sc-pat") in parse_qsl(moved.hits[0].query)
+    finally:
+        await world.region.update_member(world.scripted_ura, MemberChange(endpoint=old.base_url, max_pulls=0))
+    restored = (await world.region.members([world.scripted_ura]))[world.scripted_ura]
+    assert restored.base_url == old.base_url and restored.max_pulls is None  # 0: the gateway's default
+
+
 async def test_a_pull_that_gets_no_turn_in_time_leaves_the_member_out_with_a_warning(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -538,7 +589,8 @@ async def test_a_pull_that_gets_no_turn_in_time_leaves_the_member_out_with_a_war
     monkeypatch.setattr(world.exchange, "gates", gates)
     pace = MemberPace()
     monkeypatch.setattr(world.exchange, "pace", pace)
-    assert await gates.enter(world.scripted_ura, 0.1)  # another pull holds the member's only turn
+    taken = await gates.enter(world.scripted_ura, 0.1)  # another pull holds the member's only turn
+    assert taken is not None
     refused = REGISTRY.get_sample_value("rzcp_pull_no_turn_total", {"member": world.scripted_ura}) or 0
     start = max((row.seq for row in await _audit_rows(world)), default=0)
     params = {"patient": f"Patient/{world.patient}", "_count": "500"}
@@ -546,7 +598,7 @@ async def test_a_pull_that_gets_no_turn_in_time_leaves_the_member_out_with_a_war
         async with announced(world, world.scripted_ura, "sc-pat"):
             response = await world.pharmacy.get("/fhir/Condition", params=params)
     finally:
-        gates.leave(world.scripted_ura)
+        gates.leave(taken)
     assert response.status_code == 200
     assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")  # the others' data
     assert seen == []  # nothing reached the member
@@ -567,8 +619,9 @@ async def test_the_wait_for_a_turn_counts_against_the_members_deadline(
     world.scripted.handler = counting(0.8 * SCRIPTED_DEADLINE, searchset(), seen)
     gates = MemberGates(1)
     monkeypatch.setattr(world.exchange, "gates", gates)
-    assert await gates.enter(world.scripted_ura, 0.1)
-    held = asyncio.get_running_loop().call_later(0.4 * SCRIPTED_DEADLINE, gates.leave, world.scripted_ura)
+    taken = await gates.enter(world.scripted_ura, 0.1)
+    assert taken is not None
+    held = asyncio.get_running_loop().call_later(0.4 * SCRIPTED_DEADLINE, gates.leave, taken)
     params = {"patient": f"Patient/{world.patient}", "_count": "500"}
     try:
         async with announced(world, world.scripted_ura, "sc-pat"):
@@ -606,7 +659,7 @@ async def test_a_turn_is_given_back_only_when_all_of_the_pulls_calls_to_the_memb
             if query.resource_type == "Condition":
                 raise RuntimeError("a fault in the gateway")
             await asyncio.sleep(0.3)
-            free_at_the_end.append(gates._gates[member.ura]._value)
+            free_at_the_end.append(gates._gates[member.ura][1]._value)
             return SearchOutcome(member.ura)
 
     monkeypatch.setattr(registry, "for_member", Faulty)
@@ -615,7 +668,7 @@ async def test_a_turn_is_given_back_only_when_all_of_the_pulls_calls_to_the_memb
     assert response.status_code == 500
     assert len(free_at_the_end) == len(world.exchange.pull_types) - 1
     assert set(free_at_the_end) == {1}  # the pull's turn was still taken when each call ended
-    assert gates._gates[world.scripted_ura]._value == 2  # and given back after
+    assert gates._gates[world.scripted_ura][1]._value == 2  # and given back after
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -486,6 +487,11 @@ def _claims(push: Push) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]
         ("another member's endpoint as source", {"source": {"endpoint": push.ggz_endpoint + "/"}}, []),
         # found by the second security test
         ("another member's endpoint with a query", {"source": {"endpoint": push.ggz_endpoint + "?x"}}, []),
+        # found by a later probe: the same server spelled otherwise (host, path case, dot segments ...)
+        *(
+            (f"another member's endpoint as {spelled}", {"source": {"endpoint": spelled}}, [])
+            for spelled in _other_spellings(push.ggz_endpoint)
+        ),
         (
             "another member's URA as responsible",
             {"responsible": {"identifier": {"system": URA, "value": other}}},
@@ -501,6 +507,23 @@ def _claims(push: Push) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]
                 }
             ],
         ),
+    ]
+
+
+def _other_spellings(endpoint: str) -> list[str]:
+    """Ways to write a loopback member's FHIR base that reach the same server."""
+    parts = urlsplit(endpoint)
+    port, path = parts.port, parts.path
+    return [
+        f"http://127.0.0.1:{port}{path.upper()}",
+        f"HTTP://127.0.0.1:{port}{path.upper()}?x#y",
+        f"http://127.0.0.1:{port}/{path}",
+        f"http://127.0.0.1:{port}/.{path}",
+        f"http://127.0.0.1:{port}{path}%2F",
+        f"http://127.1:{port}{path}",
+        f"http://[::ffff:127.0.0.1]:{port}{path}",
+        f"http://localhost:{port}{path}",
+        f"http://127.0.0.1:{port}\\{path.lstrip('/')}",
     ]
 
 
@@ -547,6 +570,19 @@ async def test_a_message_in_another_members_name_is_refused(push: Push) -> None:
     assert orjson.loads(record.content)["outcomeDesc"] == "refused: the MessageHeader names another sender"
 
 
+async def test_a_message_nested_too_deeply_is_refused_not_a_server_error(push: Push) -> None:
+    """Found by a probe: a DocumentReference with 150 nested extensions was a 500."""
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    inner: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
+    for _ in range(149):
+        inner = {"url": "http://example.org/step", "extension": [inner]}
+    bundle["entry"][2]["resource"]["extension"] = [inner]
+    response = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert response.status_code == 422, response.text
+    assert "nested too deeply" in response.json()["issue"][0]["diagnostics"]
+    assert await outbox_rows(push, bundle["id"]) == []
+
+
 async def test_the_receiver_learns_the_sender_from_the_gateway(push: Push) -> None:
     """The GP names itself (or no one); a source tag it wrote itself, naming another member, does not
     reach the receiver: the gateway's own does, on the Bundle and each resource, with the sender's URA."""
@@ -556,8 +592,13 @@ async def test_the_receiver_learns_the_sender_from_the_gateway(push: Push) -> No
 
     bundle = message_bundle(push.hospital_ura, push.bsn)
     forged = {"system": SOURCE_SYSTEM, "code": push.ggz_ura}
-    bundle["meta"] = {"security": [forged], "source": push.ggz_endpoint}
-    bundle["entry"][2]["resource"]["meta"] = {"security": [forged]}
+    # and the system spelled to pass for it (found by a probe): another case, http, a trailing slash
+    look_alikes = [
+        {"system": spelled, "code": push.ggz_ura}
+        for spelled in (SOURCE_SYSTEM + "/", SOURCE_SYSTEM.upper(), SOURCE_SYSTEM.replace("https:", "http:"))
+    ]
+    bundle["meta"] = {"security": [forged, *look_alikes], "source": push.ggz_endpoint}
+    bundle["entry"][2]["resource"]["meta"] = {"security": [forged, *look_alikes]}
     response = await push.gp.post("/fhir/$process-message", json=bundle)
     assert response.status_code == 202, response.text
     task = await completed(push.gp, response.headers["location"])
@@ -565,7 +606,7 @@ async def test_the_receiver_learns_the_sender_from_the_gateway(push: Push) -> No
     delivered = await delivered_bundle(push.hospital_db, task["id"])
     header, patient, document = (e["resource"] for e in delivered["entry"])
     for resource in (delivered, header, patient, document):
-        assert [s for s in resource["meta"]["security"] if s["system"] == SOURCE_SYSTEM] == [
+        assert resource["meta"]["security"] == [
             {"system": SOURCE_SYSTEM, "code": push.gp_ura, "display": "Huisartsenpraktijk De Linde"}
         ]
     assert delivered["meta"]["source"] == "http://127.0.0.1:9/fhir"

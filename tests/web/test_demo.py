@@ -60,13 +60,16 @@ def _answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+RZCP = str(Path(sys.executable).with_name("rzcp"))
+
+
 def _launch(
-    port: int, log: BinaryIO, *, interrupts_ignored: bool = False
+    port: int, log: BinaryIO, *, interrupts_ignored: bool = False, cwd: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`rzcp demo` on `port` in its own temporary folder, its stderr to `log`, and what it printed once its
     region is up. With `interrupts_ignored` it starts as a shell script's background job does: with SIGINT
-    ignored."""
-    command = [sys.executable, "-m", "rzcp.cli", "demo", "--port", str(port)]
+    ignored. `cwd`: where the user runs it."""
+    command = [RZCP, "demo", "--port", str(port)]
     if interrupts_ignored:
         command = ["bash", "-c", 'trap "" INT; exec "$@"', "demo", *command]
     process = subprocess.Popen(
@@ -74,6 +77,7 @@ def _launch(
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,  # its own process group, as in a terminal: Ctrl-C reaches every process
+        cwd=cwd,
     )
     printed: list[str] = []
     reader = threading.Thread(
@@ -97,7 +101,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("demo")
     port = _free_block(MEMBERS + 1)
     log = (folder / "demo.log").open("wb")
-    process, text = _launch(port, log)
+    # run from the folder that holds the user's clone (`rzcp/`): its processes once imported that folder
+    # instead of the installed package and failed (a new user's report)
+    (folder / "rzcp" / "consent").mkdir(parents=True)
+    process, text = _launch(port, log, cwd=folder)
     facts: dict[str, Any] = {
         "process": process,
         "printed": text,
@@ -155,6 +162,21 @@ def _as_bash_runs_them(commands: list[str]) -> list[str]:
     script = "\n".join(["curl() { printf '%s\\n' \"$@\"; }", *commands])
     ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30)
     return ran.stdout.splitlines()
+
+
+async def test_a_second_demo_on_the_same_ports_says_so_and_leaves_the_first_alone(
+    demo: dict[str, Any],
+) -> None:
+    """A second demo loaded its data into the first one's members and then failed with a traceback (a new
+    user's report): it now stops before anything, naming the port."""
+    second = subprocess.run(
+        [RZCP, "demo", "--port", demo["port"]], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode != 0
+    assert f"port {demo['port']} is in use" in second.stderr and "--port" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr and "resources" not in second.stderr
+    assert httpx.get(f"{demo['url']}/healthz", timeout=5).status_code == 200
+    assert "export RZCP_DATABASE_URL=" in demo["printed"]  # the rzcp commands can reach the demo's gateway
 
 
 async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patient_app(

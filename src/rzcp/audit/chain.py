@@ -135,8 +135,18 @@ class ChainSigner:
     @classmethod
     def from_config(cls, signing_key: str | None, verify_keys: Iterable[str] = ()) -> ChainSigner:
         """`signing_key`: the base64url Ed25519 seed (32 bytes); `verify_keys`: base64url public keys."""
-        private = Ed25519PrivateKey.from_private_bytes(_unb64(signing_key)) if signing_key else None
-        publics = [Ed25519PublicKey.from_public_bytes(_unb64(k)) for k in verify_keys]
+        try:
+            private = Ed25519PrivateKey.from_private_bytes(_unb64(signing_key)) if signing_key else None
+        except ValueError:  # the library's words name no setting (a new user's report)
+            raise ValueError(
+                "RZCP_AUDIT_SIGNING_KEY is not an Ed25519 key: 32 bytes, base64url (`rzcp audit keygen`)"
+            ) from None
+        try:
+            publics = [Ed25519PublicKey.from_public_bytes(_unb64(k)) for k in verify_keys]
+        except ValueError:
+            raise ValueError(
+                "RZCP_AUDIT_VERIFY_KEYS holds a value that is not an Ed25519 public key (32 bytes, base64url)"
+            ) from None
         return cls(private, publics)
 
     @classmethod

@@ -84,7 +84,10 @@ def authorize_interaction(
     if res_type == AUDIT_TYPE and not principal.is_patient:
         roles = principal.roles if principal.kind == "person" else (principal.role,)
         if "auditor" not in roles:
-            raise Forbidden("the audit trail is for auditors; the admin role alone does not read it")
+            held = " and ".join(role for role in roles if role) or "none"
+            raise Forbidden(
+                f"the audit trail is for the auditor role; the caller's ({held}) does not read it"
+            )
         if principal.kind == "person" and not principal.has_second_factor:
             raise Forbidden("reading the audit trail needs a login with a second factor")
     if principal.is_patient:

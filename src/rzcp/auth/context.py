@@ -44,7 +44,12 @@ def parse_context(
 ) -> RequestContext:
     """The context the headers give, refusing malformed values and purposes the region does not allow."""
     _each_once(headers)
-    purpose = (headers.get("x-purpose-of-use") or default).strip()
+    given = headers.get("x-purpose-of-use")
+    purpose = default if given is None else given.strip()
+    if not purpose:  # given but empty is a client's mistake, not a request for the default
+        raise BadRequest(
+            "X-Purpose-Of-Use is empty: give a v3 PurposeOfUse code, or leave it out", code="value"
+        )
     if purpose not in KNOWN_PURPOSES:
         raise BadRequest(f"X-Purpose-Of-Use {purpose!r} is not a v3 PurposeOfUse code", code="value")
     reason = (headers.get("x-break-glass-reason") or "").strip() or None

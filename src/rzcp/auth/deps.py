@@ -37,6 +37,8 @@ EndpointsDep = Annotated[Endpoints, Depends(endpoints_dep)]
 
 
 def bearer_token(request: Request) -> str:
+    if len(request.headers.getlist("authorization")) > 1:  # which one is the caller? (a probe sent two)
+        raise InvalidToken("more than one Authorization header")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

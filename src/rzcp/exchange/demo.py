@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -228,7 +229,9 @@ def _start_children(
     folder: Path, port: int, database_url: str, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     """Each process goes into `processes` as it starts, so that an interrupt halfway still stops it."""
-    python = [sys.executable, "-m", "rzcp.cli"]
+    # -P: the working directory is not put on sys.path, so a clone of the repository there (an `rzcp/`
+    # folder) cannot stand in for the installed package (a new user's demo failed so)
+    python = [sys.executable, "-P", "-m", "rzcp.cli"]
     for member in MEMBERS:
         url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
         command = [*python, "member-sim", "--name", member.name, "--ura", member.ura]
@@ -384,6 +387,7 @@ def run_demo(port: int, folder: Path | None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     processes: list[subprocess.Popen[bytes]] = []
     try:  # from here on, an interrupt or an error stops what started and removes a temporary folder
+        _check_ports_free(port)
         _log(f"rzcp demo: preparing the region in {folder}")
         facts = asyncio.run(prepare(folder, port))
         _start_children(folder, port, facts["database"], processes)
@@ -415,6 +419,20 @@ def run_demo(port: int, folder: Path | None) -> None:
         for number, handler in before.items():
             if handler is not None:  # None: set outside Python, nothing to restore
                 signal.signal(number, handler)
+
+
+def _check_ports_free(port: int) -> None:
+    """The gateway's port and the members' next four, free before anything is loaded: a second demo
+    loaded its data into the first one's members and then failed with a traceback (a new user's report)."""
+    for number in range(port, port + len(MEMBERS) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", number))
+            except OSError:
+                raise RuntimeError(
+                    f"port {number} is in use; the demo needs ports {port} to {port + len(MEMBERS)} "
+                    "(the gateway and its members): stop what holds it (another demo?) or give --port"
+                ) from None
 
 
 def _removed(folder: Path) -> bool:
@@ -466,8 +484,10 @@ def _print_next(
         f"export PHARMACY_TOKEN={tokens['pharmacy']}",
         "",
         f"Patient 'Mr. Bosco' (Synthea's patient 85) is Patient/{patient} at the region (BSN {facts['bsn']},",
-        "a test number). The members hold the same Synthea conditions for him; the GP practice also holds a",
-        "psychiatric diagnosis labelled PSY.",
+        "a test number). Each member holds its own part of his Synthea record: the GP practice his",
+        "conditions, medication, allergies and immunizations (and a psychiatric diagnosis labelled PSY),",
+        "the hospital his observations, reports, procedures and encounters, the pharmacy his medication,",
+        "the GGZ clinic conditions and care plans of its own.",
         "His consents: GP practices and hospitals may see everything, pharmacies only medication;",
         "nothing from the GGZ clinic.",
         "",
@@ -500,6 +520,10 @@ def _print_next(
         f"  patient app   http://127.0.0.1:{port}/app/     log in as Mr. Bosco with BSN {facts['bsn']}",
         f"  console       http://127.0.0.1:{port}/admin/   user admin, auditor or chief (both roles);",
         f"                second factor {DEV_OTP} (the development code; without it the console refuses)",
+        "",
+        "The rzcp commands work on the demo's gateway with its database (in another terminal):",
+        f"  export RZCP_DATABASE_URL={shlex.quote(str(facts['database']))}",
+        "  rzcp members list",
         "",
     ]
     print("\n".join(lines), flush=True)

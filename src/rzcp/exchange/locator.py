@@ -68,12 +68,16 @@ def parse_announcement(body: Any, *, withdrawal: bool = False) -> Announcement:
     for part in body.get("parameter") or []:
         if not isinstance(part, Mapping):
             continue
-        if part.get("name") == "identifier":
+        name = part.get("name")
+        if name in ("identifier", "patient") and (bsn if name == "identifier" else local) is not None:
+            # one announcement is about one patient: which of two would the member mean? (found by a probe)
+            raise BadRequest(f"parameter {name} is given more than once", code="value", expression=(name,))
+        if name == "identifier":
             ident = part.get("valueIdentifier") or {}
             if ident.get("system") != BSN_SYSTEM:
                 raise BadRequest(f"identifier must be a BSN ({BSN_SYSTEM})", expression=("identifier",))
             bsn = str(ident.get("value") or "")
-        elif part.get("name") == "patient":
+        elif name == "patient":
             ref = (part.get("valueReference") or {}).get("reference") or part.get("valueString") or ""
             local = str(ref).removeprefix("Patient/")
     if bsn is None or not is_valid_bsn(bsn):

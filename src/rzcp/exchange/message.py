@@ -33,17 +33,20 @@ absent MessageHeader.sender becomes the member's URA.
 from __future__ import annotations
 
 import copy
+import posixpath
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system
 from rzcp.errors import Forbidden, InvalidResource
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import URA_SYSTEM, organization_id
-from rzcp.exchange.pull import SOURCE_SYSTEM
+from rzcp.exchange.pull import SOURCE_SYSTEM, is_source_coding
 from rzcp.fhir.nodes import json_objects
 
 #: The elements that say whom a resource is about (as the audit reads them: rzcp.audit.http).
@@ -274,7 +277,7 @@ def check_sender(
                 expression=(f"MessageHeader.{element}",),
             )
     endpoint = (header.get("source") or {}).get("endpoint")
-    owner = _endpoint_owner(endpoint, members)
+    owner = _endpoint_owner(endpoint, members, sender_ura)
     if owner is not None and owner != sender_ura:
         raise Forbidden(
             f"MessageHeader.source.endpoint is the endpoint of another member ({owner})",
@@ -328,25 +331,59 @@ def _reference_uras(
     return found or None
 
 
-def _endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
-    """The member whose registered endpoint the URL is (or lies under); the longest match wins."""
-    if not isinstance(endpoint, str):
+def _endpoint_owner(endpoint: Any, members: Mapping[str, Member], sender_ura: str) -> str | None:
+    """The member whose server the URL points at, when that is another member's: by host and port, however
+    the host is written (`127.1`, `[::ffff:127.0.0.1]`, `localhost` are one machine), and, where the sender
+    shares the host with others (a vendor serving several practices), by path, case and dot segments
+    aside. A list of spellings to refuse would always miss one (a security probe found six), so the place
+    is compared, not the text."""
+    place = _place(endpoint) if isinstance(endpoint, str) else None
+    if place is None:
         return None
-    url = _comparable(endpoint)
-    owners = [m for m in members.values() if f"{url}/".startswith(f"{_comparable(m.base_url)}/")]
-    return max(owners, key=lambda m: len(m.base_url)).ura if owners else None
+    on_host: list[tuple[Member, str]] = []
+    for member in members.values():
+        at = _place(member.base_url)
+        if at is not None and at[0] == place[0]:
+            on_host.append((member, at[1]))
+    if not on_host:
+        return None
+    if all(m.ura != sender_ura for m, _ in on_host):
+        return on_host[0][0].ura  # another member's server, not the sender's
+    under = [(m, path) for m, path in on_host if f"{place[1]}/".startswith(f"{path}/")]
+    return max(under, key=lambda pair: len(pair[1]))[0].ura if under else None
 
 
-def _comparable(url: str) -> str:
-    """A URL as a place: scheme and host in lower case, no query, fragment, user or trailing slash, so
-    `.../fhir?x` or `.../fhir#` is still the member's endpoint."""
+def _place(url: str) -> tuple[str, str] | None:
+    """(host:port, path) of an http(s) URL, in the forms that compare: the host canonical, the default port
+    filled in, the path percent-decoded, without dot segments, doubled or trailing slashes, in lower case;
+    None for what is not an http(s) URL (a `urn:`, which names no server)."""
     try:
-        parts = urlsplit(url.strip())
-        host = (parts.hostname or "").lower()
-        port = f":{parts.port}" if parts.port else ""
+        parts = urlsplit(url.strip().replace("\\", "/"))  # a backslash is a slash to WHATWG parsers
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            return None
+        port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
-        return url.strip().lower()
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+        return None
+    path = re.sub(r"/+", "/", "/" + unquote(parts.path).replace("\\", "/"))
+    path = posixpath.normpath(path).rstrip("/").lower()
+    return f"{_canonical_host(parts.hostname)}:{port}", path
+
+
+def _canonical_host(host: str) -> str:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "loopback"
+    try:
+        address = ip_address(host)
+    except ValueError:
+        try:  # the shorthand forms the resolver takes: 127.1, 0x7f.0.0.1, 2130706433
+            address = ip_address(socket.inet_aton(host))
+        except OSError:
+            return host
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return "loopback" if address.is_loopback else str(address)
 
 
 # --- on the way out ------------------------------------------------------------------------------------
@@ -376,11 +413,7 @@ def as_delivered(bundle: Mapping[str, Any], sender_ura: str, sender: Member | No
 def _stamp(resource: dict[str, Any], coding: dict[str, str] | None, source: str | None) -> None:
     """Replace whatever source the sender wrote in `meta` with the gateway's (or none)."""
     meta = dict(resource.get("meta") or {})
-    security = [
-        s
-        for s in meta.get("security") or []
-        if not (isinstance(s, Mapping) and s.get("system") == SOURCE_SYSTEM)
-    ]
+    security = [s for s in meta.get("security") or [] if not is_source_coding(s)]
     if coding is not None:
         security.append(dict(coding))
     meta.pop("source", None)

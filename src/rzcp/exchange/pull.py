@@ -56,6 +56,20 @@ from rzcp.store.indexer import sort_value
 
 #: The coding in meta.security that names the member a resource came from.
 SOURCE_SYSTEM = "https://rzcp.nl/fhir/CodeSystem/source-organization"
+_SOURCE_PLACE = SOURCE_SYSTEM.removeprefix("https://").lower()
+
+
+def is_source_coding(coding: Any) -> bool:
+    """A source tag, or one a member wrote to pass for it: the system in any case, over http or https, with
+    a trailing slash. A member's own data may not say where it came from; only the gateway says that."""
+    if not isinstance(coding, Mapping):
+        return False
+    system = coding.get("system")
+    if not isinstance(system, str):
+        return False
+    place = system.strip().rstrip("/").lower()
+    return place.removeprefix("https://").removeprefix("http://") == _SOURCE_PLACE
+
 
 #: `no-turn`: permitted but not asked, the process having had its most pulls under way at the member for the
 #: member's whole timeout (rzcp.exchange.gates): the gateway's load, not the member's failure.
@@ -279,7 +293,8 @@ async def run_pull(
         source = calls[positions[0]][0]
         member = source.member
         started = time.perf_counter()
-        if not await exchange.gates.enter(member.ura, member.timeout):
+        turn = await exchange.gates.enter(member.ura, member.timeout, member.max_pulls)
+        if turn is None:
             return [_no_turn(source) for _ in positions]
         waited = time.perf_counter() - started
         if waited > 0.001:  # the wait counts against the member's deadline: one timeout for the pull
@@ -299,7 +314,7 @@ async def run_pull(
                 ended.append(result)
             return ended
         finally:
-            exchange.gates.leave(member.ura)
+            exchange.gates.leave(turn)
 
     # Each answer is filtered and tagged in its own task as it arrives, while slower members are still
     # awaited: only the merge below waits for the last one. One member runs in the request's own task: a
@@ -491,7 +506,7 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
     out = _rewrite(resource, local, regional)
     meta = dict(out.get("meta") or {})
     meta["source"] = member.base_url
-    security = [s for s in meta.get("security") or [] if s.get("system") != SOURCE_SYSTEM]
+    security = [s for s in meta.get("security") or [] if not is_source_coding(s)]
     security.append({"system": SOURCE_SYSTEM, "code": member.ura, "display": member.name})
     meta["security"] = security
     out["meta"] = meta

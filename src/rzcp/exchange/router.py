@@ -38,7 +38,7 @@ from rzcp.exchange.params import check_everything_params, check_pull_params, sha
 from rzcp.exchange.pull import PullQuery, Requester, plan_pull, run_pull
 from rzcp.exchange.service import Exchange
 from rzcp.fhir import paging
-from rzcp.fhir.deps import RuntimeDep, prefer_of
+from rzcp.fhir.deps import RuntimeDep, is_fhir_id, prefer_of
 from rzcp.fhir.outcome import outcome_response
 from rzcp.fhir.search.parser import SortKey
 from rzcp.fhir.validation import validate_resource
@@ -87,15 +87,21 @@ async def _requester(exchange: Exchange, conn: Any, principal: Principal) -> Req
     return Requester(ura, member.category, context.purpose_of_use, since)
 
 
-def _patient_id(value: str) -> str:
-    """`Patient/x`, `x`, or `https://.../Patient/x` -> `x`."""
-    tail = value.rstrip("/").split("/")
-    if len(tail) >= 2 and tail[-2] != "Patient":
-        raise BadRequest(f"{value!r} is not a reference to a Patient", expression=("patient",))
-    return tail[-1]
+def _patient_id(value: str, name: str, base: str) -> str:
+    """`x`, `Patient/x` or this gateway's `<base>/Patient/x` -> `x`. A reference to a Patient on another
+    server names no one here: a 400, not an answer about the regional patient with the same id (a probe
+    found `http://evil.example/fhir/Patient/<id>` answered as if it were this gateway's)."""
+    reference = value.removeprefix(f"{base}/")
+    local = reference.removeprefix("Patient/")
+    if not is_fhir_id(local):
+        raise BadRequest(
+            f"{name}={value!r} is not a Patient of this gateway: Patient/<id>, or {base}/Patient/<id>",
+            expression=(name,),
+        )
+    return local
 
 
-async def _patient_of(exchange: Exchange, conn: Any, pairs: list[tuple[str, str]]) -> str | None:
+async def _patient_of(exchange: Exchange, conn: Any, pairs: list[tuple[str, str]], base: str) -> str | None:
     """The regional patient a pull is about (None when no member announced the BSN asked for)."""
     named = [(k, v) for k, v in pairs if k in _PATIENT_PARAMS or k == "patient:identifier"]
     if len(named) != 1 or "," in named[0][1]:
@@ -106,7 +112,7 @@ async def _patient_of(exchange: Exchange, conn: Any, pairs: list[tuple[str, str]
         )
     name, value = named[0]
     if name in ("patient", "subject"):
-        return _patient_id(value)
+        return _patient_id(value, name, base)
     system, _, bsn = value.partition("|")
     if system != BSN_SYSTEM or not bsn:
         raise BadRequest(f"the patient's identifier must be a BSN ({BSN_SYSTEM}|<bsn>)", expression=(name,))
@@ -150,7 +156,7 @@ async def _answer(
     async with runtime.db.query() as conn:
         await ensure_live(conn, principal)
         if patient_id is None:
-            patient_id = await _patient_of(exchange, conn, pairs)
+            patient_id = await _patient_of(exchange, conn, pairs, base)
         requester = await _requester(exchange, conn, principal)
         query = PullQuery(
             patient_id=patient_id or "-",

@@ -81,6 +81,10 @@ def check_type(request: Request, runtime: Runtime, res_type: str) -> None:
         raise NotFound(f"this server does not serve resource type {res_type!r}", code="not-supported")
 
 
+def is_fhir_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
 def check_id(res_id: str) -> None:
     if not _ID.fullmatch(res_id):
         raise BadRequest(f"{res_id!r} is not a valid FHIR id", code="value")

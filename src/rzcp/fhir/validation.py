@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from rzcp.errors import InvalidResource, Issue
 
 _MAX_ISSUES = 20
+#: orjson's own limit on nesting, for the message (FHIR's deepest real content is a few dozen levels).
+MAX_DEPTH = 254
 
 
 def model_class(res_type: str) -> Any | None:
@@ -49,7 +51,13 @@ def validate_resource(data: Any, *, expected_type: str) -> dict[str, Any]:
     model = model_class(expected_type)
     if model is None:
         raise InvalidResource(f"{expected_type} cannot be validated by this server", code="not-supported")
-    text = _string_for_object(data, model, expected_type) if _JSON_TEXT.search(orjson.dumps(data)) else None
+    try:
+        serialised = orjson.dumps(data)
+    except TypeError:  # nested deeper than orjson writes (255 levels): it could never be stored or sent
+        raise InvalidResource(
+            f"{expected_type} is nested too deeply (JSON of more than {MAX_DEPTH} levels)", code="structure"
+        ) from None
+    text = _string_for_object(data, model, expected_type) if _JSON_TEXT.search(serialised) else None
     if text is not None:
         raise InvalidResource(
             f"{text}: a string where FHIR has an object (a complex type such as a CodeableConcept)",
