@@ -401,6 +401,9 @@ def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> No
         "--endpoint",
         "https://n.example/fhir",
     )
+    empty = run("members", "list", env=env)  # which database it looked in, should it be the wrong one
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert f"no members registered in {env['RZCP_DATABASE_URL']}" in empty.stderr, empty.stderr
     added = run(*add, "--type", "huisartsen", env=env)
     assert added.returncode == 0, added.stderr
     for bad, why in (
