@@ -17,6 +17,7 @@ from rzcp.audit.events import AuditFacts, Decision, Practitioner
 from rzcp.audit.search import search_events
 from rzcp.auth import registry
 from rzcp.membersim.bsn import derive_test_bsn
+from rzcp.store.resources import ResourceStore
 from tests.admin.conftest import as_bearer, minted_person_token, new_patient, person_token
 from tests.conftest import PRACTITIONER, SystemClient, fetch_token, new_key, register_system
 
@@ -518,10 +519,62 @@ async def test_a_pull_shows_its_consent_decision(chief: httpx.AsyncClient, conso
     ura = await _records(console_app, day=_unique_day(), pulls=1)
     [event] = (await chief.get("/admin/api/audit/events", params={"member": ura})).json()["events"]
     detail = (await chief.get(f"/admin/api/audit/events/{event['id']}")).json()
-    assert detail["decision"] == {
-        "decision": "permit",
-        "reason": "permit Condition from 11111111: default-permit",
+    assert detail["decision"]["decision"] == "permit"
+    assert detail["decision"]["reason"] == "permit Condition from 11111111: default-permit"
+
+
+async def test_each_decision_of_a_pull_names_its_member_and_what_decided_it(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    """A pull refused by four members: one by the patient's GGZ shield, three for want of any consent. The
+    consent shown is said to have made one of the four decisions (a new user's walkthrough read it as
+    the reason for all four), and the others say, in words, that there was no consent."""
+    runtime = console_app.state.runtime
+    uras = [f"{uuid.uuid4().int % 10**8:08d}" for _ in range(4)]
+    consent_id = f"c{uuid.uuid4().hex[:12]}"
+    async with runtime.db.write() as conn:
+        for i, ura in enumerate(uras):
+            await registry.add_member(
+                conn, ura=ura, name=f"Lid {i}", category="Z3", endpoint=f"https://m{i}.example/fhir"
+            )
+        shield = {"resourceType": "Consent", "id": consent_id, "status": "active",
+                  "scope": {"text": "patient-privacy"}, "category": [{"text": "shield"}],
+                  "provision": {"type": "deny"}}  # fmt: skip
+        await ResourceStore(conn, runtime.registry).update(shield, allow_create=True)
+    decisions = (
+        Decision(False, uras[0], "MedicationRequest", consents=((consent_id, "1"),)),
+        *(Decision(False, ura, "MedicationRequest", rule="no-consent") for ura in uras[1:]),
+    )
+    await runtime.audit.record(
+        AuditFacts(
+            interaction="search-type",
+            status=200,
+            decisions=decisions,
+            kind="system",
+            member_ura=uras[1],
+            client_id="ehr-x",
+            recorded=_unique_day(),
+            correlation_id="c",
+            patient="Patient/p",
+        )
+    )
+    [event] = (await chief.get("/admin/api/audit/events", params={"member": uras[1]})).json()["events"]
+    detail = (await chief.get(f"/admin/api/audit/events/{event['id']}")).json()
+    assert detail["consent"]["id"] == consent_id
+    decision = detail["decision"]
+    assert decision["decision"] == "deny"
+    assert decision["items"][0] == {
+        "decision": "deny",
+        "data_class": "MedicationRequest",
+        "source": uras[0],
+        "source_name": "Lid 0",
+        "consents": [f"Consent/{consent_id}/_history/1"],
+        "rule": None,
     }
+    assert [(i["source_name"], i["consents"], i["rule"]) for i in decision["items"][1:]] == [
+        (f"Lid {n}", [], "no-consent") for n in (1, 2, 3)
+    ]
+    assert decision["by_shown_consent"] == [0]
 
 
 async def test_verify_runs_are_recorded_and_shown(chief: httpx.AsyncClient, otto: httpx.AsyncClient) -> None:

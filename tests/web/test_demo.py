@@ -198,6 +198,20 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
         await expect(pulls).to_have_count(1)  # today's bar: the demo's first pulls
         assert int(await pulls.get_attribute("data-value") or 0) >= 2
         await screenshot(page, "demo-console-charts")
+        # the hospital's first pull: each member's decision says what decided it, and the consent shown
+        # (the permission) says which of them it made: not the GGZ clinic's refusal
+        await page.get_by_role("link", name="Audit search").click()
+        await page.get_by_label("Member (URA)").fill(demo["hospital_ura"])
+        await page.get_by_role("button", name="Search", exact=True).click()
+        pull = page.locator("#audit-table tbody tr").filter(has_text="pull").filter(has_text="Condition")
+        await pull.last.get_by_role("link", name="Open").click()
+        decided = page.locator("#event-decision")
+        await expect(decided).to_contain_text("from GGZ De Oever (00000401)")
+        await expect(decided).to_contain_text("from Huisartsenpraktijk De Linde (00000101)")
+        made = page.locator("#event-consent-decided")
+        await expect(made).to_contain_text("This consent made 2 of the 3 decisions")
+        await expect(made).to_contain_text("permitted Condition from Huisartsenpraktijk De Linde (00000101)")
+        await expect(made).not_to_contain_text("GGZ De Oever")
         await page.get_by_role("button", name="Log out").click()
 
         await page.goto("/app/")  # in English: the language chosen in the console holds here too

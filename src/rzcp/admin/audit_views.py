@@ -205,12 +205,16 @@ async def read_event(conn: AsyncConnection, event_id: str) -> dict[str, Any]:
 
 async def event_detail(db: Database, search_registry: SearchRegistry, event_id: str) -> dict[str, Any]:
     """The summary, the full AuditEvent, the first deciding Consent (as the version that decided) and the
-    decision in words."""
+    decisions: each with its member (by name), kind of data, outcome and what decided it (the consents,
+    or the region's rule, such as no consent at all), and which of them the Consent shown decided. An
+    auditor once read the one consent shown (a GGZ shield) as the reason for every refusal of a pull,
+    three of which had no consent at all."""
     async with db.read() as conn:
         event = await read_event(conn, event_id)
-        names = await member_names(conn, {m for m in [index_columns(event)["member_ura"]] if m})
         decisions, consent_refs = _decisions(event)
-        consent = None
+        sources = {d["source"] for d in decisions if d.get("source")}
+        names = await member_names(conn, sources | {m for m in [index_columns(event)["member_ura"]] if m})
+        consent, shown = None, None
         for ref in consent_refs:
             _, cid, _, version = ref.split("/")
             if not (version.isascii() and version.isdigit()):
@@ -219,14 +223,27 @@ async def event_detail(db: Database, search_registry: SearchRegistry, event_id: 
                 stored = await ResourceStore(conn, search_registry).vread("Consent", cid, int(version))
             except (NotFound, Gone):
                 continue
-            consent = orjson.loads(stored.content)
+            consent, shown = orjson.loads(stored.content), ref
             break
     decision = None
     if decisions:
         permit = any(d["decision"] == "permit" for d in decisions)
+        items = [
+            {
+                "decision": d.get("decision", "deny"),
+                "data_class": d.get("dataClass"),
+                "source": d.get("source"),
+                "source_name": names.get(d.get("source") or ""),
+                "consents": d["consent"].split(", ") if d.get("consent") else [],
+                "rule": d.get("rule"),
+            }
+            for d in decisions
+        ]
         decision = {
             "decision": "permit" if permit else "deny",
             "reason": "; ".join(_reason(d) for d in decisions),
+            "items": items,
+            "by_shown_consent": [i for i, item in enumerate(items) if shown in item["consents"]],
         }
     return {"summary": summary(event, names), "event": event, "consent": consent, "decision": decision}
 

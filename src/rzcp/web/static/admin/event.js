@@ -27,17 +27,31 @@ function technical(label, resource) {
   return el("details", { class: "technical" }, el("summary", {}, label), el("pre", { class: "mono" }, JSON.stringify(resource, null, 2)));
 }
 
+/** One decision in words: outcome, kind of data, member, and what decided it (the consent, or the region's
+ * rule: no consent at all is a refusal too, by the region's default). */
+function decisionText(item) {
+  const what = [t(`decision.${item.decision}`), item.data_class, item.source ? t("event.fromMember", { member: item.source_name ? `${item.source_name} (${item.source})` : item.source }) : ""].filter(Boolean).join(" ");
+  const ruleKey = `basis.${item.rule}`;
+  const rule = item.rule && t(ruleKey) !== ruleKey ? t(ruleKey) : item.rule; // a rule the page knows no words for: its code
+  const basis = item.consents.length ? item.consents.join(", ") : rule || "";
+  return basis ? `${what}: ${basis}` : what;
+}
+
 function consentPart(consent, decision) {
   const part = el("section", { "aria-labelledby": "consent-title", id: "event-consent" }, el("h3", { id: "consent-title" }, t("event.consentTitle")));
   if (decision) {
     const tag = el("span", { class: `tag ${decision.decision === "permit" ? "ok" : "bad"}` }, t(`decision.${decision.decision}`));
-    const reasons = (decision.reason || "").split("; ").filter(Boolean);
+    const reasons = (decision.items || []).map(decisionText);
     // A pull is decided per member and data type: many reasons read better as a list, folded away.
     part.append(
       reasons.length > 3
         ? el("details", { id: "event-decision" }, el("summary", {}, tag, " ", t("event.decisions", { count: reasons.length })), el("ul", {}, reasons.map((r) => el("li", {}, r))))
         : el("p", { id: "event-decision" }, tag, " ", reasons.join("; ")),
     );
+    if (consent) {
+      const decided = (decision.by_shown_consent || []).map((i) => reasons[i]);
+      part.append(el("div", { id: "event-consent-decided" }, el("p", {}, t("event.consentDecided", { count: decided.length, total: reasons.length })), el("ul", {}, decided.map((r) => el("li", {}, r)))));
+    }
   }
   if (!consent) {
     part.append(el("p", {}, t("event.noConsent")));
