@@ -67,6 +67,7 @@ function consentPart(consent, decision) {
     facts([
       [t("event.consentId"), `Consent/${consent.id}${consent.meta && consent.meta.versionId ? ` (${t("event.version", { version: consent.meta.versionId })})` : ""}`],
       [t("event.consentStatus"), consent.status],
+      [t("event.consentStored"), consent.meta && consent.meta.lastUpdated ? formatMoment(consent.meta.lastUpdated) : ""],
       [t("event.consentDate"), formatMoment(consent.dateTime)],
       [t("event.consentRule"), provision.type ? t(`provision.${provision.type}`) : ""],
       [t("event.consentActors"), actors.filter(Boolean).join(", ")],
