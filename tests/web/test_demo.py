@@ -268,6 +268,19 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
     )
     assert followed.status_code == 200, followed.text
 
+    # the printed emergency, run as printed (real curl): nothing without consent, then break-the-glass
+    lines = demo["printed"].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# an emergency"))
+    emergency = [line for line in _commands("\n".join(lines[start:])) if not line.startswith("export")][:3]
+    token_line = next(line for line in _commands(demo["printed"]) if line.startswith("export TOKEN="))
+    ran = subprocess.run(
+        ["bash", "-c", "\n".join([token_line, *emergency])], capture_output=True, text=True, timeout=60
+    )
+    totals = ran.stdout.split()
+    assert totals[0] == '"total":0', ran  # no consent: nothing, as for no data
+    assert len(totals) == 2 and int(totals[1].split(":")[1]) > 0, ran  # the emergency rule's data
+    assert "ETREAT" in emergency[1] and "X-Break-Glass-Reason" in emergency[1]
+
     # what it loaded, in words: one GGZ patient is "1 patient"
     said = demo["log"].read_text()
     assert re.search(r"^  GGZ De Oever: \d+ resources, 1 patient$", said, re.MULTILINE), said[:2000]

@@ -39,7 +39,7 @@ from rzcp.auth import registry
 from rzcp.auth.devidp import DEV_OTP
 from rzcp.consent.cache import note_consent_change
 from rzcp.consent.cases import consent_from_compact
-from rzcp.consent.policy import load_policy
+from rzcp.consent.policy import DEFAULT_POLICY_PATH, load_policy
 from rzcp.exchange.directory import Directory
 from rzcp.exchange.locator import Locator
 from rzcp.exchange.secrets import BsnProtector, member_secret_box
@@ -140,7 +140,7 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
     search = SearchRegistry.default()
     directory = Directory(member_secret_box(settings.secret_key), settings.member_timeout)
     locator = Locator(BsnProtector(settings.bsn_secret))
-    policy = load_policy()
+    policy = load_policy(_emergency_policy(folder))
     keys_dir = folder / "keys"
     keys_dir.mkdir(exist_ok=True)
     clients: dict[str, tuple[str, Any]] = {}
@@ -176,6 +176,8 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
             # Mr. Bosco, Synthea's patient 85: the patient every member but one holds
             ms85_bsn = next(bsn for bsn in (MEMBERS[3].patients or {}).values())
             patient = regional[ms85_bsn]
+            # Synthea's patient 355, held by the GP practice, the hospital and the pharmacy: no consents
+            unconsented = next(bsn for bsn in (MEMBERS[1].patients or {}).values() if bsn != ms85_bsn)
             gp_local = next(local for local, bsn in (gp.patients or {}).items() if bsn == ms85_bsn)
             psy = {
                 "resourceType": "Condition",
@@ -222,7 +224,27 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
                 await store.create(psy, res_id=psy["id"])
     finally:
         await gp_db.dispose()
-    return {"patient": patient, "bsn": ms85_bsn, "clients": clients, "database": database.url}
+    return {
+        "patient": patient,
+        "bsn": ms85_bsn,
+        "unconsented": regional[unconsented],
+        "clients": clients,
+        "database": database.url,
+    }
+
+
+def _emergency_policy(folder: Path) -> Path:
+    """The region's policy with its emergency rule (break-the-glass) switched on, for the demo to show it:
+    the law is strict, so the policy has it off and a region switches it on deliberately."""
+    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
+    switched = text.replace("emergency:\n  enabled: false", "emergency:\n  enabled: true", 1)
+    if switched == text:
+        raise RuntimeError(
+            "the policy's emergency rule is not where the demo expects it (emergency: enabled:)"
+        )
+    path = folder / "policy.yaml"
+    path.write_text(switched, encoding="utf-8")
+    return path
 
 
 def _start_children(
@@ -246,6 +268,7 @@ def _start_children(
         # development second factor): never in production, which refuses RZCP_DEV_IDP
         "RZCP_DEV_IDP": "1",
         "RZCP_PERSON_ROLES": orjson.dumps(DEMO_PEOPLE).decode(),
+        "RZCP_CONSENT_POLICY_PATH": str(folder / "policy.yaml"),  # the emergency rule on (_emergency_policy)
     }
     gateway = [*python, "serve", "--port", str(port)]
     processes.append(subprocess.Popen(gateway, env=env))  # noqa: S603 - our own command
@@ -463,6 +486,13 @@ def _print_next(
     headers = f'-H "Authorization: Bearer $TOKEN" {context}'
     gp_headers = f'-H "Authorization: Bearer $GP_TOKEN" {context}'
     pharmacy_headers = f'-H "Authorization: Bearer $PHARMACY_TOKEN" {context}'
+    emergency_headers = (
+        f'-H "Authorization: Bearer $TOKEN" -H "X-Purpose-Of-Use: ETREAT" '
+        f'-H "X-Acting-Practitioner: {PRACTITIONER}" '
+        '-H "X-Break-Glass-Reason: unconscious at the emergency department"'
+    )
+    unconsented = facts["unconsented"]
+    total = """| grep -o '"total":[0-9]*'"""
     ggz = MEMBERS[3]
     ggz_local = next(local for local, bsn in (ggz.patients or {}).items() if bsn == facts["bsn"])
     data = shlex.quote(str(message))
@@ -505,6 +535,15 @@ def _print_next(
         "",
         "# the pharmacy sees his medication, but not his conditions (an empty Bundle, as for no data):",
         f"curl -s {pharmacy_headers} '{base}/Condition?patient=Patient/{patient}'",
+        "",
+        "# an emergency: Synthea's patient 355 never gave consent, so the hospital's pull finds nothing",
+        '# (expect "total":0) ...',
+        f"curl -s {headers} '{base}/MedicationRequest?patient=Patient/{unconsented}' {total}",
+        "# ... until its emergency department breaks the glass: this demo region switched the emergency",
+        "# rule on (it is off unless a region decides otherwise): medication, allergies, problems and lab",
+        "# results, for four hours, each access audited as an emergency with its reason",
+        f"curl -s {emergency_headers} \\",
+        f"  '{base}/MedicationRequest?patient=Patient/{unconsented}' {total}",
         "",
         "# a push: the GP sends a discharge letter to the hospital; then follow its Location header, pasted",
         "# between the single quotes (it holds a $, which bash would expand between double quotes)",
