@@ -85,9 +85,18 @@ class _Answer:
 
     def json(self) -> tuple[Any, Problem | None]:
         try:
-            return orjson.loads(self.body), None
+            parsed = orjson.loads(self.body)
         except orjson.JSONDecodeError:
             return None, Problem(ProblemCode.INVALID_JSON, "the answer is not valid JSON")
+        # What the gateway cannot write out again it cannot pass on: one entry nested past orjson's 254
+        # levels failed every pull of the member's patients with a 500 (found by review). The resources sit
+        # as deep in the gateway's Bundle as in the member's, so writing the answer once (~6 us for 15 kB)
+        # is the one check needed.
+        try:
+            orjson.dumps(parsed)
+        except TypeError:
+            return None, Problem(ProblemCode.INVALID_JSON, "the answer is nested too deeply to pass on")
+        return parsed, None
 
 
 def _transport_problem(exc: BaseException) -> Problem:
@@ -135,7 +144,7 @@ class FhirRestAdapter(MemberAdapter):
         self._headers = {
             k.lower(): v for k, v in context.http.headers.items() if k.lower() != "accept-encoding"
         }
-        self._capabilities: dict[str, tuple[float, Capabilities]] = {}
+        self._capabilities: dict[tuple[str, str], tuple[float, Capabilities]] = {}
 
     # --- the hooks -------------------------------------------------------------------------------------
 
@@ -297,7 +306,7 @@ class FhirRestAdapter(MemberAdapter):
 
     async def capabilities(self, member: Member) -> Capabilities:
         loop = asyncio.get_running_loop()
-        cached = self._capabilities.get(member.ura)
+        cached = self._capabilities.get((member.ura, member.base_url))  # a moved member is asked anew
         if cached is not None and loop.time() - cached[0] < CAPABILITIES_TTL:
             return cached[1]
         breaker = self.context.breakers.for_member(member.ura)
@@ -319,7 +328,7 @@ class FhirRestAdapter(MemberAdapter):
             return Capabilities(member.ura, False, problems=[problem])
         breaker.record_success()
         found = _parse_capabilities(member.ura, statement)
-        self._capabilities[member.ura] = (loop.time(), found)
+        self._capabilities[(member.ura, member.base_url)] = (loop.time(), found)
         return found
 
     # --- HTTP ------------------------------------------------------------------------------------------

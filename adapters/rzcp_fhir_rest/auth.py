@@ -48,8 +48,8 @@ class MemberCredentials:
     def __init__(self, http: httpx.AsyncClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.http = http
         self.clock = clock
-        self._tokens: dict[tuple[str, str, str], _Token] = {}
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
 
     async def headers(self, member: Member, budget: float) -> dict[str, str]:
         auth = member.auth
@@ -64,8 +64,11 @@ class MemberCredentials:
         self._tokens.pop(self._key(member), None)
 
     @staticmethod
-    def _key(member: Member) -> tuple[str, str, str]:
-        return (member.ura, member.auth.token_url or "", member.auth.client_id or "")
+    def _key(member: Member) -> tuple[str, ...]:
+        """A token is for one server, client and key: after an operator moves the member or rotates the
+        key (`rzcp members update`), every process asks a new one (found by review)."""
+        auth = member.auth
+        return (member.ura, member.base_url, auth.token_url or "", auth.client_id or "", auth.key_id or "")
 
     async def _smart_token(self, member: Member, budget: float) -> str:
         key = self._key(member)

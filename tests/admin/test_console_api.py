@@ -246,6 +246,13 @@ async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown
         ({"timeout": "soon"}, "timeout"),
         ({"agb": "12"}, "AGB"),
         ({"endpoint": "ftp://x.example/fhir"}, "endpoint"),
+        # found by review: the first two were 500s, the last two were stored
+        ({"endpoint": "https://[::1"}, "valid host and port"),
+        ({"endpoint": "https://[::1", "auth": {"kind": "bearer", "token": secret}}, "valid host and port"),
+        ({"endpoint": "https://x.example:99999/fhir"}, "valid host and port"),
+        ({"endpoint": "https://user:pw@x.example/fhir"}, "credentials"),
+        # found by review: the member's token would have gone to the new server unasked
+        ({"endpoint": "https://third.example/fhir"}, "moves to another server"),
         ({"auth": {"kind": "bearer"}}, "token"),
         (
             {
@@ -269,9 +276,19 @@ async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown
     assert {k: listed[k] for k in ("name", "timeout", "max_pulls", "auth")} == {
         "name": "Praktijk Nieuw", "timeout": 12.5, "max_pulls": None, "auth": "bearer"}  # fmt: skip
     outcome_of(await chief.patch("/admin/api/members/00000000", json={"name": "Nobody"}), 404)
+    # a scheme or host in capitals is the same place, stored as it is read
+    upper = await chief.patch(
+        f"/admin/api/members/{ura}", json={"endpoint": f"HTTPS://NEW-{ura}.example/fhir"}
+    )
+    assert upper.status_code == 200 and upper.json()["endpoint"] == change["endpoint"], upper.text
+    third = {"endpoint": "https://third.example/fhir", "auth": {"kind": "keep"}}
+    kept = await chief.patch(f"/admin/api/members/{ura}", json=third)
+    assert kept.status_code == 200 and kept.json()["auth"] == "bearer", kept.text
     # the console's record names what changed, and of the auth only its kind
     records = [e for e in await console_records(chief, "members.update") if ("ura", ura) in _details(e)]
-    assert [e["outcome"] for e in records] == ["4"] * 12 + ["0"]  # newest first: the refusals, the change
+    # newest first: the kept credentials, the capitals, the refusals, the change
+    assert [e["outcome"] for e in records] == ["0", "0"] + ["4"] * 17 + ["0"]
+    assert ("auth", "keep") in _details(records[0])
     details = dict(_details(records[-1]))
     assert details["auth"] == "bearer" and details["endpoint"] == change["endpoint"]
     assert secret not in orjson.dumps(records).decode()

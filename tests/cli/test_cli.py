@@ -334,7 +334,10 @@ def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_p
         ((), "nothing to change"),
         (("--max-pulls", "0", "--endpoint", "ftp://x.example/fhir"), "not an http(s) URL"),
         (("--timeout", "500"), "at most 120 seconds"),
-        (("--no-auth", "--auth-token-env", "NEW_TOKEN"), "not both"),
+        (("--no-auth", "--auth-token-env", "NEW_TOKEN"), "give one of"),
+        (("--no-auth", "--keep-auth"), "give one of"),
+        # found by review: the member's token would have gone to the new server unasked
+        (("--endpoint", "https://elsewhere.example/fhir"), "moves to another server"),
         (("--auth-token-env", "MISSING_TOKEN"), "MISSING_TOKEN is not set"),
     ):
         refused = run(*update, *bad, env=env)
@@ -365,6 +368,11 @@ def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_p
         3,
     )
     assert (member.auth.kind, member.auth.token) == (AuthKind.BEARER, "k-new-token-2")
+    kept = run(*update, "--endpoint", "https://new.example/r4", "--keep-auth", env=env)  # the same server
+    assert kept.returncode == 0, kept.stderr
+    moved_kept = run(*update, "--endpoint", "https://newer.example/fhir", "--keep-auth", env=env)
+    assert moved_kept.returncode == 0, moved_kept.stderr
+    assert asyncio.run(stored()).auth.token == "k-new-token-2"
     renamed = run(*update, "--name", "Apotheek West-Brabant", "--max-pulls", "0", env=env)
     assert renamed.returncode == 0, renamed.stderr
     member = asyncio.run(stored())
@@ -382,7 +390,7 @@ def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_p
         ).fetchall()
     assert "k-new-token-2" not in dumped and "k-old-token-1" not in dumped  # sealed, and not in the trail
     assert "bearer token from $NEW_TOKEN" in dumped and "members.update" in dumped
-    assert orjson.loads(endpoint)["address"] == "https://new.example/fhir"  # the directory members read
+    assert orjson.loads(endpoint)["address"] == "https://newer.example/fhir"  # the directory members read
 
 
 def test_members_and_clients_as_an_operator_registers_them(tmp_path: Path) -> None:

@@ -53,6 +53,30 @@ async def test_a_changed_capacity_applies_to_the_next_pull_and_the_turns_under_w
     assert await gates.enter("11111111", 0.05, capacity=2) is None
 
 
+async def test_pulls_that_read_an_old_and_a_new_capacity_in_turn_never_exceed_the_larger() -> None:
+    """Found by review: with a new semaphore per change, capacities of 2 and 4 read in turn held 12."""
+    gates = MemberGates(8)
+    held = [await gates.enter("11111111", 0.01, capacity=2 if i % 2 else 4) for i in range(12)]
+    assert sum(turn is not None for turn in held) == 4
+    assert gates._gates["11111111"].under_way == 4
+
+
+async def test_a_cancelled_wait_takes_no_turn_and_a_turn_given_as_the_wait_ends_goes_to_the_next() -> None:
+    gates = MemberGates(1)
+    first = await gates.enter("11111111", 1.0)
+    assert first is not None
+    waiting = asyncio.create_task(gates.enter("11111111", 5.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    following = asyncio.create_task(gates.enter("11111111", 5.0))
+    await asyncio.sleep(0.01)
+    gates.leave(first)
+    assert await asyncio.wait_for(following, 1.0) is not None  # the cancelled wait left nothing behind
+    assert first.under_way == 1
+
+
 def test_a_member_takes_at_least_one_pull() -> None:
     with pytest.raises(ValueError, match="at least one"):
         MemberGates(0)

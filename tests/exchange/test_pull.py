@@ -523,10 +523,46 @@ async def test_a_member_has_a_few_pulls_of_the_gateway_under_way_at_a_time(
         assert {r["id"] for r in entries(pulls[0].json())} == expected(world, "Condition")
         assert len(seen) == 6 and max(seen) == 2
         # one pull is one turn, whatever it asks the member for: $everything's searches go out together
+        # (each held a second, so all are under way at once even on a loaded machine: at 0.2 s the first
+        # had ended before the last began, in one full run)
+        world.scripted.handler = counting(1.0, searchset(), seen)
         seen.clear()
         everything = await world.pharmacy.get(f"/fhir/Patient/{world.patient}/$everything")
         assert everything.status_code == 200, everything.text
         assert len(seen) == len(world.exchange.pull_types) and max(seen) == len(seen)
+
+
+def _deep_condition_answer(levels: int) -> bytes:
+    """A searchset with one Condition of the scripted member's patient carrying `levels` nested extensions,
+    written by hand: orjson itself writes no more than 254 levels."""
+    inner = '{"url": "http://example.org/leaf", "valueString": "x"}'
+    for _ in range(levels - 1):
+        inner = '{"url": "http://example.org/step", "extension": [' + inner + "]}"
+    condition = (
+        '{"resourceType": "Condition", "id": "deep", "subject": {"reference": "Patient/sc-pat"}, '
+        '"extension": [' + inner + "]}"
+    )
+    return (
+        '{"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": ' + condition + "}]}"
+    ).encode()
+
+
+async def test_a_members_answer_nested_too_deeply_to_pass_on_is_its_failure_not_the_pulls(
+    world: World,
+) -> None:
+    """Found by review: one member's entry nested past what orjson writes (150 extensions, 300 levels)
+    made every pull of its patients a 500, the other members' data included."""
+    params = {"patient": f"Patient/{world.patient}", "_count": "500"}
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        world.scripted.handler = answer(_deep_condition_answer(100))
+        kept = await world.pharmacy.get("/fhir/Condition", params=params)
+        assert kept.status_code == 200 and "deep" in {r["id"] for r in entries(kept.json())}
+        world.scripted.handler = answer(_deep_condition_answer(150))
+        response = await world.pharmacy.get("/fhir/Condition", params=params)
+    assert response.status_code == 200, response.text
+    assert {r["id"] for r in entries(response.json())} == expected(world, "Condition")  # the others' data
+    [warning] = issues(response.json())
+    assert "Scripted" in warning
 
 
 async def test_a_patient_reference_to_another_server_names_no_one_here(world: World) -> None:
@@ -659,7 +695,7 @@ async def test_a_turn_is_given_back_only_when_all_of_the_pulls_calls_to_the_memb
             if query.resource_type == "Condition":
                 raise RuntimeError("a fault in the gateway")
             await asyncio.sleep(0.3)
-            free_at_the_end.append(gates._gates[member.ura][1]._value)
+            free_at_the_end.append(gates._gates[member.ura].under_way)
             return SearchOutcome(member.ura)
 
     monkeypatch.setattr(registry, "for_member", Faulty)
@@ -668,7 +704,7 @@ async def test_a_turn_is_given_back_only_when_all_of_the_pulls_calls_to_the_memb
     assert response.status_code == 500
     assert len(free_at_the_end) == len(world.exchange.pull_types) - 1
     assert set(free_at_the_end) == {1}  # the pull's turn was still taken when each call ended
-    assert gates._gates[world.scripted_ura][1]._value == 2  # and given back after
+    assert gates._gates[world.scripted_ura].under_way == 0  # and given back after
 
 
 async def test_a_slow_member_adds_a_warning_and_the_rest_comes_back(world: World) -> None:

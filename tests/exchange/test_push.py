@@ -524,6 +524,14 @@ def _other_spellings(endpoint: str) -> list[str]:
         f"http://[::ffff:127.0.0.1]:{port}{path}",
         f"http://localhost:{port}{path}",
         f"http://127.0.0.1:{port}\\{path.lstrip('/')}",
+        # and found by review, as WHATWG URL parsers (browsers, Node) read them
+        f"http:127.0.0.1:{port}{path}",
+        f"http:///127.0.0.1:{port}{path}",
+        f"http://127%2e0%2e0%2e1:{port}{path}",
+        f"http://\uff11\uff12\uff17.0.0.1:{port}{path}",  # fullwidth digits
+        f"http://0.0.0.0:{port}{path}",
+        f"http://12\t7.0.0.1:{port}{path}",
+        f"http://someone@127.0.0.1:{port}{path}",
     ]
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rzcp.exchange.pull import _fingerprint, _rewrite, _sorted
+from rzcp.exchange.adapters import Member
+from rzcp.exchange.locator import Source
+from rzcp.exchange.pull import SOURCE_SYSTEM, _fingerprint, _rewrite, _sorted, _tag
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp.fhir.search.parser import parse_search
 
@@ -58,6 +60,34 @@ def test_the_members_resource_is_left_as_it_was() -> None:
     # Unchanged elements are shared, not copied: the rewrite runs for every resource of every answer.
     assert out["code"] is sent["code"] and out["note"] is sent["note"]
     assert out["reasonReference"] is sent["reasonReference"]
+
+
+def test_only_the_gateway_names_a_resources_source_member() -> None:
+    """A member's resource (or one it contains) cannot pass for another member's: source tags it wrote,
+    spelled however (another case, http, a trailing slash, the default port), are removed; the gateway's
+    own names the member it came from. Found by a probe (pushes) and a review (pulls, contained)."""
+    forged = [
+        {"system": spelled, "code": "00000401"}
+        for spelled in (
+            SOURCE_SYSTEM,
+            SOURCE_SYSTEM + "/",
+            SOURCE_SYSTEM.upper(),
+            SOURCE_SYSTEM.replace("https:", "http:"),
+            SOURCE_SYSTEM.replace("rzcp.nl", "rzcp.nl:443"),
+        )
+    ]
+    label = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
+    sent = {
+        **procedure(),
+        "meta": {"security": [*forged, label]},
+        "contained": [{"resourceType": "Practitioner", "id": "c1", "meta": {"security": [*forged, label]}}],
+    }
+    member = Member("00000101", "Huisartsenpraktijk De Linde", "huisartsen", "https://gp.example/fhir")
+    out = _tag(sent, Source(member, "gp-17"), "https://gateway.example/fhir", "r-1")
+    own = {"system": SOURCE_SYSTEM, "code": "00000101", "display": "Huisartsenpraktijk De Linde"}
+    assert out["meta"]["security"] == [label, own]
+    assert out["meta"]["source"] == "https://gp.example/fhir"
+    assert out["contained"][0]["meta"]["security"] == [label]
 
 
 def test_a_reference_that_only_ends_like_the_patients_is_not_rewritten() -> None:

@@ -292,6 +292,16 @@ async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page
     await form.get_by_role("button", name="Save the changes").click()
     await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
     assert sent[-1] == {"max_pulls": None}
+    # a move to another server with the token "kept as it is" is refused: the token would follow unasked
+    await row.get_by_role("button", name="change").click()
+    await form.get_by_label("FHIR endpoint").fill(f"https://third-{ura}.example/fhir")
+    await form.get_by_role("button", name="Save the changes").click()
+    await expect(page.get_by_role("alert")).to_contain_text("moves to another server")
+    auth = form.get_by_label(re.compile("Authentication to the member's server"))
+    await auth.select_option("keep-moved")
+    await form.get_by_role("button", name="Save the changes").click()
+    await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
+    assert sent[-1] == {"endpoint": f"https://third-{ura}.example/fhir", "auth": {"kind": "keep"}}
     listed = (await console_api(live_gateway, token, "GET", "members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["max_pulls"] is None
 

@@ -62,6 +62,7 @@ def member_change(body: dict[str, Any]) -> MemberChange:
         timeout=_number(body, "timeout", float),
         max_pulls=_number(body, "max_pulls", int),
         auth=_auth(body["auth"]) if "auth" in body else None,
+        keep_auth=isinstance(body.get("auth"), dict) and body["auth"].get("kind") == "keep",
     )
 
 
@@ -83,13 +84,15 @@ def _number(body: dict[str, Any], name: str, kind: type[int] | type[float]) -> A
     return kind(value)
 
 
-def _auth(value: Any) -> MemberAuth:
+def _auth(value: Any) -> MemberAuth | None:
     """How the gateway authenticates to the member's server: {"kind": "none"}, {"kind": "bearer", "token"}
     or {"kind": "smart-backend", "token_url", "client_id", "private_key", "key_id"?, "algorithm"?,
-    "scope"?}."""
+    "scope"?}; {"kind": "keep"} (None) keeps the current credentials, also on an endpoint that moves."""
     if not isinstance(value, dict):
         raise BadRequest('auth is an object with a "kind": none, bearer or smart-backend')
     kind = value.get("kind")
+    if kind == "keep":
+        return None
     if kind == AuthKind.NONE.value:
         return MemberAuth()
     if kind == AuthKind.BEARER.value:
@@ -107,14 +110,18 @@ def _auth(value: Any) -> MemberAuth:
             algorithm=algorithm,
             scope=text_field(value, "scope", required=False) or "system/*.rs",
         )
-    raise BadRequest('auth.kind is "none", "bearer" or "smart-backend"')
+    raise BadRequest('auth.kind is "keep", "none", "bearer" or "smart-backend"')
 
 
 def noted_change(change: MemberChange) -> dict[str, str]:
     """What the console's audit record says of a change: the new values, but of the auth only its kind."""
-    noted = {name: str(getattr(change, name)) for name in change.fields() if name != "auth"}
+    noted = {
+        name: str(getattr(change, name)) for name in change.fields() if name not in ("auth", "keep_auth")
+    }
     if change.auth is not None:
         noted["auth"] = change.auth.kind.value
+    elif change.keep_auth:
+        noted["auth"] = "keep"
     return noted
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from joserfc.jwk import JWKRegistry
@@ -70,9 +70,15 @@ def checked_url(value: str, what: str, *, https_only: bool) -> str:
     """`https_only`: patient data and keys travel encrypted, or stay on the machine (a loopback address: a
     sidecar that holds the TLS connection). The registry's functions ask for it unless their caller says it
     runs in development (`Settings.https_only`), so a caller that forgets is refused, not let through."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:  # `https://[::1`, `https://x.example:99999` (a review found the first a 500)
+        raise BadRequest(f"{what} {value!r} is not a URL with a valid host and port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"{what} {value!r} is not an http(s) URL")
+    if parts.username is not None or parts.password is not None:  # it would show wherever the URL does
+        raise BadRequest(f"{what} holds credentials: the gateway keeps a member's secrets sealed, apart")
     if https_only and parts.scheme == "http" and not _loopback(parts.hostname):
         raise BadRequest(
             f"{what} {value!r} is plain http: in production the gateway exchanges patient data and keys "
@@ -107,7 +113,7 @@ async def add_member(
         raise BadRequest(f"organisation category {category!r} is not a code")
     if not _CATEGORY.fullmatch(adapter):
         raise BadRequest(f"adapter {adapter!r} is not an adapter's name")
-    _check_endpoint(endpoint, https_only=https_only)
+    endpoint = _check_endpoint(endpoint, https_only=https_only)
     if await conn.scalar(select(members.c.ura).where(members.c.ura == ura)) is not None:
         raise Conflict(f"member {ura} is already registered")
     now = utcnow()
@@ -141,8 +147,7 @@ async def update_member(
         _check_name(name)
         changes["name"] = name.strip()
     if endpoint is not None:
-        _check_endpoint(endpoint, https_only=https_only)
-        changes["endpoint"] = endpoint
+        changes["endpoint"] = _check_endpoint(endpoint, https_only=https_only)
     if changes:
         result = await conn.execute(
             update(members).where(members.c.ura == ura).values(**changes, changed_at=utcnow())
@@ -162,10 +167,14 @@ def _check_name(name: str) -> None:
         raise BadRequest(f"the member's name is at most {MAX_NAME} characters, without control characters")
 
 
-def _check_endpoint(endpoint: str, *, https_only: bool) -> None:
+def _check_endpoint(endpoint: str, *, https_only: bool) -> str:
+    """The endpoint as stored: checked, its scheme and host in lower case (`HTTPS://B.example` passed the
+    check and then failed at every read of the member: a review found it a 500)."""
     if len(endpoint) > MAX_URL:
         raise BadRequest(f"the endpoint is at most {MAX_URL} characters")
     checked_url(endpoint, "endpoint", https_only=https_only)
+    parts = urlsplit(endpoint)
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()))
 
 
 def _member(r: Any) -> Member:

@@ -154,16 +154,27 @@ def members_add(
 @click.option("--endpoint", help="The member's new FHIR base URL.")
 @_auth_options
 @click.option("--no-auth", is_flag=True, help="Stop authenticating to the member's server.")
+@click.option(
+    "--keep-auth",
+    is_flag=True,
+    help="Keep the credentials when --endpoint moves to another server (else such a move needs new ones).",
+)
 @click.pass_context
 def members_update(
-    ctx: click.Context, ura: str, name: str | None, endpoint: str | None, no_auth: bool, **options: Any
+    ctx: click.Context,
+    ura: str,
+    name: str | None,
+    endpoint: str | None,
+    no_auth: bool,
+    keep_auth: bool,
+    **options: Any,
 ) -> None:
     """Change a registered member: its name, FHIR endpoint, AGB code, timeout, capacity, or how the gateway
     authenticates to its server (a new bearer token or SMART key replaces the old one, which is never
     shown). What is not given stays as it is. Every gateway process uses the change from its next call."""
     auth = _auth_of(options)
-    if no_auth and auth is not None:
-        raise click.UsageError("give --no-auth or a new way to authenticate, not both")
+    if sum((no_auth, keep_auth, auth is not None)) > 1:
+        raise click.UsageError("give one of --no-auth, --keep-auth and a new way to authenticate")
     change = MemberChange(
         name=name,
         endpoint=endpoint,
@@ -171,6 +182,7 @@ def members_update(
         timeout=options["call_timeout"],
         max_pulls=options["max_pulls"],
         auth=MemberAuth() if no_auth else auth,
+        keep_auth=keep_auth,
     )
     if not change.fields():
         raise click.UsageError("nothing to change: give at least one option (see --help)")
@@ -182,8 +194,8 @@ def members_update(
         )
 
     params: dict[str, str | None] = {"ura": ura, "name": name, "endpoint": endpoint, **_noted(options, auth)}
-    if no_auth:
-        params["auth"] = "none"
+    if no_auth or keep_auth:
+        params["auth"] = "none" if no_auth else "keep"
     member = auth_cli._in_transaction(settings, work, write=True, action="members.update", params=params)
     click.echo(f"member {member.ura} ({member.name}) changed: {', '.join(change.fields())}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from joserfc.jwk import import_key
@@ -71,10 +72,12 @@ class MemberChange:
     timeout: float | None = None
     max_pulls: int | None = None
     auth: MemberAuth | None = None
+    #: The credentials stay also when the endpoint moves to another server (refused otherwise, below).
+    keep_auth: bool = False
 
     def fields(self) -> list[str]:
         """The names of what changes (for the audit record: never the secrets themselves)."""
-        return [name for name, value in vars(self).items() if value is not None]
+        return [name for name, value in vars(self).items() if value is not None and value is not False]
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,24 @@ class Directory:
         registration, and their projection. Every process of the gateway reads the member's rows at each
         pull and delivery, so the next one uses what changed. A secret that is not replaced stays sealed
         as it was: it is never opened to be written back."""
-        await registry.update_member(
+        before = await registry.get_member(conn, ura)
+        current = (await conn.execute(select(endpoints).where(endpoints.c.ura == ura))).first()
+        after = await registry.update_member(
             conn, ura, name=change.name, endpoint=change.endpoint, https_only=https_only
         )
-        current = (await conn.execute(select(endpoints).where(endpoints.c.ura == ura))).first()
+        held = current is not None and current.auth_kind not in (None, AuthKind.NONE.value)
+        if (
+            held
+            and before is not None
+            and _origin(after.endpoint) != _origin(before.endpoint)
+            and change.auth is None
+            and not change.keep_auth
+        ):  # the member's token or SMART client would be sent to the new server without anyone deciding so
+            raise BadRequest(
+                f"the endpoint moves to another server ({_origin(before.endpoint)} to "
+                f"{_origin(after.endpoint)}): give the credentials for it (a new token or SMART key, or "
+                "none), or keep the current ones there explicitly"
+            )
         row: dict[str, Any] = {"changed_at": utcnow()}
         if change.agb is not None:
             row["agb"] = _checked_agb(change.agb or None)
@@ -263,6 +280,11 @@ MEMBER_COLUMNS = (
     endpoints.c.auth_kind,
     endpoints.c.auth_sealed,
 )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _checked_agb(agb: str | None) -> str | None:

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system
 from rzcp.errors import Forbidden, InvalidResource
@@ -277,7 +277,7 @@ def check_sender(
                 expression=(f"MessageHeader.{element}",),
             )
     endpoint = (header.get("source") or {}).get("endpoint")
-    owner = _endpoint_owner(endpoint, members, sender_ura)
+    owner = _endpoint_owner(endpoint, members)
     if owner is not None and owner != sender_ura:
         raise Forbidden(
             f"MessageHeader.source.endpoint is the endpoint of another member ({owner})",
@@ -331,43 +331,56 @@ def _reference_uras(
     return found or None
 
 
-def _endpoint_owner(endpoint: Any, members: Mapping[str, Member], sender_ura: str) -> str | None:
-    """The member whose server the URL points at, when that is another member's: by host and port, however
-    the host is written (`127.1`, `[::ffff:127.0.0.1]`, `localhost` are one machine), and, where the sender
-    shares the host with others (a vendor serving several practices), by path, case and dot segments
-    aside. A list of spellings to refuse would always miss one (a security probe found six), so the place
-    is compared, not the text."""
+def _endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
+    """The member whose server the URL points at: the same host and port, however the URL spells them
+    (`127.1`, `[::ffff:127.0.0.1]`, `localhost`, `0.0.0.0`, `https:host`, a fullwidth or percent-encoded
+    host are all read as browsers' and most clients' URL parsers read them), and a path under the member's
+    own, case, dot segments and doubled slashes aside; of several, the longest. A list of spellings to
+    refuse would always miss one (a probe found six, a review six more), so the place is compared."""
     place = _place(endpoint) if isinstance(endpoint, str) else None
     if place is None:
         return None
-    on_host: list[tuple[Member, str]] = []
+    host, path = place
+    owners: list[tuple[str, str]] = []
     for member in members.values():
         at = _place(member.base_url)
-        if at is not None and at[0] == place[0]:
-            on_host.append((member, at[1]))
-    if not on_host:
-        return None
-    if all(m.ura != sender_ura for m, _ in on_host):
-        return on_host[0][0].ura  # another member's server, not the sender's
-    under = [(m, path) for m, path in on_host if f"{place[1]}/".startswith(f"{path}/")]
-    return max(under, key=lambda pair: len(pair[1]))[0].ura if under else None
+        if at is not None and at[0] == host and f"{path}/".startswith(f"{at[1]}/"):
+            owners.append((member.ura, at[1]))
+    return max(owners, key=lambda owner: len(owner[1]))[0] if owners else None
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(.*)", re.DOTALL)
 
 
 def _place(url: str) -> tuple[str, str] | None:
-    """(host:port, path) of an http(s) URL, in the forms that compare: the host canonical, the default port
-    filled in, the path percent-decoded, without dot segments, doubled or trailing slashes, in lower case;
-    None for what is not an http(s) URL (a `urn:`, which names no server)."""
-    try:
-        parts = urlsplit(url.strip().replace("\\", "/"))  # a backslash is a slash to WHATWG parsers
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            return None
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
+    """(host:port, path) of an http(s) URL as the WHATWG URL standard parses it: tabs and newlines gone,
+    any number of slashes or backslashes after the scheme, user info dropped, the host percent-decoded and
+    IDNA-mapped (fullwidth letters, the ideographic full stop), the default port filled in; the path
+    percent-decoded, without dot segments, doubled or trailing slashes, in lower case. None for what names
+    no http(s) server (a `urn:`, a URL no parser reads)."""
+    found = _SCHEME.fullmatch(re.sub(r"[\t\n\r]", "", url).strip().replace("\\", "/"))
+    if found is None or found.group(1).lower() not in ("http", "https"):
         return None
-    path = re.sub(r"/+", "/", "/" + unquote(parts.path).replace("\\", "/"))
-    path = posixpath.normpath(path).rstrip("/").lower()
-    return f"{_canonical_host(parts.hostname)}:{port}", path
+    scheme, rest = found.group(1).lower(), found.group(2).lstrip("/")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    path = re.split(r"[?#]", rest[len(authority) :], maxsplit=1)[0]
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, _, port_text = hostport[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, colon, port_text = hostport.rpartition(":")
+        if not colon:
+            host, port_text = hostport, ""
+    try:
+        port = int(port_text) if port_text else (443 if scheme == "https" else 80)
+        host = unquote(host).encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return None
+    if not host or not 0 < port < 65536:
+        return None
+    path = re.sub(r"/+", "/", "/" + unquote(path).replace("\\", "/"))
+    return f"{_canonical_host(host)}:{port}", posixpath.normpath(path).rstrip("/").lower()
 
 
 def _canonical_host(host: str) -> str:
@@ -383,7 +396,8 @@ def _canonical_host(host: str) -> str:
             return host
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return "loopback" if address.is_loopback else str(address)
+    # 0.0.0.0 and :: reach this machine too (Linux connects them to a local listener)
+    return "loopback" if address.is_loopback or address.is_unspecified else str(address)
 
 
 # --- on the way out ------------------------------------------------------------------------------------

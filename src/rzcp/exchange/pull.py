@@ -67,8 +67,9 @@ def is_source_coding(coding: Any) -> bool:
     system = coding.get("system")
     if not isinstance(system, str):
         return False
-    place = system.strip().rstrip("/").lower()
-    return place.removeprefix("https://").removeprefix("http://") == _SOURCE_PLACE
+    place = system.strip().rstrip("/").lower().removeprefix("https://").removeprefix("http://")
+    host, _, path = place.partition("/")
+    return f"{host.removesuffix(':443').removesuffix(':80')}/{path}" == _SOURCE_PLACE
 
 
 #: `no-turn`: permitted but not asked, the process having had its most pulls under way at the member for the
@@ -510,7 +511,18 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
     security.append({"system": SOURCE_SYSTEM, "code": member.ura, "display": member.name})
     meta["security"] = security
     out["meta"] = meta
+    contained = out.get("contained")
+    if isinstance(contained, list) and contained:  # a contained resource says no source of its own either
+        out["contained"] = [_without_source_tags(c) for c in contained]
     return out
+
+
+def _without_source_tags(resource: Any) -> Any:
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    security = meta.get("security") if isinstance(meta, dict) else None
+    if not isinstance(security, list) or not any(is_source_coding(s) for s in security):
+        return resource
+    return {**resource, "meta": {**meta, "security": [s for s in security if not is_source_coding(s)]}}
 
 
 def _source_of(resource: Mapping[str, Any]) -> str | None:

@@ -102,7 +102,7 @@ function editForm(member, messages, refresh, ctx, close) {
   const agb = el("input", { inputmode: "numeric", pattern: "[0-9]{8}", value: member.agb || "", autocomplete: "off" });
   const timeout = el("input", { type: "number", min: "0.1", max: "120", step: "0.1", value: member.timeout ?? "" });
   const maxPulls = el("input", { type: "number", min: "1", max: "1000", step: "1", value: member.max_pulls ?? "" });
-  const kind = el("select", {}, ...["keep", "none", "bearer", "smart-backend"].map((k) => el("option", { value: k }, t(`members.auth.${k}`))));
+  const kind = el("select", {}, ...["keep", "keep-moved", "none", "bearer", "smart-backend"].map((k) => el("option", { value: k }, t(`members.auth.${k}`))));
   const token = el("input", { type: "password", autocomplete: "off" });
   const tokenUrl = el("input", { type: "url", placeholder: "https://…/token" });
   const clientId = el("input", { autocomplete: "off" });
@@ -150,6 +150,8 @@ function editForm(member, messages, refresh, ctx, close) {
     if (newTimeout !== undefined) patch.timeout = newTimeout;
     const newMaxPulls = number(maxPulls, member.max_pulls);
     if (newMaxPulls !== undefined) patch.max_pulls = newMaxPulls;
+    // "keep" sends nothing: a move to another server is then refused, so a token never follows unasked
+    if (kind.value === "keep-moved") patch.auth = { kind: "keep" };
     if (kind.value === "none") patch.auth = { kind: "none" };
     if (kind.value === "bearer") patch.auth = { kind: "bearer", token: token.value };
     if (kind.value === "smart-backend") {
