@@ -79,12 +79,26 @@ def checked_url(value: str, what: str, *, https_only: bool) -> str:
         raise BadRequest(f"{what} {value!r} is not an http(s) URL")
     if parts.username is not None or parts.password is not None:  # it would show wherever the URL does
         raise BadRequest(f"{what} holds credentials: the gateway keeps a member's secrets sealed, apart")
+    if _no_server(parts.hostname):
+        raise BadRequest(
+            f"{what} {value!r} is a link-local, multicast or unspecified address, not a member's server "
+            "(a cloud's metadata service answers at 169.254.169.254)"
+        )
     if https_only and parts.scheme == "http" and not _loopback(parts.hostname):
         raise BadRequest(
             f"{what} {value!r} is plain http: in production the gateway exchanges patient data and keys "
             "over https only (a loopback address excepted)"
         )
     return value
+
+
+def _no_server(host: str) -> bool:
+    """Addresses the gateway must never be sent to: a probe registered http://169.254.169.254/fhir."""
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return address.is_link_local or address.is_multicast or address.is_unspecified
 
 
 def _loopback(host: str) -> bool:
