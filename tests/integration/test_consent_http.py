@@ -128,6 +128,26 @@ async def test_invalid_consents_are_refused_naming_the_problem(
         assert "purpose" in outcome["issue"][0]["diagnostics"].lower() or "HMARKT" in response.text
 
 
+async def test_an_administrators_evaluate_names_a_patient_by_a_valid_reference(
+    client: httpx.AsyncClient,
+) -> None:
+    """A probe's `Patient/../../x` was answered "deny", as if about someone."""
+    question = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "Condition"}
+    for bad in ("Patient/../../x", "Patient/", "Patient/a b", "Organization/x"):
+        refused = await client.post(
+            "/fhir/Consent/$evaluate",
+            json=evaluate_body(patient=bad, **question),
+            headers={"Content-Type": FHIR},
+        )
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome"
+    asked = await client.post(
+        "/fhir/Consent/$evaluate", json=evaluate_body(patient="Patient/nobody-1", **question),
+        headers={"Content-Type": FHIR},
+    )  # fmt: skip
+    assert asked.status_code == 200, asked.text
+
+
 async def test_an_administrator_needs_the_patients_documented_request(
     client: httpx.AsyncClient, app: Any
 ) -> None:

@@ -24,7 +24,7 @@ from rzcp.consent.model import Request as ConsentRequest
 from rzcp.consent.policy import PURPOSE_SYSTEM, RESOURCE_TYPE_SYSTEM, URA_SYSTEM
 from rzcp.consent.service import evaluate, evaluate_draft, to_parameters, to_results
 from rzcp.errors import BadRequest, Forbidden
-from rzcp.fhir.deps import RuntimeDep
+from rzcp.fhir.deps import RuntimeDep, is_fhir_id
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.fhir.validation import validate_resource
 from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
@@ -180,7 +180,8 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
             raise Forbidden("a patient evaluates their own consents only")
     else:
         patient = _one(values, "patient") or ""
-        if not patient.startswith("Patient/"):
+        if not (patient.startswith("Patient/") and is_fhir_id(patient.removeprefix("Patient/"))):
+            # `Patient/../../x` was answered deny, as if about someone (a probe's)
             raise BadRequest("patient must be a reference Patient/<id>", code="value")
     audit_note(request).patient = patient
     async with runtime.db.query() as conn:
