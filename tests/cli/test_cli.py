@@ -368,6 +368,11 @@ def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_p
         3,
     )
     assert (member.auth.kind, member.auth.token) == (AuthKind.BEARER, "k-new-token-2")
+    [listed] = run("members", "list", env=env).stdout.splitlines()  # what was set, never the token
+    assert listed.split("\t") == [
+        *("34567890", "active", "apotheken", "Apotheek West", "https://new.example/fhir"),
+        *("-", "9", "3", "bearer"),
+    ]
     kept = run(*update, "--endpoint", "https://new.example/r4", "--keep-auth", env=env)  # the same server
     assert kept.returncode == 0, kept.stderr
     moved_kept = run(*update, "--endpoint", "https://newer.example/fhir", "--keep-auth", env=env)

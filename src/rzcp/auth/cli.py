@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import registry
@@ -81,19 +80,6 @@ def _settings(ctx: click.Context) -> Settings:
 @click.group()
 def members() -> None:
     """Member organisations of the region."""
-
-
-@members.command("list")
-@click.pass_context
-def members_list(ctx: click.Context) -> None:
-    """List the members: URA, status, category, name, endpoint."""
-    settings = _settings(ctx)
-    found = _in_transaction(settings, registry.list_members, write=False)
-    for m in found:
-        click.echo(f"{m.ura}\t{m.status}\t{m.category}\t{m.name}\t{m.endpoint}")
-    if not found:  # an empty list from a database the operator did not mean (RZCP_DATABASE_URL not set)
-        shown = make_url(settings.database_url).render_as_string(hide_password=True)
-        click.echo(f"no members registered in {shown}", err=True)
 
 
 @click.group()

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import cli as auth_cli
+from rzcp.auth import registry
 from rzcp.consent.policy import load_policy
 from rzcp.errors import BadRequest
 from rzcp.exchange.adapters import MAX_PULLS_LIMIT, SMART_ALGORITHMS, AuthKind, MemberAuth, discover
@@ -200,6 +202,28 @@ def members_update(
     click.echo(f"member {member.ura} ({member.name}) changed: {', '.join(change.fields())}")
 
 
+@click.command("list")
+@click.pass_context
+def members_list(ctx: click.Context) -> None:
+    """List the members: URA, status, category, name, endpoint; then the endpoint's AGB, timeout (s),
+    pulls at a time (`default`: RZCP_MEMBER_MAX_PULLS) and how the gateway authenticates (its kind only)."""
+    settings = auth_cli._settings(ctx)
+    directory = _directory(settings)
+
+    async def work(conn: AsyncConnection) -> Any:
+        return await registry.list_members(conn), await directory.details(conn)
+
+    found, details = auth_cli._in_transaction(settings, work, write=False)
+    for m in found:
+        row = [m.ura, m.status, m.category, m.name, m.endpoint]
+        if (d := details.get(m.ura)) is not None:
+            row += [d.agb or "-", f"{d.timeout:g}", str(d.max_pulls or "default"), d.auth_kind]
+        click.echo("\t".join(row))
+    if not found:  # an empty list from a database the operator did not mean (RZCP_DATABASE_URL not set)
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        click.echo(f"no members registered in {shown}", err=True)
+
+
 def _noted(options: dict[str, Any], auth: MemberAuth | None) -> dict[str, str | None]:
     """The endpoint options for the audit record: never a token or a key."""
     numbers = {k: options[k] for k in ("call_timeout", "max_pulls")}
@@ -290,6 +314,7 @@ def demo(port: int, folder: Path | None) -> None:
 
 def register(main: click.Group) -> None:
     auth_cli.members.add_command(members_add, "add")
+    auth_cli.members.add_command(members_list, "list")
     auth_cli.members.add_command(members_update, "update")
     auth_cli.members.add_command(members_suspend, "suspend")
     auth_cli.members.add_command(members_reinstate, "reinstate")
