@@ -696,6 +696,16 @@ async def test_health_lists_a_failing_member(chief: httpx.AsyncClient, console_a
     listed = (await chief.get("/admin/api/members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["health"]["state"] == "failing"
     assert set(health["outbox"]) == {"pending", "failed"}
+    # a member reached over plain http on another machine is named (its data travels unencrypted);
+    # one on this machine (a sidecar holding the TLS connection) is not
+    clear, local = new_ura(), new_ura()
+    for who, endpoint in ((clear, "http://ehr.example/fhir"), (local, "http://127.0.0.1:9/fhir")):
+        member = {"ura": who, "name": f"Lid {who}", "category": "ggz", "endpoint": endpoint}
+        added = await chief.post("/admin/api/members", json=member)
+        assert added.status_code == 201, added.text
+    named = {m["ura"]: m for m in (await chief.get("/admin/api/health")).json()["plain_http_members"]}
+    assert named[clear] == {"ura": clear, "name": f"Lid {clear}", "endpoint": "http://ehr.example/fhir"}
+    assert local not in named
 
 
 async def test_a_clients_scope_narrowed_cuts_its_tokens_at_once_and_widened_comes_with_the_next(

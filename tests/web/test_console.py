@@ -304,6 +304,15 @@ async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page
     assert sent[-1] == {"endpoint": f"https://third-{ura}.example/fhir", "auth": {"kind": "keep"}}
     listed = (await console_api(live_gateway, token, "GET", "members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["max_pulls"] is None
+    # a member reached over plain http on another machine is named on the health overview
+    other = f"{uuid.uuid4().int % 10**8:08d}"
+    clear = {"ura": other, "name": f"Praktijk {other}", "category": "huisartsen",
+             "endpoint": f"http://ehr-{other}.example/fhir"}  # fmt: skip
+    assert (await console_api(live_gateway, token, "POST", "members", json=clear)).status_code == 201
+    await page.get_by_role("link", name="Health").click()
+    await expect(page.locator("#plain-http-members")).to_contain_text(
+        f"Praktijk {other} ({other}): http://ehr-{other}.example/fhir"
+    )
 
 
 async def test_the_endpoint_hint_says_what_the_form_accepts(page: Page) -> None:

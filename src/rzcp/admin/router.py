@@ -192,7 +192,10 @@ async def health(request: Request, _: Admin) -> dict[str, Any]:
     last = await verify_runs.last_run(db)
     active = [m for m in found if m.status == "active"]
     failing = [m for m in active if by_ura.get(m.ura, UNKNOWN).state == "failing"]
+    # patient data to these members travels unencrypted: in production that is a fault to mend
+    in_clear = [m for m in active if registry.in_clear(m.endpoint)]
     degraded = bool(failing) or backlog["failed"] > 0 or (last is not None and not last["ok"])
+    degraded = degraded or (bool(in_clear) and _runtime(request).settings.https_only)
     return {
         "status": "degraded" if degraded else "ok",
         "members": {"active": len(active), "suspended": len(found) - len(active), "failing": len(failing)},
@@ -205,6 +208,7 @@ async def health(request: Request, _: Admin) -> dict[str, Any]:
             }
             for m in failing
         ],
+        "plain_http_members": [{"ura": m.ura, "name": m.name, "endpoint": m.endpoint} for m in in_clear],
         "outbox": backlog,
         "audit_verify": last,
     }

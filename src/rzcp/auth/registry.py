@@ -92,6 +92,13 @@ def checked_url(value: str, what: str, *, https_only: bool) -> str:
     return value
 
 
+def in_clear(url: str) -> bool:
+    """Plain http to another machine: what production refuses for a new endpoint, and what a member
+    registered before that rule (or in development) may still have."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and not _loopback(parts.hostname or "")
+
+
 def _no_server(host: str) -> bool:
     """Addresses the gateway must never be sent to: a probe registered http://169.254.169.254/fhir."""
     try:

@@ -31,6 +31,11 @@ export async function render(box) {
         health.failing_members.map((m) => [m.ura, m.name, String(m.failures_24h), formatMoment(m.last_failure)]),
       ),
     );
+  if (health.plain_http_members.length)
+    box.append(
+      el("h3", {}, t("health.plainHttpTitle")),
+      notice("error", el("p", {}, t("health.plainHttpHint")), el("ul", { id: "plain-http-members" }, health.plain_http_members.map((m) => el("li", {}, `${m.name} (${m.ura}): ${m.endpoint}`)))),
+    );
   box.append(el("h3", {}, t("health.auditTitle")), verifySummary(health.audit_verify));
   box.append(el("p", { class: "muted" }, facts([[t("health.checked"), formatMoment(new Date().toISOString())]])));
 }
