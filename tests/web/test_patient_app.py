@@ -226,6 +226,10 @@ async def test_one_organisation_and_a_members_access_in_the_log(
     await expect(page.get_by_role("heading", name="Who looked at your data")).to_be_visible()
     await expect(page.locator("#log-list .access").first).to_contain_text("Emergency")
     await screenshot(page, "patient-access-log")
+    # an address of no screen (a new user typed #access-log) says so, over the overview, not silently
+    await page.evaluate("location.hash = '#access-log'")
+    await expect(page.get_by_text("That page does not exist; this is your overview.")).to_be_visible()
+    await expect(page.locator("#view-overview")).to_be_visible()
 
 
 async def test_another_patients_consent_cannot_be_reached(page: Page, live_gateway: LiveGateway) -> None:

@@ -125,6 +125,8 @@ export async function route() {
   show(screen);
   try {
     await SCREENS[screen](context);
+    // an address of no screen (a typed or old link, such as #access-log) says so, over the overview
+    if (name && !SCREENS[name] && context.stillCurrent()) notify("", t("nav.noSuchPage"));
   } catch (error) {
     if (context.stillCurrent()) fail(error);
   }
