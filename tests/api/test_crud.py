@@ -412,6 +412,14 @@ async def test_bad_if_match(client: httpx.AsyncClient) -> None:
 
 async def test_method_not_allowed(client: httpx.AsyncClient) -> None:
     await assert_outcome(await client.patch("/fhir/Patient/x", content=b"{}"), 405)
+    # an operation that is POSTed, asked otherwise: a 405 naming POST, not "'$evaluate' is not a valid
+    # FHIR id" from the read route (a probe's)
+    for path in ("/fhir/Consent/$evaluate", "/fhir/Patient/$announce", "/fhir/Patient/$withdraw",
+                 "/fhir/$process-message"):  # fmt: skip
+        for method in ("GET", "PUT", "DELETE"):
+            response = await client.request(method, path)
+            body = await assert_outcome(response, 405, "not-supported")
+            assert response.headers["allow"] == "POST" and "POST it" in body["issue"][0]["diagnostics"]
 
 
 async def test_unknown_path(client: httpx.AsyncClient) -> None:

@@ -25,6 +25,7 @@ from rzcp.consent.policy import PURPOSE_SYSTEM, RESOURCE_TYPE_SYSTEM, URA_SYSTEM
 from rzcp.consent.service import evaluate, evaluate_draft, to_parameters, to_results
 from rzcp.errors import BadRequest, Forbidden
 from rzcp.fhir.deps import RuntimeDep, is_fhir_id
+from rzcp.fhir.operations import post_only
 from rzcp.fhir.search.values import parse_date_range
 from rzcp.fhir.validation import validate_resource
 from rzcp.fhir.wire import FHIR_JSON, check_accept, read_json_body
@@ -225,6 +226,9 @@ async def evaluate_consent(request: Request, runtime: RuntimeDep, principal: Cur
         return Response(orjson.dumps(to_parameters(decisions[0])), media_type=FHIR_JSON)
     shown = [(kind, sorted(codes or ()), sorted(labels)) for kind, codes, labels in asked]
     return Response(orjson.dumps(to_results(shown, decisions)), media_type=FHIR_JSON)
+
+
+post_only(router, "/fhir/Consent/$evaluate")
 
 
 @router.get("/consent/policy", responses={200: {"content": {"application/json": {}}}})

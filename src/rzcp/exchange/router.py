@@ -39,6 +39,7 @@ from rzcp.exchange.pull import PullQuery, Requester, plan_pull, run_pull
 from rzcp.exchange.service import Exchange
 from rzcp.fhir import paging
 from rzcp.fhir.deps import RuntimeDep, is_fhir_id, prefer_of
+from rzcp.fhir.operations import post_only
 from rzcp.fhir.outcome import outcome_response
 from rzcp.fhir.search.parser import SortKey
 from rzcp.fhir.validation import validate_resource
@@ -328,6 +329,9 @@ async def announce(
     return render(request, body)
 
 
+post_only(router, "/Patient/$announce")
+
+
 @router.post("/Patient/$withdraw", responses={200: _FHIR_RESPONSE})
 async def withdraw(
     request: Request, runtime: RuntimeDep, exchange: ExchangeDep, principal: CurrentPrincipal
@@ -346,6 +350,9 @@ async def withdraw(
         audit_note(request).patient = f"Patient/{patient_id}"
     text = f"{removed} announcement(s) withdrawn"
     return outcome_response(200, [Issue("information", "informational", text)])
+
+
+post_only(router, "/Patient/$withdraw")
 
 
 @router.post("/$process-message", status_code=202, responses={202: _FHIR_RESPONSE})
@@ -380,6 +387,9 @@ async def process_message(
     return outcome_response(
         202, [Issue("information", "informational", f"{text}: {message.id}")], {"Location": location}
     )
+
+
+post_only(router, "/$process-message")
 
 
 @router.get("/$process-message/{id}", responses={200: _FHIR_RESPONSE})
