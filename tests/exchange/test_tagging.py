@@ -80,14 +80,20 @@ def test_only_the_gateway_names_a_resources_source_member() -> None:
     sent = {
         **procedure(),
         "meta": {"security": [*forged, label]},
-        "contained": [{"resourceType": "Practitioner", "id": "c1", "meta": {"security": [*forged, label]}}],
+        "contained": [
+            {
+                "resourceType": "Practitioner",
+                "id": "c1",
+                "meta": {"security": [*forged, label], "source": "https://ggz.example/fhir"},
+            }
+        ],
     }
     member = Member("00000101", "Huisartsenpraktijk De Linde", "huisartsen", "https://gp.example/fhir")
     out = _tag(sent, Source(member, "gp-17"), "https://gateway.example/fhir", "r-1")
     own = {"system": SOURCE_SYSTEM, "code": "00000101", "display": "Huisartsenpraktijk De Linde"}
     assert out["meta"]["security"] == [label, own]
     assert out["meta"]["source"] == "https://gp.example/fhir"
-    assert out["contained"][0]["meta"]["security"] == [label]
+    assert out["contained"][0]["meta"] == {"security": [label]}  # no source of its own either
 
 
 def test_a_reference_that_only_ends_like_the_patients_is_not_rewritten() -> None:

@@ -324,3 +324,21 @@ async def test_ctrl_c_while_the_demo_prepares_leaves_no_folder_and_no_process() 
             process.kill()
     assert not folder.exists()
     assert not any(_answers(p) for p in range(port, port + MEMBERS + 1))
+
+
+async def test_a_policy_the_demo_cannot_read_is_said_in_one_line_before_anything_is_loaded(
+    tmp_path: Path,
+) -> None:
+    """The demo copies the region's policy (RZCP_CONSENT_POLICY_PATH, or the repository's) to switch its
+    emergency rule on; a policy it cannot read was a traceback after the members' data had loaded."""
+    missing = tmp_path / "policy.yaml"
+    ran = subprocess.run(
+        [RZCP, "demo", "--port", str(_free_block(MEMBERS + 1))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RZCP_CONSENT_POLICY_PATH": str(missing)},
+    )
+    assert ran.returncode != 0
+    assert f"Error: {missing}: cannot read the consent policy" in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr and "resources" not in ran.stderr  # no member data loaded

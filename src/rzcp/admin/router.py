@@ -82,7 +82,7 @@ async def add_member(request: Request, _: Admin) -> dict[str, Any]:
             adapters=exchange.adapters.names(),
             https_only=runtime.settings.https_only,
         )
-        details = await exchange.directory.details(conn)
+        details = await exchange.directory.details(conn, member.ura)
     return members.member_json(member, UNKNOWN, details.get(member.ura))
 
 
@@ -98,7 +98,7 @@ async def update_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
         )
         member = await registry.get_member(conn, ura)
         health = await member_health(conn)
-        details = await directory.details(conn)
+        details = await directory.details(conn, ura)
     assert member is not None  # update_member raised NotFound otherwise
     return members.member_json(member, health.get(ura, UNKNOWN), details.get(ura))
 
@@ -119,7 +119,7 @@ async def _set_status(request: Request, ura: str, change: Callable[..., Awaitabl
         await change(conn, runtime.registry, ura)
         member = await registry.get_member(conn, ura)
         health = await member_health(conn)
-        details = await request.app.state.exchange.directory.details(conn)
+        details = await request.app.state.exchange.directory.details(conn, ura)
     assert member is not None  # `change` raised NotFound otherwise
     return members.member_json(member, health.get(ura, UNKNOWN), details.get(ura))
 

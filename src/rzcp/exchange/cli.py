@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import cli as auth_cli
 from rzcp.auth import registry
-from rzcp.consent.policy import load_policy
+from rzcp.consent.policy import PolicyError, load_policy
 from rzcp.errors import BadRequest
 from rzcp.exchange.adapters import MAX_PULLS_LIMIT, SMART_ALGORITHMS, AuthKind, MemberAuth, discover
 from rzcp.exchange.directory import Directory, MemberChange, checked_private_key
@@ -28,8 +28,9 @@ def _directory(settings: Settings) -> Directory:
     return Directory(member_secret_box(settings.secret_key), settings.member_timeout)
 
 
-def _auth_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """How the gateway authenticates to the member's server: the same options for `add` and `update`."""
+def _endpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The member's endpoint details (how the gateway authenticates to its server, its capacity, timeout and
+    AGB): the same options for `add` and `update`."""
     options = [
         click.option(
             "--auth-token-env",
@@ -101,7 +102,7 @@ def _auth_of(options: dict[str, Any]) -> MemberAuth | None:
 @click.option("--type", "category", required=True, help="Organisation category code.")
 @click.option("--endpoint", required=True, help="The member's FHIR base URL.")
 @click.option("--adapter", default="fhir-rest", show_default=True)
-@_auth_options
+@_endpoint_options
 @click.pass_context
 def members_add(
     ctx: click.Context, ura: str, name: str, category: str, endpoint: str, adapter: str, **options: Any
@@ -110,8 +111,6 @@ def members_add(
     how the gateway authenticates to the member's server (none, a static bearer token, or SMART Backend
     Services: --smart-token-url, --smart-client-id and --smart-key-file together)."""
     auth = _auth_of(options) or MemberAuth()
-    if options["max_pulls"] == 0:
-        raise click.BadParameter("a member takes at least one pull at a time", param_hint="--max-pulls")
     settings = auth_cli._settings(ctx)
     policy = load_policy(settings.consent_policy_path)
     if not policy.knows_category(category):
@@ -154,7 +153,7 @@ def members_add(
 @click.argument("ura")
 @click.option("--name", help="The organisation's new name.")
 @click.option("--endpoint", help="The member's new FHIR base URL.")
-@_auth_options
+@_endpoint_options
 @click.option("--no-auth", is_flag=True, help="Stop authenticating to the member's server.")
 @click.option(
     "--keep-auth",
@@ -226,11 +225,11 @@ def members_list(ctx: click.Context) -> None:
 
 def _noted(options: dict[str, Any], auth: MemberAuth | None) -> dict[str, str | None]:
     """The endpoint options for the audit record: never a token or a key."""
-    numbers = {k: options[k] for k in ("call_timeout", "max_pulls")}
+    timeout, max_pulls = options["call_timeout"], options["max_pulls"]
     return {
         "agb": options["agb"],
-        "timeout": None if numbers["call_timeout"] is None else str(numbers["call_timeout"]),
-        "max_pulls": None if numbers["max_pulls"] is None else str(numbers["max_pulls"]),
+        "timeout": None if timeout is None else str(timeout),
+        "max_pulls": None if max_pulls is None else str(max_pulls),
         "auth": _auth_note(options["auth_token_env"], auth),
     }
 
@@ -308,7 +307,7 @@ def demo(port: int, folder: Path | None) -> None:
 
     try:
         run_demo(port, folder)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, PolicyError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import orjson
+import yaml
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -127,6 +128,9 @@ def _count(number: int, noun: str) -> str:
 async def prepare(folder: Path, port: int) -> dict[str, Any]:
     """Load the members, register them, announce their patients, write the consents. Returns what the
     printout needs."""
+    database = Database(f"sqlite+aiosqlite:///{folder / 'gateway.db'}")
+    settings = Settings(database_url=database.url)
+    policy = load_policy(_emergency_policy(folder, settings.consent_policy_path))  # before any loading
     for offset, member in enumerate(MEMBERS, start=1):
         member.port = port + offset
         url = f"sqlite+aiosqlite:///{folder / f'member-{member.key}.db'}"
@@ -135,12 +139,9 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
         loaded = f"{_count(report.created, 'resource')}, {_count(len(report.patients), 'patient')}"
         _log(f"  {member.name}: {loaded}")
     gp = MEMBERS[0]
-    database = Database(f"sqlite+aiosqlite:///{folder / 'gateway.db'}")
-    settings = Settings(database_url=database.url)
     search = SearchRegistry.default()
     directory = Directory(member_secret_box(settings.secret_key), settings.member_timeout)
     locator = Locator(BsnProtector(settings.bsn_secret))
-    policy = load_policy(_emergency_policy(folder))
     keys_dir = folder / "keys"
     keys_dir.mkdir(exist_ok=True)
     clients: dict[str, tuple[str, Any]] = {}
@@ -233,17 +234,16 @@ async def prepare(folder: Path, port: int) -> dict[str, Any]:
     }
 
 
-def _emergency_policy(folder: Path) -> Path:
-    """The region's policy with its emergency rule (break-the-glass) switched on, for the demo to show it:
-    the law is strict, so the policy has it off and a region switches it on deliberately."""
-    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
-    switched = text.replace("emergency:\n  enabled: false", "emergency:\n  enabled: true", 1)
-    if switched == text:
-        raise RuntimeError(
-            "the policy's emergency rule is not where the demo expects it (emergency: enabled:)"
-        )
+def _emergency_policy(folder: Path, source: Path | None) -> Path:
+    """A copy of the region's policy (`source`, or the repository's) with its emergency rule
+    (break-the-glass) switched on, for the demo to show it: the law is strict, so the policy has it off
+    and a region switches it on deliberately. Read and checked as the gateway reads it first, so a missing
+    or broken policy is said as the gateway says it."""
+    load_policy(source)
+    data = yaml.safe_load((source or DEFAULT_POLICY_PATH).read_text(encoding="utf-8"))
+    data["emergency"]["enabled"] = True
     path = folder / "policy.yaml"
-    path.write_text(switched, encoding="utf-8")
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -240,10 +240,13 @@ class Directory:
             query = query.where(members.c.status == "active")
         return {row.ura: self.from_row(row) for row in await conn.execute(query)}
 
-    async def details(self, conn: AsyncConnection) -> dict[str, EndpointDetails]:
-        """What the console shows of each member's endpoint row, by URA: never the sealed secret."""
+    async def details(self, conn: AsyncConnection, ura: str | None = None) -> dict[str, EndpointDetails]:
+        """What the console shows of each member's endpoint row (or of one), by URA: never the sealed
+        secret."""
         query = select(endpoints.c.ura, endpoints.c.agb, endpoints.c.timeout, endpoints.c.max_pulls)
         query = query.add_columns(endpoints.c.auth_kind)
+        if ura is not None:
+            query = query.where(endpoints.c.ura == ura)
         return {
             row.ura: EndpointDetails(row.agb, row.timeout, row.max_pulls, row.auth_kind)
             for row in await conn.execute(query)

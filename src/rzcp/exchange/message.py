@@ -46,7 +46,7 @@ from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system
 from rzcp.errors import Forbidden, InvalidResource
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import URA_SYSTEM, organization_id
-from rzcp.exchange.pull import SOURCE_SYSTEM, is_source_coding
+from rzcp.exchange.pull import SOURCE_SYSTEM, without_source
 from rzcp.fhir.nodes import json_objects
 
 #: The elements that say whom a resource is about (as the audit reads them: rzcp.audit.http).
@@ -416,30 +416,21 @@ def as_delivered(bundle: Mapping[str, Any], sender_ura: str, sender: Member | No
     resources = [e["resource"] for e in entries if isinstance(e.get("resource"), dict)]
     for resource in resources:
         _stamp(resource, coding, source)
-        for contained in resource.get("contained") or []:
-            if isinstance(contained, dict):
-                _stamp(contained, None, None)
+        contained = resource.get("contained")
+        if isinstance(contained, list):
+            resource["contained"] = [without_source(c) for c in contained]
     if resources:  # the MessageHeader
         resources[0].setdefault("sender", _sender_reference(coding))
     return out
 
 
-def _stamp(resource: dict[str, Any], coding: dict[str, str] | None, source: str | None) -> None:
-    """Replace whatever source the sender wrote in `meta` with the gateway's (or none)."""
-    meta = dict(resource.get("meta") or {})
-    security = [s for s in meta.get("security") or [] if not is_source_coding(s)]
-    if coding is not None:
-        security.append(dict(coding))
-    meta.pop("source", None)
-    meta.pop("security", None)
+def _stamp(resource: dict[str, Any], coding: dict[str, str], source: str | None) -> None:
+    """Replace whatever source the sender wrote in `meta` with the gateway's."""
+    meta = dict(without_source(resource).get("meta") or {})
+    meta["security"] = [*(meta.get("security") or []), dict(coding)]
     if source is not None:
         meta["source"] = source
-    if security:
-        meta["security"] = security
-    if meta:
-        resource["meta"] = meta
-    else:
-        resource.pop("meta", None)
+    resource["meta"] = meta
 
 
 def _sender_reference(coding: Mapping[str, str]) -> dict[str, Any]:

@@ -513,16 +513,32 @@ def _tag(resource: Mapping[str, Any], source: Source, base: str, patient_id: str
     out["meta"] = meta
     contained = out.get("contained")
     if isinstance(contained, list) and contained:  # a contained resource says no source of its own either
-        out["contained"] = [_without_source_tags(c) for c in contained]
+        out["contained"] = [without_source(c) for c in contained]
     return out
 
 
-def _without_source_tags(resource: Any) -> Any:
+def without_source(resource: Any) -> Any:
+    """The resource with no statement of its own source, no `meta.source` and no source tag however
+    spelled: only the gateway says where data came from (pulls, and the messages it delivers). The same
+    object when it states none."""
     meta = resource.get("meta") if isinstance(resource, dict) else None
-    security = meta.get("security") if isinstance(meta, dict) else None
-    if not isinstance(security, list) or not any(is_source_coding(s) for s in security):
+    if not isinstance(meta, dict):
         return resource
-    return {**resource, "meta": {**meta, "security": [s for s in security if not is_source_coding(s)]}}
+    security = meta.get("security")
+    tagged = isinstance(security, list) and any(is_source_coding(s) for s in security)
+    if not tagged and "source" not in meta:
+        return resource
+    kept = {k: v for k, v in meta.items() if k != "source"}
+    if tagged:
+        kept["security"] = [s for s in security if not is_source_coding(s)]
+        if not kept["security"]:
+            del kept["security"]
+    out = dict(resource)
+    if kept:
+        out["meta"] = kept
+    else:
+        del out["meta"]
+    return out
 
 
 def _source_of(resource: Mapping[str, Any]) -> str | None:

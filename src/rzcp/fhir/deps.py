@@ -86,7 +86,7 @@ def is_fhir_id(value: str) -> bool:
 
 
 def check_id(res_id: str) -> None:
-    if not _ID.fullmatch(res_id):
+    if not is_fhir_id(res_id):
         raise BadRequest(f"{res_id!r} is not a valid FHIR id", code="value")
 
 
