@@ -154,6 +154,10 @@ async def test_members_and_clients_registered_in_the_page_work_until_revoked_or_
     member_row = page.locator(f"#members-table tr[data-ura='{ura}']")
     await expect(member_row).to_contain_text("active")
     await expect(member_row.locator("td").nth(2)).to_have_text(category)  # the category's name, not its code
+    listed = await page.locator("#members-table tbody tr").count()  # the caption counts them, in English
+    await expect(page.locator("#members-table caption")).to_have_text(
+        "1 member" if listed == 1 else f"{listed} members"
+    )
 
     await page.get_by_role("link", name="Clients").click()
     pasted, uploaded = (
@@ -265,6 +269,7 @@ async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page
     assert next(m for m in listed if m["ura"] == ura)["endpoint"] == member["endpoint"]
     await form.get_by_label("FHIR endpoint").fill(f"https://new-{ura}.example/fhir")
     await form.get_by_label("Pulls at a time").fill("3")
+    await form.get_by_label("Timeout (seconds)").fill("7.5")
     await form.get_by_label(re.compile("Authentication to the member's server")).select_option("bearer")
     secret = f"k-{secrets.token_hex(12)}"
     await form.get_by_label("New token").fill(secret)
@@ -274,9 +279,12 @@ async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page
     await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
     await expect(page.locator("#member-edit-form")).to_have_count(0)
     await expect(row.locator("td").nth(3)).to_have_text(f"https://new-{ura}.example/fhir")
+    # the table shows how the gateway reaches the member now: the kind of credentials, never the secret
+    await expect(row.locator("td").nth(4)).to_have_text("static token · waits 7.5 s · 3 at a time")
     assert sent == [
         {
             "endpoint": f"https://new-{ura}.example/fhir",
+            "timeout": 7.5,
             "max_pulls": 3,
             "auth": {"kind": "bearer", "token": secret},
         }
@@ -292,6 +300,7 @@ async def test_an_admin_changes_a_members_address_capacity_and_token_in_the_page
     await form.get_by_role("button", name="Save the changes").click()
     await expect(page.get_by_text(f"{name} is changed.")).to_be_visible()
     assert sent[-1] == {"max_pulls": None}
+    await expect(row.locator("td").nth(4)).to_have_text("static token · waits 7.5 s")
     # a move to another server with the token "kept as it is" is refused: the token would follow unasked
     await row.get_by_role("button", name="change").click()
     await form.get_by_label("FHIR endpoint").fill(f"https://third-{ura}.example/fhir")

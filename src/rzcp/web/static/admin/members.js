@@ -30,6 +30,15 @@ async function loadCategories(messages, ctx) {
   }
 }
 
+/** How the gateway reaches the member: its authentication (the kind only, never the secret), and its own
+ * timeout and capacity where they differ from the gateway's defaults. */
+function connection(member) {
+  const parts = [t(`members.auth.${member.auth || "none"}`)];
+  if (member.timeout != null) parts.push(t("members.timeoutShown", { seconds: member.timeout }));
+  if (member.max_pulls != null) parts.push(t("members.maxPullsShown", { count: member.max_pulls }));
+  return parts.join(" · ");
+}
+
 export async function render(box, ctx) {
   const messages = el("div", { class: "messages" });
   const list = el("div", { "aria-busy": "true" });
@@ -49,6 +58,7 @@ export async function render(box, ctx) {
         el("td", {}, m.name),
         el("td", {}, el("span", { title: m.category }, categoryName(m.category))),
         el("td", { class: "url" }, m.endpoint),
+        el("td", {}, connection(m)),
         el("td", {}, statusTag(m.status)),
         el("td", {}, healthTag(m.health)),
         el(
@@ -67,7 +77,7 @@ export async function render(box, ctx) {
       ),
     );
     list.append(
-      table(t("members.caption", { count: members.length }), [t("members.ura"), t("members.name"), t("members.category"), t("members.endpoint"), t("members.status"), t("members.health"), t("members.actions")], rows, { id: "members-table" }),
+      table(t("members.caption", { count: members.length }), [t("members.ura"), t("members.name"), t("members.category"), t("members.endpoint"), t("members.connection"), t("members.status"), t("members.health"), t("members.actions")], rows, { id: "members-table" }),
     );
   }
 

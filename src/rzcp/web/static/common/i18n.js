@@ -26,9 +26,11 @@ export function setLang(next) {
   translate(document);
 }
 
-/** The text for `key` with `{name}` placeholders filled in; the key itself when missing (visible in tests). */
+/** The text for `key` with `{name}` placeholders filled in; the key itself when missing (visible in tests).
+ * A count of one takes the `key#one` text where there is one ("1 member", not "1 members"). */
 export function t(key, vars = {}) {
-  const text = strings[lang][key] ?? strings.nl[key] ?? key;
+  const one = vars.count === 1 && (strings[lang][`${key}#one`] ?? strings.nl[`${key}#one`]);
+  const text = one || (strings[lang][key] ?? strings.nl[key] ?? key);
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
