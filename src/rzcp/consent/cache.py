@@ -57,11 +57,16 @@ async def note_consent_change(conn: AsyncConnection, patient_ref: str, consent_i
     return await bump_version(conn, patient_ref, consent_id)
 
 
-async def rules_for(conn: AsyncConnection, cache: ConsentCache, patient_ref: str) -> CompiledConsents:
+async def rules_for(
+    conn: AsyncConnection, cache: ConsentCache, patient_ref: str, version: int | None = None
+) -> CompiledConsents:
     """The patient's compiled consents, current as of this transaction: one indexed read when nothing
-    changed, a read and compile of the patient's Consents when something did."""
+    changed, a read and compile of the patient's Consents when something did. `version`: the counter as
+    the caller just read it on `conn` (`CHANGE_VERSION_COLUMN` in its own statement), so it is not read
+    twice."""
     ref = patient_reference(patient_ref)
-    version = await change_version(conn, ref)
+    if version is None:
+        version = await change_version(conn, ref)
     compiled = cache.get(ref, version)
     if compiled is not None:
         cache.hits += 1

@@ -33,6 +33,10 @@ _CHANGE_VERSION = select(consent_changes.c.version).where(
     consent_changes.c.patient_ref == bindparam("patient_ref")
 )
 
+#: The same counter as a column of a statement the caller asks anyway (a pull's sources): the same read in
+#: the same statement, without a round trip of its own. Binds `patient_ref` (`patient_reference` form).
+CHANGE_VERSION_COLUMN = _CHANGE_VERSION.scalar_subquery().label("rzcp_consent_version")
+
 
 async def change_version(conn: AsyncConnection, patient_ref: str) -> int:
     """The patient's consent change counter; 0 when their consents never changed."""

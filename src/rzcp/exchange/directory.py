@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from joserfc.jwk import import_key
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import registry
@@ -222,6 +222,18 @@ class Directory:
         process), with a statement built once, so only its execution costs."""
         row = (await conn.execute(_ACTIVE_MEMBER, {"ura": ura})).first()
         return self.from_row(row) if row is not None else None
+
+    async def active_member_with(
+        self, conn: AsyncConnection, ura: str, statement: Select[Any], **params: Any
+    ) -> Row[Any] | None:
+        """`active_member` asked by `with_columns(...)`'s statement: its row, whose added columns carry
+        what the caller asked beside it (`from_row` makes the Member); None when the member is not active."""
+        return (await conn.execute(statement, {"ura": ura, **params})).first()
+
+    @staticmethod
+    def with_columns(*columns: Any) -> Select[Any]:
+        """The active member's statement with scalar columns added (built once by the caller, at import)."""
+        return _ACTIVE_MEMBER.add_columns(*columns)
 
     async def member(self, conn: AsyncConnection, ura: str) -> Member:
         rows = await self.members(conn, [ura], active_only=False)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -157,6 +157,24 @@ class Locator:
         """The active members that announced the patient, with their local ids, by URA."""
         rows = await conn.execute(_SOURCES, {"patient_id": patient_id})
         return [Source(directory.from_row(row), row.local_id) for row in rows]
+
+    async def sources_with(
+        self,
+        conn: AsyncConnection,
+        directory: Directory,
+        patient_id: str,
+        statement: Select[Any],
+        **params: Any,
+    ) -> tuple[list[Source], Row[Any] | None]:
+        """`sources` asked by `with_columns(...)`'s statement: the sources and the first row, whose added
+        columns carry what the caller asked beside them (None when the patient has no source)."""
+        rows = (await conn.execute(statement, {"patient_id": patient_id, **params})).all()
+        return [Source(directory.from_row(row), row.local_id) for row in rows], (rows[0] if rows else None)
+
+    @staticmethod
+    def with_columns(*columns: Any) -> Select[Any]:
+        """The sources' statement with scalar columns added (built once by the caller, at import)."""
+        return _SOURCES.add_columns(*columns)
 
     async def bsn_of(self, conn: AsyncConnection, patient_id: str) -> str | None:
         sealed = await conn.scalar(select(patients.c.bsn_sealed).where(patients.c.patient_id == patient_id))

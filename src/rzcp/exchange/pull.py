@@ -45,10 +45,11 @@ from rzcp.consent.cache import rules_for
 from rzcp.consent.compiled import CompiledConsents
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Decision, Request
+from rzcp.consent.repository import CHANGE_VERSION_COLUMN
 from rzcp.consent.service import ResourceDecisions
 from rzcp.errors import Issue
 from rzcp.exchange.adapters import ProblemCode, SearchOutcome, SearchQuery
-from rzcp.exchange.locator import Source
+from rzcp.exchange.locator import Locator, Source
 from rzcp.exchange.service import Exchange
 from rzcp.fhir.outcome import operation_outcome
 from rzcp.fhir.search.parser import SortKey
@@ -210,6 +211,11 @@ class PullPlan:
     calls: list[tuple[Source, SourceReport, str, Request]]
 
 
+#: The patient's sources with their consent change counter beside them: one read instead of two on every
+#: pull. With no source there is no row, and `rules_for` reads the counter itself.
+_SOURCES_AND_CONSENTS = Locator.with_columns(CHANGE_VERSION_COLUMN)
+
+
 async def plan_pull(
     exchange: Exchange, conn: AsyncConnection, requester: Requester, query: PullQuery
 ) -> PullPlan:
@@ -218,12 +224,12 @@ async def plan_pull(
     report = PullReport(
         query.interaction, patient_ref, requester.ura, requester.purpose, query.resource_types, query.asked
     )
-    sources = [
-        s
-        for s in await exchange.locator.sources(conn, exchange.directory, query.patient_id)
-        if s.member.ura != requester.ura
-    ]
-    compiled = await rules_for(conn, exchange.consent_cache, patient_ref)
+    found, first = await exchange.locator.sources_with(
+        conn, exchange.directory, query.patient_id, _SOURCES_AND_CONSENTS, patient_ref=patient_ref
+    )
+    sources = [s for s in found if s.member.ura != requester.ura]
+    version = None if first is None else int(first.rzcp_consent_version or 0)
+    compiled = await rules_for(conn, exchange.consent_cache, patient_ref, version)
     now = datetime.now(UTC).replace(tzinfo=None)
     base_request = Request(
         requester_ura=requester.ura,
