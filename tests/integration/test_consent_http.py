@@ -166,6 +166,41 @@ async def test_an_administrator_needs_the_patients_documented_request(
     assert documented.status_code == 201, documented.text
 
 
+async def test_a_consent_stays_with_its_patient(client: httpx.AsyncClient, app: Any) -> None:
+    """An administrator's update moving a Consent to another patient is refused and changes nothing: it
+    would have stayed in force for the first patient in every process that had compiled their consents."""
+    first, second = [
+        (
+            await client.post(
+                "/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR}
+            )
+        ).json()["id"]
+        for _ in range(2)
+    ]
+    body = consent_body(app, {"permit": {"to": HOSPITAL_CATEGORY}})
+    body["patient"] = {"reference": f"Patient/{first}"}
+    body["sourceAttachment"] = {"title": "Signed consent form, scanned 2026-12-01"}
+    stored = (await client.post("/fhir/Consent", json=body, headers={"Content-Type": FHIR})).json()
+    question = {"requesterCategory": HOSPITAL_CATEGORY, "resourceType": "Condition"}
+    assert await decision(client, patient=f"Patient/{first}", **question) == "permit"
+    moved = {**stored, "patient": {"reference": f"Patient/{second}"}}
+    refused = await client.put(f"/fhir/Consent/{stored['id']}", json=moved, headers={"Content-Type": FHIR})
+    assert refused.status_code == 422, refused.text
+    issue = refused.json()["issue"][0]
+    assert issue["expression"] == ["Consent.patient"]
+    assert "cannot change" in issue["diagnostics"]
+    kept = (await client.get(f"/fhir/Consent/{stored['id']}")).json()
+    assert kept["patient"] == {"reference": f"Patient/{first}"}
+    assert kept["meta"]["versionId"] == stored["meta"]["versionId"]
+    assert await decision(client, patient=f"Patient/{first}", **question) == "permit"
+    assert await decision(client, patient=f"Patient/{second}", **question) == "deny"
+    # an ordinary change of the same consent still goes through
+    stored["status"] = "inactive"
+    changed = await client.put(f"/fhir/Consent/{stored['id']}", json=stored, headers={"Content-Type": FHIR})
+    assert changed.status_code == 200, changed.text
+    assert await decision(client, patient=f"Patient/{first}", **question) == "deny"
+
+
 async def test_purposes_come_from_the_regions_policy(client: httpx.AsyncClient, app: Any) -> None:
     """The policy allows TREAT, COC, PATRQT; ETREAT only when its emergency rule is on (it is off)."""
     assert "TREAT" in app.state.runtime.policy.purposes

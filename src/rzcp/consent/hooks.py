@@ -18,6 +18,7 @@ from rzcp.auth.registry import list_members
 from rzcp.consent.cache import note_consent_change
 from rzcp.consent.compiled import PRIVACY_SCOPE
 from rzcp.consent.policy import Policy
+from rzcp.consent.repository import consent_subject, patient_reference
 from rzcp.consent.service import check_and_prepare_consent
 from rzcp.errors import InvalidResource
 
@@ -57,10 +58,23 @@ class ConsentHook:
         )
 
     async def written(self, conn: AsyncConnection, content: str, res_id: str) -> None:
-        """After a create or update, in the same transaction: the patient's consents changed."""
+        """After a create or update, in the same transaction: the patient's consents changed.
+
+        A Consent stays with the patient it was first written for. Moved to another patient by an update,
+        it would stay in force for the first one in every process that compiled their consents (their
+        change counter would not move: found by a scale-out review), and the consents that applied to
+        either at a past moment could no longer be told apart. Raising here undoes the update."""
         patient_ref = _patient_of(orjson.loads(content))
-        if patient_ref is not None:
-            await note_consent_change(conn, patient_ref, res_id)
+        if patient_ref is None:
+            return
+        first = await consent_subject(conn, res_id)
+        if first is not None and first != patient_reference(patient_ref):
+            raise InvalidResource(
+                f"Consent.patient cannot change (this consent is {first}'s): withdraw it, and record a new "
+                "consent for the other patient",
+                expression=("Consent.patient",),
+            )
+        await note_consent_change(conn, patient_ref, res_id)
 
     async def deleted(self, conn: AsyncConnection, previous_content: str, res_id: str) -> None:
         await self.written(conn, previous_content, res_id)

@@ -74,13 +74,17 @@ async def bump_version(conn: AsyncConnection, patient_ref: str, consent_id: str 
     return version
 
 
-async def _remember_subject(conn: AsyncConnection, consent_id: str, ref: str) -> None:
-    exists = (
+async def consent_subject(conn: AsyncConnection, consent_id: str) -> str | None:
+    """The patient (`Patient/<id>`) the Consent was first written for; None before its first write."""
+    return (
         await conn.execute(
             select(consent_subjects.c.patient_ref).where(consent_subjects.c.consent_id == consent_id)
         )
     ).scalar_one_or_none()
-    if exists is None:
+
+
+async def _remember_subject(conn: AsyncConnection, consent_id: str, ref: str) -> None:
+    if await consent_subject(conn, consent_id) is None:
         await conn.execute(insert(consent_subjects).values(consent_id=consent_id, patient_ref=ref))
 
 
