@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -156,6 +157,35 @@ def test_an_operators_changes_at_the_command_line_are_in_the_audit_trail(tmp_pat
     assert (
         run("audit", "verify", env=env).returncode == 0
     )  # the chain holds with the operator's records in it
+    # an export is not an archive: checking one as if it were says so in one line, not a traceback
+    export = tmp_path / "export.ndjson"
+    export.write_text(exported.stdout)
+    mistaken = run("audit", "verify", "--archive", str(export), env=env)
+    assert mistaken.returncode != 0 and "Traceback" not in mistaken.stderr
+    assert mistaken.stderr.strip().splitlines() == [
+        f"Error: {export} is not an archive written by `rzcp audit archive` (its first line is not the "
+        "archive's header); an export (`rzcp audit export`) is checked by `rzcp audit verify` on the "
+        "database it came from"
+    ]
+
+
+def test_the_audit_commands_say_when_they_are_not_pointed_at_the_gateways_database(tmp_path: Path) -> None:
+    """A shell without RZCP_DATABASE_URL: no empty database is made, and the one line says what to set."""
+    missing = tmp_path / "nowhere.db"
+    env = {"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{missing}"}
+    for command in (("audit", "verify"), ("audit", "export")):
+        result = run(*command, env=env)
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines() == [
+            f"Error: no database at {missing}: set RZCP_DATABASE_URL to the gateway's database"
+        ]
+    assert not missing.exists()
+    empty = tmp_path / "other.db"
+    sqlite3.connect(empty).close()  # a database of something else
+    result = run("audit", "verify", env={"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{empty}"})
+    assert result.returncode != 0
+    assert "holds no audit trail at this version of RZCP: set RZCP_DATABASE_URL" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture

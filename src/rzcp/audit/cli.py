@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 
 from rzcp.settings import Settings
 from rzcp.store.db import Database
+from rzcp.store.migrate import is_at_head
 
 T = TypeVar("T")
 
@@ -25,9 +27,23 @@ def _settings(obj: Any) -> Settings:
 
 
 def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """`work` on the gateway's database, which must hold the trail: pointed elsewhere (no
+    RZCP_DATABASE_URL in this shell, say), the command says so instead of creating an empty SQLite file
+    and failing on a missing table (a privacy officer's walkthrough)."""
+    url = make_url(settings.database_url)
+    shown = url.render_as_string(hide_password=True)
+    file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
+    if file and not Path(file).exists():
+        raise click.ClickException(f"no database at {file}: set RZCP_DATABASE_URL to the gateway's database")
+
     async def run() -> T:
         database = Database(settings.database_url)
         try:
+            if not await is_at_head(database):
+                raise click.ClickException(
+                    f"{shown} holds no audit trail at this version of RZCP: set RZCP_DATABASE_URL to the "
+                    "gateway's database (or run `rzcp db upgrade` on it)"
+                )
             return await work(database)
         finally:
             await database.dispose()
@@ -73,11 +89,14 @@ def audit() -> None:
 def verify(obj: Any, archive_file: Path | None, workers: int | None) -> None:
     """Walk the hash chain and its signed checkpoints; exit 1 naming the first bad record."""
     from rzcp.audit import signer_from_settings
-    from rzcp.audit.verify import verify_archive, verify_chain
+    from rzcp.audit.verify import ArchiveFormatError, verify_archive, verify_chain
 
     settings = _settings(obj)
     if archive_file is not None:
-        result = verify_archive(archive_file)
+        try:
+            result = verify_archive(archive_file)
+        except ArchiveFormatError as exc:
+            raise click.ClickException(str(exc)) from None
     else:
         from rzcp.admin.verify_runs import record_run
 

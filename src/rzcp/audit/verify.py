@@ -271,14 +271,39 @@ def _walk_row(data: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+class ArchiveFormatError(ValueError):
+    """The file is not an archive `rzcp audit archive` wrote (an export, say): there is no chain to walk."""
+
+
+def _archive_line(line: bytes, number: int, path: Path) -> tuple[Any, ...]:
+    try:
+        return _walk_row(orjson.loads(line))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise ArchiveFormatError(f"{path}: line {number} is not an archived audit record") from None
+
+
 def verify_archive(path: Path) -> VerifyResult:
     """Walk an archive file written by `rzcp audit archive`: its header gives where its chain starts."""
     with path.open("rb") as handle:
-        header = orjson.loads(handle.readline())
+        try:
+            header = orjson.loads(handle.readline())
+        except orjson.JSONDecodeError:
+            header = None
+        if not (
+            isinstance(header, dict)
+            and isinstance(header.get("from_seq"), int)
+            and isinstance(header.get("to_seq"), int)
+            and isinstance(header.get("prev_hash"), str)
+        ):
+            raise ArchiveFormatError(
+                f"{path} is not an archive written by `rzcp audit archive` (its first line is not the "
+                "archive's header); an export (`rzcp audit export`) is checked by `rzcp audit verify` on "
+                "the database it came from"
+            )
         walker = ChainWalker(header["from_seq"], header["prev_hash"])
         batch: list[tuple[Any, ...]] = []
-        for line in handle:
-            batch.append(_walk_row(orjson.loads(line)))
+        for number, line in enumerate(handle, start=2):
+            batch.append(_archive_line(line, number, path))
             if len(batch) >= CHUNK:
                 walker.feed(batch)
                 batch = []
