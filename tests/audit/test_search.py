@@ -158,3 +158,71 @@ def test_a_members_announcement_in_the_patients_words(operation: str, english: s
     assert entry.what == english and entry.why == "for the region's index of who holds your data"
     assert "nothing was shared" not in entry.text
     assert describe_access(event, "nl").what.startswith(dutch)
+
+
+def test_what_was_refused_reads_as_refused_in_the_patients_words() -> None:
+    """A privacy officer's walkthrough read the patient's log: a refused push said "sent a message about
+    you", a refused emergency attempt showed as an emergency access, a research request as "HRESCH", and a
+    request without a valid token as a care provider who gave no name."""
+    refused_push = build_event(
+        make_facts(
+            interaction="operation",
+            operation="process-message",
+            resource_type=None,
+            query=None,
+            status=403,
+            returned=(),
+        )
+    )
+    entry = describe_access(refused_push, "en")
+    assert entry.what == "tried to send a message about you; it was refused" and not entry.shared
+    assert (
+        describe_access(refused_push, "nl").what == "probeerde een bericht over u te sturen; dat is geweigerd"
+    )
+    failed_delivery = build_event(
+        make_facts(
+            interaction="operation",
+            operation="process-message-delivery",
+            resource_type=None,
+            query=None,
+            purpose=None,
+            status=502,
+            returned=(),
+        )
+    )
+    assert describe_access(failed_delivery, "en").what == "could not be given a message about you"
+    refused_announce = build_event(
+        make_facts(
+            interaction="operation", operation="announce", resource_type="Patient", query=None, status=400
+        )
+    )
+    assert describe_access(refused_announce, "en").what.endswith("; it was refused")
+    no_reason = build_event(make_facts(purpose="ETREAT", status=400, returned=(), decisions=()))
+    entry = describe_access(no_reason, "en")
+    assert not entry.emergency and not entry.shared
+    assert entry.text.endswith("It was asked for as an emergency access, and refused.")
+    assert "This was an emergency access" not in entry.text
+    granted = build_event(make_facts(purpose="ETREAT", emergency_reason="bewusteloos"))
+    assert describe_access(granted, "en").emergency
+    research = describe_access(build_event(make_facts(purpose="HRESCH", status=403, returned=())), "nl")
+    assert research.why == "voor onderzoek"
+    unknown = describe_access(build_event(make_facts(purpose="XYZZY", status=403, returned=())), "en")
+    assert unknown.why == "for another purpose (XYZZY)"
+    anonymous = build_event(
+        make_facts(
+            status=401,
+            kind=None,
+            subject=None,
+            client_id=None,
+            member_ura=None,
+            member_name=None,
+            role=None,
+            practitioner=None,
+            token_id=None,
+            returned=(),
+            decisions=(),
+        )
+    )
+    entry = describe_access(anonymous, "en")
+    assert entry.who == "someone who could not sign in" and entry.organisation is None
+    assert entry.text.startswith("4 March 2026 at 14:05: someone who could not sign in asked for")

@@ -264,7 +264,13 @@ PURPOSE_WORDS: dict[str, tuple[str, str]] = {
     "PATRQT": ("op uw verzoek", "at your request"),
     "FAMRQT": ("op verzoek van uw familie", "at your family's request"),
     "PWATRNY": ("op verzoek van uw gemachtigde", "at the request of your representative"),
+    "HRESCH": ("voor onderzoek", "for research"),
+    "HPAYMT": ("voor betaling", "for payment"),
+    "HOPERAT": ("voor de bedrijfsvoering", "for the organisation's operations"),
+    "PUBHLTH": ("voor de volksgezondheid", "for public health"),
 }
+#: A purpose the words above do not know: said as such, with its code, never as the bare code alone.
+_OTHER_PURPOSE = ("voor een ander doel ({code})", "for another purpose ({code})")
 
 _MONTHS_NL = (
     "januari", "februari", "maart", "april", "mei", "juni",
@@ -278,6 +284,14 @@ _MESSAGE_WORDS = {
     "process-message": ("stuurde een bericht over u ({data})", "sent a message about you ({data})"),
     DELIVERY: ("ontving een bericht over u", "received a message about you"),
 }
+#: The same when the gateway refused the message or could not deliver it: nothing reached anyone.
+_MESSAGE_REFUSED_WORDS = {
+    "process-message": (
+        "probeerde een bericht over u te sturen; dat is geweigerd",
+        "tried to send a message about you; it was refused",
+    ),
+    DELIVERY: ("kreeg een bericht over u niet bezorgd", "could not be given a message about you"),
+}
 _DELIVERY_WHY = ("een bericht tussen zorgverleners", "a message between care providers")
 #: A member's announcement to the patient locator (no data of the patient's leaves it).
 _LOCATOR_WORDS = {
@@ -287,6 +301,12 @@ _LOCATOR_WORDS = {
         "registered that it no longer holds data about you",
     ),
 }
+_LOCATOR_REFUSED_WORDS = (
+    "probeerde iets over u te melden bij de verwijsindex; dat is geweigerd",
+    "tried to register something about you in the index; it was refused",
+)
+#: Who asked, when the request came without a valid token: nobody could be identified.
+_UNIDENTIFIED = ("iemand die zich niet kon aanmelden", "someone who could not sign in")
 _LOCATOR_WHY = ("voor de regionale verwijsindex", "for the region's index of who holds your data")
 #: Resource types that carry a message, not the patient's data.
 _ENVELOPE = frozenset({"Bundle", "MessageHeader"})
@@ -367,9 +387,16 @@ def describe_access(
                     counts.setdefault(d.get("valueString"), 0)
     purposes = event.get("purposeOfEvent") or ()
     purpose = first_code(purposes[0]) if purposes else None
-    emergency = purpose == EMERGENCY_PURPOSE
-    why = PURPOSE_WORDS.get(purpose or "", (purpose or "", purpose or ""))[pick] if purpose else ""
-    shared = event.get("outcome") == "0" and any(counts.values())
+    succeeded = event.get("outcome") == "0"
+    # An emergency access is one that took place; a refused attempt says so in its text, not as a "yes".
+    emergency = purpose == EMERGENCY_PURPOSE and succeeded
+    emergency_refused = purpose == EMERGENCY_PURPOSE and not succeeded
+    why = ""
+    if purpose:
+        why = PURPOSE_WORDS.get(purpose, _OTHER_PURPOSE)[pick].format(code=purpose)
+    shared = succeeded and any(counts.values())
+    if who is None and organisation is None and _unauthenticated(event):
+        who = _UNIDENTIFIED[pick]
     parts = []
     for rtype, n in counts.items():
         if rtype in _ENVELOPE:
@@ -377,13 +404,13 @@ def describe_access(
         words = TYPE_WORDS.get(rtype, (rtype, rtype))[pick]
         parts.append(f"{words} ({n})" if n else words)
     data = ", ".join(parts) or ("your data" if en else "uw gegevens")
-    message = _MESSAGE_WORDS.get(operation or "")
+    message = (_MESSAGE_WORDS if succeeded else _MESSAGE_REFUSED_WORDS).get(operation or "")
     if message is not None:
         # a message pushed to another member, and its delivery by the region's exchange
         what = message[pick].format(data=data)
         why = why or _DELIVERY_WHY[pick]
     elif operation in _LOCATOR_WORDS:
-        message = _LOCATOR_WORDS[operation]
+        message = _LOCATOR_WORDS[operation] if succeeded else _LOCATOR_REFUSED_WORDS
         what, why = message[pick], _LOCATOR_WHY[pick]
     if en:
         if message is None:
@@ -401,6 +428,8 @@ def describe_access(
         if emergency:
             text_ += " This was an emergency access"
             text_ += (f" (reason given: {reason})" if reason else "") + "."
+        elif emergency_refused:
+            text_ += " It was asked for as an emergency access, and refused."
     else:
         if message is None:
             what = f"bekeek {data}" if shared else f"vroeg {data} op; er is niets gedeeld"
@@ -420,7 +449,17 @@ def describe_access(
                 + (f" (opgegeven reden: {reason})" if reason else "")
                 + "."
             )
+        elif emergency_refused:
+            text_ += " Het werd gevraagd als inzage in een noodsituatie, en geweigerd."
     return AccessEntry(when, who, role, organisation, what, why, emergency, reason, shared, text_)
+
+
+def _unauthenticated(event: dict[str, Any]) -> bool:
+    """The request came with no valid token: its requesting system is recorded as unauthenticated."""
+    return any(
+        agent.get("requestor") and (agent.get("who") or {}).get("display") == "unauthenticated"
+        for agent in event.get("agent", ())
+    )
 
 
 async def patient_access_log(
