@@ -55,7 +55,9 @@ CAPABILITIES_TTL = 300.0
 
 
 class _TooLarge(Exception):
-    pass
+    """The answer's body is over the byte limit; `status` is the HTTP status it came with."""
+
+    status: int | None = None
 
 
 #: A connection that failed or timed out (retryable), over either client.
@@ -267,7 +269,11 @@ class FhirRestAdapter(MemberAdapter):
         if not breaker.allow():
             retry_in = breaker.retry_in()
             return DeliveryOutcome(
-                member.ura, DeliveryStatus.RETRY_LATER, detail="circuit open", retry_after=retry_in or None
+                member.ura,
+                DeliveryStatus.RETRY_LATER,
+                detail="circuit open",
+                retry_after=retry_in or None,
+                called=False,
             )
         body = orjson.dumps({**message, "id": idempotency_key})
         headers = {"Content-Type": FHIR_JSON, "Idempotency-Key": idempotency_key}
@@ -277,6 +283,11 @@ class FhirRestAdapter(MemberAdapter):
         )
         if answer.problem is not None:
             breaker.record_failure() if answer.server_failure else breaker.record_success()
+            if answer.problem.code is ProblemCode.TOO_LARGE and 200 <= (answer.status or 0) < 300:
+                # the receiver took the message: its answer is not needed, and too large to keep (a probe's
+                # receiver got the same letter six times, the sender was told "failed")
+                detail = f"delivered ({answer.problem.detail}: not kept)"
+                return DeliveryOutcome(member.ura, DeliveryStatus.DELIVERED, answer.status, None, detail)
             return DeliveryOutcome(member.ura, DeliveryStatus.RETRY_LATER, detail=answer.problem.detail)
         status = answer.status or 0
         parsed: Any = None
@@ -412,6 +423,9 @@ class FhirRestAdapter(MemberAdapter):
                 response = await self.http.send(request, stream=True)
                 try:
                     body = await self._read_bounded(response)
+                except _TooLarge as exc:
+                    exc.status = response.status_code
+                    raise
                 finally:
                     await response.aclose()
         except _FAILURES as exc:
@@ -444,7 +458,11 @@ class FhirRestAdapter(MemberAdapter):
                     headers=sent,
                     allow_redirects=False,
                 ) as response:
-                    body = await self._read_bounded_aiohttp(response)
+                    try:
+                        body = await self._read_bounded_aiohttp(response)
+                    except _TooLarge as exc:
+                        exc.status = response.status
+                        raise
         except _FAILURES as exc:
             return self._failure(exc)
         retryable = response.status in self.context.retry.retry_statuses
@@ -456,7 +474,8 @@ class FhirRestAdapter(MemberAdapter):
             return _Answer(problem=Problem(ProblemCode.AUTH_FAILED, str(exc)))
         if isinstance(exc, _TooLarge):
             limit = self.context.limits.max_bytes
-            return _Answer(problem=Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes"))
+            problem = Problem(ProblemCode.TOO_LARGE, f"the answer is larger than {limit} bytes")
+            return _Answer(exc.status, problem=problem)
         if isinstance(exc, _TRANSPORT_FAILURES):
             return _Answer(problem=_transport_problem(exc), server_failure=True, retryable=True)
         # a malformed answer (bad headers, broken chunking ...)

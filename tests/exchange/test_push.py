@@ -24,7 +24,8 @@ from sqlalchemy import func, select
 
 from rzcp.app import create_app
 from rzcp.audit.tables import audit_events
-from rzcp.exchange.outbox import accept_message
+from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
+from rzcp.exchange.outbox import RetryPlan, accept_message, claim, finish
 from rzcp.exchange.pull import SOURCE_SYSTEM, Requester
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
@@ -167,12 +168,12 @@ async def status_of(http: httpx.AsyncClient, location: str) -> dict[str, Any]:
     return response.json()
 
 
-async def completed(http: httpx.AsyncClient, location: str) -> dict[str, Any]:
+async def completed(http: httpx.AsyncClient, location: str, timeout: float = 15.0) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         task = await status_of(http, location)
         return task if task["status"] in ("completed", "failed", "rejected") else None
 
-    return await wait_for(done)
+    return await wait_for(done, timeout=timeout)
 
 
 async def test_a_push_is_delivered_once(push: Push) -> None:
@@ -808,7 +809,9 @@ async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> N
             await wait_up(url)
             await http.aclose()
             http = await region.client_for(await region.add_client(push.gp_ura))
-            task = await completed(http, location)
+            # taken over when the lease the killed worker held for its call (the receiver's timeout and a
+            # margin) has run out
+            task = await completed(http, location, timeout=40)
             await http.aclose()
             await region.close()
         finally:
@@ -817,3 +820,130 @@ async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> N
     assert task["status"] == "completed"
     assert len(receiver.keys) == 2 and receiver.keys[0] == receiver.keys[1] == task["id"]
     assert (await stored_bundles(receiver_db)).count(task["id"]) == 1
+
+
+@pytest.mark.slow
+async def test_a_receiver_slower_than_the_lease_gets_the_message_once(push: Push, database_url: str) -> None:
+    """A probe's receiver took 45 s of its 60 s timeout, longer than the 30 s lease: every 30 s another
+    worker sent the message again while the last call was still open, and each one's 200 was thrown
+    away. The worker now holds its claim for the receiver's timeout; here two gateway processes share the
+    outbox, the lease is 2 s and the receiver answers after 4 s."""
+    receiver_db, _ = await load_member(push.tmp, "slow-", ["Condition"])
+    receiver = HoldFirstAnswer(member_app("Ziekenhuis Traag", "x", receiver_db), hold=4.0)
+    with serve(receiver) as receiver_url:
+        member = await push.region.add_member(
+            "Ziekenhuis Traag", "ziekenhuizen-labs", receiver_url, timeout=10
+        )
+        ports = [free_port(), free_port()]
+        gateways = [start_gateway(database_url, port) for port in ports]
+        try:
+            for port in ports:
+                await wait_up(f"http://127.0.0.1:{port}")
+            region = Region(push.region.settings, f"http://127.0.0.1:{ports[0]}")
+            http = await region.client_for(await region.add_client(push.gp_ura))
+            response = await http.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
+            assert response.status_code == 202, response.text
+            task = await completed(http, response.headers["location"], timeout=30)
+            await asyncio.sleep(3)  # a second call would have come by now
+            await http.aclose()
+            await region.close()
+        finally:
+            for gateway in gateways:
+                gateway.send_signal(signal.SIGTERM)
+                gateway.wait(10)
+    assert task["status"] == "completed"
+    assert receiver.keys == [task["id"]]  # one call, not one per lease
+    attempts = next(o["valueInteger"] for o in task["output"] if o["type"]["text"] == "attempts")
+    assert attempts == 1
+
+
+class HugeAnswer:
+    """A receiver that takes every message and answers 200 with a body over the gateway's 5 MB limit."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.keys.append(dict(scope["headers"]).get(b"idempotency-key", b"").decode())
+        while (await receive()).get("more_body"):
+            pass
+        body = b'{"resourceType": "Bundle", "type": "message", "padding": "' + b"x" * (6 << 20) + b'"}'
+        headers = [(b"content-type", b"application/fhir+json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_receiver_that_took_the_message_is_delivered_whatever_it_answers(push: Push) -> None:
+    """A probe's receiver answered 200 with 50 MB: the answer was too large to read, the gateway retried
+    until "failed", and the receiver had the letter six times. A 2xx is a delivery; the answer is not kept."""
+    receiver = HugeAnswer()
+    with serve(receiver) as url:
+        member = await push.region.add_member("Ziekenhuis Groot", "ziekenhuizen-labs", f"{url}/fhir")
+        response = await push.gp.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
+        assert response.status_code == 202, response.text
+        task = await completed(push.gp, response.headers["location"])
+        await asyncio.sleep(0.5)
+    assert task["status"] == "completed"
+    assert receiver.keys == [task["id"]]
+    (row,) = await _row_by_id(push, task["id"])
+    assert row.attempts == 1 and "not kept" in row.detail
+
+
+async def _row_by_id(push: Push, message_id: str) -> list[Any]:
+    async with push.region.db.read() as conn:
+        return list(await conn.execute(select(outbox).where(outbox.c.id == message_id)))
+
+
+async def test_a_repeat_of_a_delivered_message_is_answered_as_accepted_after_consent_changed(
+    push: Push,
+) -> None:
+    """The sender lost our 202 and sends the same Bundle again, after the patient refused hospitals: the
+    answer is the stored message's status (delivered), not "refused: send it another way", which would
+    bring a second copy by other means (a probe's). A new message is decided on the consent of now."""
+    bsn = new_bsn()
+    ids = await push.region.announce(push.gp_ura, {f"gp-rep-{bsn}": bsn})
+    await push.region.consent(ids[bsn], {"permit": {"to": "ziekenhuizen-labs"}})
+    bundle = message_bundle(push.hospital_ura, bsn)
+    first = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert first.status_code == 202, first.text
+    task = await completed(push.gp, first.headers["location"])
+    assert task["status"] == "completed"
+    await push.region.consent(ids[bsn], {"deny": {"to": "ziekenhuizen-labs"}})
+    again = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert again.status_code == 202, again.text
+    assert again.headers["location"] == first.headers["location"]
+    assert (await stored_bundles(push.hospital_db)).count(task["id"]) == 1
+    new = await push.gp.post("/fhir/$process-message", json=message_bundle(push.hospital_ura, bsn))
+    assert new.status_code == 403
+
+
+async def test_a_receiver_not_called_spends_no_attempt(push: Push) -> None:
+    """A skipped call (the receiver's circuit open in this process) gives the attempt back: a probe's
+    message was "given up after 6 attempts: circuit open" without one call being made."""
+    settings = push.region.settings
+    exchange = Exchange.build(settings, SearchRegistry.default())
+    try:
+        plan = RetryPlan(30.0, 60.0, max_attempts=1)
+        async with push.region.db.write() as conn:  # claimed before the gateway's own worker can see it
+            message, _ = await accept_message(
+                exchange, conn, Requester(push.gp_ura, "huisartsen"), message_bundle(push.late_ura, push.bsn)
+            )
+            claimed = [
+                m for m in await claim(conn, "probe:1", lease_seconds=1, limit=100) if m.id == message.id
+            ]
+        assert claimed and claimed[0].attempts == 1
+        skipped = DeliveryOutcome(
+            push.late_ura, DeliveryStatus.RETRY_LATER, detail="circuit open", called=False
+        )
+        async with push.region.db.write() as conn:
+            report = await finish(conn, claimed[0], "probe:1", skipped, plan)
+        (row,) = await _row_by_id(push, message.id)
+        # one attempt allowed, and it is not spent: the message stays pending, to be tried later
+        assert (row.status, row.attempts, report.result) == ("pending", 0, "retry")
+        assert row.next_attempt_at > row.updated_at
+    finally:
+        async with push.region.db.write() as conn:  # not left for the gateway's worker to deliver
+            await conn.execute(outbox.update().where(outbox.c.id == message.id).values(status="failed"))
+        await exchange.aclose()

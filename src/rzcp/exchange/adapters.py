@@ -196,6 +196,8 @@ class DeliveryOutcome:
     detail: str = ""
     #: Seconds the receiver asked us to wait (Retry-After), when it said.
     retry_after: float | None = None
+    #: False when the receiver was not called at all (its circuit is open): no attempt is spent on it.
+    called: bool = True
 
 
 @dataclass

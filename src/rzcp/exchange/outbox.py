@@ -213,16 +213,21 @@ async def accept_message(
     if existing is not None and orjson.loads(existing.message) != bundle:
         raise _conflict(existing, patient_id, report)
     report.patient = f"Patient/{patient_id}" if patient_id else None
+    if existing is not None:
+        # A repeat (the sender lost our answer) is answered with the stored message's status, decided when
+        # it was accepted: deciding again could tell the sender "refused, send it another way" about a
+        # message already delivered (a probe's), and so bring a second copy.
+        report.message_id, report.accepted, report.repeated = existing.id, True, True
+        return _message(existing), report
     await _decide(exchange, conn, sender, receiver, patient_id, clinical, report)
-    if existing is None:
-        message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
-        if message is not None:
-            report.message_id, report.accepted = message.id, True
-            return message, report
-        # the same Bundle.id stored by a concurrent request since the SELECT above (another process)
-        existing = (await conn.execute(_STORED, {"sender_ura": sender.ura, "sender_key": sender_key})).one()
-        if orjson.loads(existing.message) != bundle:
-            raise _conflict(existing, patient_id, report)
+    message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
+    if message is not None:
+        report.message_id, report.accepted = message.id, True
+        return message, report
+    # the same Bundle.id stored by a concurrent request since the SELECT above (another process)
+    existing = (await conn.execute(_STORED, {"sender_ura": sender.ura, "sender_key": sender_key})).one()
+    if orjson.loads(existing.message) != bundle:
+        raise _conflict(existing, patient_id, report)
     report.message_id, report.accepted, report.repeated = existing.id, True, True
     return _message(existing), report
 
@@ -406,12 +411,30 @@ class RetryPlan:
         return utcnow() + timedelta(seconds=pause)
 
 
+async def extend_lease(conn: AsyncConnection, message_id: str, token: str, seconds: float) -> bool:
+    """Hold the claim for `seconds` from now (a receiver with a long timeout: the lease must outlast the
+    call, or another worker sends the message again while it is under way); False when the claim is no
+    longer ours."""
+    lease = utcnow() + timedelta(seconds=seconds)
+    changed = await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == message_id, outbox.c.claimed_by == token, outbox.c.status == "pending")
+        .values(lease_until=lease)
+    )
+    return changed.rowcount == 1
+
+
 async def finish(
     conn: AsyncConnection, message: Message, token: str, outcome: DeliveryOutcome | None, plan: RetryPlan
 ) -> DeliveryReport:
-    """Write the attempt's result where the claim is still ours; `outcome` None: the receiver is gone."""
+    """Write the attempt's result where the claim is still ours; `outcome` None: the receiver is gone.
+
+    A delivery is written whoever holds the claim now, as long as the message is pending: the receiver
+    has it, and a worker that took the claim over meanwhile then writes nothing of its own. A receiver
+    that was not called (its circuit open) gives the attempt back."""
     now = utcnow()
     values: dict[str, Any] = {"claimed_by": None, "lease_until": None, "updated_at": now}
+    mine = outbox.c.claimed_by == token
     next_at = None
     if outcome is None:
         result, status, detail, http_status = (
@@ -421,7 +444,12 @@ async def finish(
             None,
         )
     elif outcome.status is DeliveryStatus.DELIVERED:
-        result, status, detail, http_status = "delivered", "delivered", "delivered", outcome.http_status
+        result, status, detail, http_status = "delivered", "delivered", outcome.detail, outcome.http_status
+        mine = outbox.c.status == "pending"
+    elif not outcome.called:
+        result, status, http_status, detail = "retry", "pending", None, outcome.detail
+        next_at = utcnow() + timedelta(seconds=max(outcome.retry_after or 0.0, plan.base))
+        values.update(next_attempt_at=next_at, attempts=outbox.c.attempts - 1)
     elif outcome.status is DeliveryStatus.REJECTED:
         result, status, detail, http_status = "rejected", "rejected", outcome.detail, outcome.http_status
     else:
@@ -434,9 +462,7 @@ async def finish(
             result, status = "retry", "pending"
             values["next_attempt_at"] = next_at
     values.update(status=status, http_status=http_status, detail=detail[:500])
-    await conn.execute(
-        update(outbox).where(outbox.c.id == message.id, outbox.c.claimed_by == token).values(**values)
-    )
+    await conn.execute(update(outbox).where(outbox.c.id == message.id, mine).values(**values))
     return DeliveryReport(
         message.id,
         message.sender_ura,

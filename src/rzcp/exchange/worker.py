@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rzcp.audit.events import AuditFacts, Returned
+from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
 from rzcp.exchange.message import as_delivered
-from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, any_due, claim, finish
+from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, any_due, claim, extend_lease, finish
 from rzcp.exchange.service import Exchange
 from rzcp.settings import Settings
 from rzcp.store.db import Database
@@ -32,6 +33,8 @@ DeliveryHook = Callable[[DeliveryReport], Awaitable[None]]
 
 #: The longest wait between rounds while they keep failing.
 MAX_FAILURE_DELAY = 60.0
+#: How much longer than the receiver's timeout a claim is held while its delivery is under way.
+LEASE_MARGIN = 5.0
 
 
 def failure_delay(poll: float, failures: int) -> float:
@@ -122,12 +125,17 @@ class OutboxWorker:
             sender = (await directory.members(conn, [message.sender_ura], active_only=False)).get(
                 message.sender_ura
             )
-        outcome = None
-        if receiver is not None:
-            adapter = self.exchange.adapters.for_member(receiver)
-            assert message.content is not None
-            content = as_delivered(message.content, message.sender_ura, sender)
-            outcome = await adapter.deliver(receiver, content, idempotency_key=message.id)
+        outcome: DeliveryOutcome | None = None
+        if receiver is not None and message.attempts > self.plan.max_attempts:
+            # claimed again and again without a result (workers that died, or lost their lease): no call
+            detail = "no result was written for the last attempts"
+            outcome = DeliveryOutcome(receiver.ura, DeliveryStatus.RETRY_LATER, detail=detail)
+        elif receiver is not None:
+            if receiver.timeout + LEASE_MARGIN > self.lease:
+                async with self.db.write() as conn:
+                    if not await extend_lease(conn, message.id, token, receiver.timeout + LEASE_MARGIN):
+                        return  # another worker has it now
+            outcome = await self._attempt(receiver, message, sender)
         async with self.db.write() as conn:
             report = await finish(conn, message, token, outcome, self.plan)
         if self.on_delivery is not None:
@@ -135,6 +143,19 @@ class OutboxWorker:
                 await self.on_delivery(report)
             except Exception:
                 log.exception("outbox worker %s: the delivery hook failed for %s", self.name, message.id)
+
+    async def _attempt(self, receiver: Any, message: Message, sender: Any) -> DeliveryOutcome:
+        """One call to the receiver; a failure of our own (a bug, a bad stored message) is a retry with
+        its result written, never a claim left to run out and be taken again."""
+        adapter = self.exchange.adapters.for_member(receiver)
+        assert message.content is not None
+        try:
+            content = as_delivered(message.content, message.sender_ura, sender)
+            return await adapter.deliver(receiver, content, idempotency_key=message.id)
+        except Exception as exc:
+            log.exception("outbox worker %s: delivering %s failed", self.name, message.id)
+            detail = f"the gateway could not deliver it ({type(exc).__name__})"
+            return DeliveryOutcome(receiver.ura, DeliveryStatus.RETRY_LATER, detail=detail)
 
 
 def audit_delivery(writer: Any) -> DeliveryHook:
