@@ -110,7 +110,11 @@ async def test_denied_and_failed_requests_are_recorded(
     assert (await one_event(app, no_token))["outcome"] == "4"
     not_found = await client.get("/fhir/Patient/does-not-exist")
     assert not_found.status_code == 404
-    assert (await one_event(app, not_found))["outcome"] == "4"
+    event = await one_event(app, not_found)
+    assert event["outcome"] == "4"
+    # a refusal's record says why, as the caller was told (a privacy officer found no reason recorded)
+    assert event["outcomeDesc"] == not_found.json()["issue"][0]["diagnostics"]
+    assert (await one_event(app, no_token))["outcomeDesc"] == no_token.json()["issue"][0]["diagnostics"]
     reader = await register_system(app, scope="system/Organization.rs", role="member")
     async with gateway_client(app) as http:
         token = await fetch_token(http, reader, scope="system/Organization.rs")
@@ -122,6 +126,7 @@ async def test_denied_and_failed_requests_are_recorded(
     event = await one_event(app, forbidden)
     assert event["outcome"] == "4"
     assert reader.member_ura in str(event)
+    assert event["outcomeDesc"] == forbidden.json()["issue"][0]["diagnostics"]
 
 
 async def test_many_parallel_requests_leave_one_record_each_in_an_unbroken_chain(

@@ -212,6 +212,13 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
         await expect(made).to_contain_text("This consent made 2 of the 3 decisions")
         await expect(made).to_contain_text("permitted Condition from Huisartsenpraktijk De Linde (00000101)")
         await expect(made).not_to_contain_text("GGZ De Oever")
+        # permitted for one member and denied for another: "partly", each reason with its own word
+        await expect(decided).to_contain_text("partly permitted")
+        await expect(decided).not_to_contain_text("permitted permitted")
+        # the record says what was returned, not only that something was
+        await expect(page.locator("#record-title + dl")).to_contain_text(
+            re.compile(r"Condition · returned · count: \d+")
+        )
         await page.get_by_role("button", name="Log out").click()
 
         await page.goto("/app/")  # in English: the language chosen in the console holds here too

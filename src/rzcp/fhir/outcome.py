@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rzcp.audit.http import note as audit_note
 from rzcp.auth.bsn import without_bsns
 from rzcp.errors import Issue, RzcpError
 
@@ -63,15 +64,25 @@ def outcome_response(status: int, issues: Iterable[Issue], headers: dict[str, st
     )
 
 
-async def _rzcp_error(_request: Request, exc: Exception) -> Response:
+def _why_refused(request: Request, message: str) -> None:
+    """What the caller is told is also what the audit record says of a refusal (a privacy officer found
+    refused requests recorded with no reason at all), unless the endpoint said more; never a BSN."""
+    record = audit_note(request)
+    if record.outcome_desc is None:
+        record.outcome_desc = without_bsns(message)[:500]
+
+
+async def _rzcp_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RzcpError)
+    _why_refused(request, exc.message)
     return outcome_response(exc.status, exc.issues(), exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "exception" if exc.status_code >= 500 else "invalid")
     message = {404: "No such endpoint", 405: "Method not allowed here"}.get(exc.status_code, str(exc.detail))
+    _why_refused(request, message)
     return outcome_response(exc.status_code, [Issue("error", code, message)], dict(exc.headers or {}))
 
 

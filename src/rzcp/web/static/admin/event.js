@@ -29,8 +29,8 @@ function technical(label, resource) {
 
 /** One decision in words: outcome, kind of data, member, and what decided it (the consent, or the region's
  * rule: no consent at all is a refusal too, by the region's default). */
-function decisionText(item) {
-  const what = [t(`decision.${item.decision}`), item.data_class, item.source ? t("event.fromMember", { member: item.source_name ? `${item.source_name} (${item.source})` : item.source }) : ""].filter(Boolean).join(" ");
+function decisionText(item, withDecision = true) {
+  const what = [withDecision ? t(`decision.${item.decision}`) : "", item.data_class, item.source ? t("event.fromMember", { member: item.source_name ? `${item.source_name} (${item.source})` : item.source }) : ""].filter(Boolean).join(" ");
   const ruleKey = `basis.${item.rule}`;
   const rule = item.rule && t(ruleKey) !== ruleKey ? t(ruleKey) : item.rule; // a rule the page knows no words for: its code
   const basis = item.consents.length ? item.consents.join(", ") : rule || "";
@@ -40,13 +40,20 @@ function decisionText(item) {
 function consentPart(consent, decision) {
   const part = el("section", { "aria-labelledby": "consent-title", id: "event-consent" }, el("h3", { id: "consent-title" }, t("event.consentTitle")));
   if (decision) {
-    const tag = el("span", { class: `tag ${decision.decision === "permit" ? "ok" : "bad"}` }, t(`decision.${decision.decision}`));
-    const reasons = (decision.items || []).map(decisionText);
+    const items = decision.items || [];
+    // Permitted for one member and denied for another is neither: the tag says "partly", and only then
+    // does each reason repeat its own decision (it read "permitted permitted Condition ...").
+    const mixed = new Set(items.map((i) => i.decision)).size > 1;
+    const tag = mixed
+      ? el("span", { class: "tag warn" }, t("decision.mixed"))
+      : el("span", { class: `tag ${decision.decision === "permit" ? "ok" : "bad"}` }, t(`decision.${decision.decision}`));
+    const reasons = items.map((i) => decisionText(i));
+    const inline = items.map((i) => decisionText(i, mixed));
     // A pull is decided per member and data type: many reasons read better as a list, folded away.
     part.append(
       reasons.length > 3
         ? el("details", { id: "event-decision" }, el("summary", {}, tag, " ", t("event.decisions", { count: reasons.length })), el("ul", {}, reasons.map((r) => el("li", {}, r))))
-        : el("p", { id: "event-decision" }, tag, " ", reasons.join("; ")),
+        : el("p", { id: "event-decision" }, tag, inline.length ? ": " : "", inline.join("; ")),
     );
     if (consent) {
       const decided = (decision.by_shown_consent || []).map((i) => reasons[i]);
@@ -95,6 +102,7 @@ export async function render(box, ctx, id) {
       [t("audit.kind"), t(`kind.${s.kind}`) === `kind.${s.kind}` ? s.kind : t(`kind.${s.kind}`)],
       [t("event.action"), t(`action.${s.action}`)],
       [t("audit.outcome"), outcomeTag(s.outcome)],
+      [t("event.outcomeDesc"), event.outcomeDesc || ""],
       [t("audit.member"), s.member_name ? `${s.member_name} (${s.member_ura})` : s.member_ura],
       [t("event.client"), s.client_id],
       [t("audit.practitioner"), s.practitioner],
@@ -109,9 +117,17 @@ export async function render(box, ctx, id) {
     const type = a.type && a.type.coding ? a.type.coding[0] : a.type || {};
     return [named("agentType", type.code, type.display || t("event.agent")), who(a)];
   });
+  // Each entity with its kind and details (what was returned: the type and how many), not only its role.
   const entities = (event.entity || []).map((e) => [
     named("entityRole", e.role && e.role.code, e.type && (e.type.display || e.type.code)) || t("event.entity"),
-    [e.what && (e.what.reference || e.what.display), e.description].filter(Boolean).join(" · "),
+    [
+      e.what && (e.what.reference || e.what.display),
+      e.type && e.type.code,
+      e.description,
+      ...(e.detail || []).map((d) => `${d.type}: ${d.valueString ?? ""}`),
+    ]
+      .filter(Boolean)
+      .join(" · "),
   ]);
   box.append(
     el(
