@@ -186,6 +186,15 @@ async def test_a_push_is_delivered_once(push: Push) -> None:
     assert task["status"] == "completed"
     message_id = task["id"]
     assert (await stored_bundles(push.hospital_db)).count(message_id) == 1
+    # the acceptance and the delivery are recorded, linked by the message's id, each naming its actor
+    accepted = orjson.loads((await audit_record_of(push, response)).content)
+    assert accepted["outcomeDesc"] == f"accepted for delivery to {push.hospital_ura} as message {message_id}"
+    async with push.region.db.read() as conn:
+        query = select(audit_events).where(audit_events.c.correlation_id == f"outbox:{message_id}:1")
+        delivery = orjson.loads((await conn.execute(query)).one().content)
+    assert delivery["outcomeDesc"].startswith(f"delivered to {push.hospital_ura} (message {message_id} from ")
+    requestor = next(a for a in delivery["agent"] if a["requestor"])
+    assert requestor["who"]["identifier"]["value"] == "rzcp-outbox"
     # The sender repeats its POST (same Bundle.id): the same message, not a second delivery.
     again = await push.gp.post("/fhir/$process-message", json=bundle)
     assert again.status_code == 202 and again.headers["location"] == location
@@ -293,7 +302,8 @@ async def test_her_refusal_holds_whatever_patient_comes_first(push: Push) -> Non
     assert await outbox_rows(push, smuggled["id"]) == []
     record = await audit_record_of(push, response)
     assert record.patient is None
-    assert orjson.loads(record.content)["outcomeDesc"] == "refused: not about exactly one patient"
+    desc = orjson.loads(record.content)["outcomeDesc"]
+    assert desc == f"refused: not about exactly one patient (to {push.hospital_ura})"
 
 
 def _other_patients(push: Push) -> list[tuple[str, list[dict[str, Any]], str]]:
@@ -576,7 +586,8 @@ async def test_a_message_in_another_members_name_is_refused(push: Push) -> None:
         assert response.json()["issue"][0]["code"] == "forbidden", case
         assert await outbox_rows(push, bundle["id"]) == [], case
     record = await audit_record_of(push, response)
-    assert orjson.loads(record.content)["outcomeDesc"] == "refused: the MessageHeader names another sender"
+    desc = orjson.loads(record.content)["outcomeDesc"]
+    assert desc.startswith("refused: the MessageHeader names another sender (to ")
 
 
 async def test_a_message_nested_too_deeply_is_refused_not_a_server_error(push: Push) -> None:
@@ -641,8 +652,8 @@ async def test_a_used_bundle_id_with_other_content_is_a_conflict(push: Push) -> 
     # about the same patient as the stored message: the refusal's record names her
     record = await audit_record_of(push, response)
     assert record.patient == f"Patient/{stored.patient_id}"
-    assert (
-        orjson.loads(record.content)["outcomeDesc"] == "refused: Bundle.id already used for another message"
+    assert orjson.loads(record.content)["outcomeDesc"] == (
+        f"refused: Bundle.id already used for another message (to {push.hospital_ura})"
     )
 
     other_patient = message_bundle(push.hospital_ura, push.her_bsn, key=first["id"])

@@ -403,10 +403,17 @@ async def process_message(
             message, report = await accept_message(exchange, conn, sender, bundle)
     except RzcpError as exc:
         refused = getattr(exc, "report", None)  # a refusal the audit records with its reason
-        if refused is not None:
-            _note(request, refused, desc=f"refused: {refused.refusal}")
+        if refused is not None:  # naming the receiver it was meant for (a privacy officer found it nowhere)
+            to = f" (to {refused.receiver_ura})" if refused.receiver_ura else ""
+            _note(request, refused, desc=f"refused: {refused.refusal}{to}")
         raise
-    _note(request, report, [Returned(t, n, report.receiver_ura) for t, n in sorted(report.carried.items())])
+    accepted = "accepted again" if report.repeated else "accepted"
+    _note(
+        request,
+        report,
+        [Returned(t, n, report.receiver_ura) for t, n in sorted(report.carried.items())],
+        desc=f"{accepted} for delivery to {report.receiver_ura} as message {message.id}",
+    )
     worker = getattr(request.app.state, "outbox_worker", None)
     if worker is not None:
         worker.wake()

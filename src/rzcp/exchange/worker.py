@@ -162,7 +162,10 @@ def audit_delivery(writer: Any) -> DeliveryHook:
     """The hook that records each delivery attempt in the audit trail (the gateway itself as actor)."""
 
     async def record(report: DeliveryReport) -> None:
-        desc = f"{report.result} to {report.receiver_ura}, attempt {report.attempt}: {report.detail}"
+        desc = (
+            f"{report.result} to {report.receiver_ura} (message {report.message_id} from "
+            f"{report.sender_ura}), attempt {report.attempt}: {report.detail}"
+        )
         outcome = {"delivered": 200, "retry": 503, "rejected": 422, "failed": 502}[report.result]
         facts = AuditFacts(
             interaction="operation",
@@ -171,6 +174,7 @@ def audit_delivery(writer: Any) -> DeliveryHook:
             correlation_id=f"outbox:{report.message_id}:{report.attempt}",
             kind="system",
             subject="rzcp-outbox",
+            client_id="rzcp-outbox",  # the gateway's own delivery worker, not an unauthenticated caller
             member_ura=report.receiver_ura,
             patient=report.patient,
             target=f"Bundle/{report.message_id}",
