@@ -219,6 +219,19 @@ async def test_a_member_cannot_read_the_trail_and_an_auditor_can(app: Any) -> No
         bundle = allowed.json()
         assert bundle["type"] == "searchset" and bundle["total"] >= 1
         assert all(e["resource"]["outcome"] == "4" for e in bundle["entry"])
+        # a value no record can hold is a 400 naming what is taken, never an empty answer read as "nothing"
+        for name, value, says in (
+            ("outcome", "denied", "outcome is an AuditEvent outcome code: 0, 4, 8, 12"),
+            ("purpose", "TRAET", "is not a v3 PurposeOfUse code"),
+            ("member", "123", "member is a URA: 8 digits"),
+        ):
+            mistyped = await http.get(
+                "/fhir/AuditEvent",
+                params={name: value},
+                headers={"Authorization": f"Bearer {auditor_token}", "X-Acting-Practitioner": PRACTITIONER},
+            )
+            assert mistyped.status_code == 400, (name, mistyped.text)
+            assert says in mistyped.json()["issue"][0]["diagnostics"]
         written = await http.post(
             "/fhir/AuditEvent",
             json={"resourceType": "AuditEvent"},

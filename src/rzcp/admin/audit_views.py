@@ -21,6 +21,7 @@ from rzcp.audit.events import PERSON_SUBJECT, RESOURCE_TYPES, index_columns
 from rzcp.audit.search import LOCAL, iter_events, search_events
 from rzcp.audit.tables import audit_events
 from rzcp.auth.bsn import is_valid_bsn
+from rzcp.auth.context import KNOWN_PURPOSES
 from rzcp.auth.tables import members
 from rzcp.errors import BadRequest, Gone, NotFound
 from rzcp.exchange.locator import Locator
@@ -44,7 +45,6 @@ SUMMARY_FIELDS = (
     "practitioner", "patient", "purpose", "emergency", "what",
 )  # fmt: skip
 _URA = re.compile(r"\d{8}")
-_PURPOSE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: A search that can match nothing (a BSN no member announced).
 NOTHING = "Patient/-"
@@ -102,8 +102,8 @@ async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str,
     if until := params.get("until"):
         found["until"] = moment(until, "until", end=True)
     if purpose := params.get("purpose"):
-        if not _PURPOSE.fullmatch(purpose):
-            raise BadRequest("purpose is a PurposeOfUse code such as TREAT or ETREAT")
+        if purpose not in KNOWN_PURPOSES:  # `TRAET` found nothing, which read as "nothing happened"
+            raise BadRequest(f"purpose {purpose!r} is not a PurposeOfUse code (TREAT, ETREAT ...)")
         found["purpose"] = purpose
     if outcome := params.get("outcome"):
         if outcome not in OUTCOMES:

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from rzcp.audit.search import patient_access_log, search_events
 from rzcp.auth.access import authorize_interaction
+from rzcp.auth.context import KNOWN_PURPOSES
 from rzcp.auth.deps import CurrentPrincipal
 from rzcp.errors import BadRequest, Forbidden, MethodNotAllowed
 from rzcp.fhir import bundles, paging
@@ -56,8 +57,24 @@ def _criteria(pairs: list[tuple[str, str]]) -> dict[str, Any]:
                 raise BadRequest("emergency takes true or false", code="value")
             criteria["emergency"] = value == "true"
         else:
+            _check_value(name, value)
             criteria[name] = value
     return criteria
+
+
+#: AuditEvent.outcome's codes (success, minor failure, serious failure, major failure).
+_OUTCOMES = ("0", "4", "8", "12")
+
+
+def _check_value(name: str, value: str) -> None:
+    """A value no record can hold is a 400, not an empty answer: `outcome=denied` or `purpose=TRAET`
+    found nothing, and an auditor took that for "nothing happened" (a privacy officer's walkthrough)."""
+    if name == "outcome" and value not in _OUTCOMES:
+        raise BadRequest(f"outcome is an AuditEvent outcome code: {', '.join(_OUTCOMES)}", code="value")
+    if name == "purpose" and value not in KNOWN_PURPOSES:
+        raise BadRequest(f"purpose={value!r} is not a v3 PurposeOfUse code (TREAT, ETREAT ...)", code="value")
+    if name == "member" and not (len(value) == 8 and value.isascii() and value.isdigit()):
+        raise BadRequest("member is a URA: 8 digits", code="value")
 
 
 def _after(moment: datetime) -> datetime:
