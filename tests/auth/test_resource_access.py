@@ -3,6 +3,7 @@ revocation or suspension holds from the very next request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -115,6 +116,27 @@ async def test_token_used_after_its_member_was_suspended(app: Any) -> None:
     assert_401(await get(app, "/fhir/Patient", token))
     async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {token}") as http:
         assert_401(await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR}))
+
+
+async def test_a_token_from_before_a_suspension_stays_refused_after_reinstatement(app: Any) -> None:
+    """A privacy officer's walkthrough: suspended (a security incident), then reinstated, the member's old
+    token worked again. Only tokens issued after the reinstatement do."""
+    system = await register_system(app, scope="system/Patient.cruds", role="admin")
+    async with gateway_client(app) as http:
+        old = await fetch_token(http, system, "system/Patient.cruds")
+    async with gateway_client(app, **CONTEXT, Authorization=f"Bearer {old}") as http:
+        created = (await http.post("/fhir/Patient", json=PATIENT, headers={"Content-Type": FHIR})).json()
+    async with app.state.runtime.db.write() as conn:
+        await registry.suspend_member(conn, system.member_ura)
+    async with app.state.runtime.db.write() as conn:
+        await registry.reinstate_member(conn, system.member_ura)
+    for path in ("/fhir/Patient", f"/fhir/Patient/{created['id']}", "/fhir/Patient/nope"):
+        assert_401(await get(app, path, old))
+    await asyncio.sleep(1.1)  # a token's iat counts whole seconds
+    async with gateway_client(app) as http:
+        new = await fetch_token(http, system, "system/Patient.cruds")
+    assert (await get(app, f"/fhir/Patient/{created['id']}", new)).status_code == 200
+    assert (await get(app, "/fhir/Patient", new)).status_code == 200
 
 
 async def test_read_by_id_after_revocation_or_suspension(app: Any) -> None:

@@ -4,6 +4,7 @@ whose behalf and why. Built once per request from the verified token and the req
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rzcp.auth.scopes import ScopeSet
@@ -57,6 +58,9 @@ class Principal:
     acr: str | None = None
     amr: tuple[str, ...] = ()
     token_id: str | None = None
+    #: When the token was issued (its `iat`, naive UTC): one issued before its member's last suspension
+    #: is refused, also after the member is reinstated.
+    issued_at: datetime | None = None
     context: RequestContext = field(default_factory=RequestContext)
 
     @property
@@ -95,7 +99,14 @@ class Principal:
             acr=claims.get("acr"),
             amr=tuple(str(a) for a in amr) if isinstance(amr, list) else (),
             token_id=claims.get("jti"),
+            issued_at=_moment(claims.get("iat")),
         )
+
+
+def _moment(epoch: Any) -> datetime | None:
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        return None
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 #: Who calls when authentication is switched off (benchmarks only; refused in production).

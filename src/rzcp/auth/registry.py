@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from joserfc.jwk import JWKRegistry
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import DateTime, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -212,19 +212,20 @@ async def get_member(conn: AsyncConnection, ura: str) -> Member | None:
 
 
 async def suspend_member(conn: AsyncConnection, ura: str) -> None:
-    await _set_member_status(conn, ura, "suspended")
+    await _set_member_status(conn, ura, "suspended", suspended_at=utcnow())
 
 
 async def reinstate_member(conn: AsyncConnection, ura: str) -> None:
     """Undo a suspension (say, after a security incident was cleared). The member's clients that were not
-    revoked work again, with newly issued tokens: a token refused while suspended has expired by now or
-    is asked again at its next request like any other."""
+    revoked work again, with newly issued tokens: a token issued before the suspension stays refused
+    (`_LIVE`), as it may be what the incident was about (a privacy officer's walkthrough found it worked
+    again)."""
     await _set_member_status(conn, ura, "active")
 
 
-async def _set_member_status(conn: AsyncConnection, ura: str, status: str) -> None:
+async def _set_member_status(conn: AsyncConnection, ura: str, status: str, **values: Any) -> None:
     result = await conn.execute(
-        update(members).where(members.c.ura == ura).values(status=status, changed_at=utcnow())
+        update(members).where(members.c.ura == ura).values(status=status, changed_at=utcnow(), **values)
     )
     if result.rowcount == 0:
         raise NotFound(f"no member with URA {ura}")
@@ -431,14 +432,23 @@ _LIVE = (
         clients.c.revoked.is_(False),
         members.c.status == "active",
         clients.c.client_id == bindparam("client_id"),
+        or_(
+            members.c.suspended_at.is_(None),
+            members.c.suspended_at < bindparam("issued_at", type_=DateTime(timezone=False)),
+        ),
     )
 )
 
 
 #: `ensure_live` as a column of another statement (the client's registered scopes, None when it is no
-#: longer live; `still_live` reads it); bound by `client_id`. The read path adds it to its own SELECT:
+#: longer live; `still_live` reads it); bound by `live_params`. The read path adds it to its own SELECT:
 #: one round trip instead of two.
 LIVE_COLUMN = _LIVE.scalar_subquery().label("rzcp_live")
+
+
+def live_params(principal: Principal) -> dict[str, Any]:
+    """The values `_LIVE` (and `LIVE_COLUMN`) are bound with."""
+    return {"client_id": principal.client_id, "issued_at": principal.issued_at}
 
 
 def needs_live_check(principal: Principal) -> bool:
@@ -478,7 +488,7 @@ async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
         return
     if not needs_live_check(principal):
         return
-    found = await conn.scalar(_LIVE, {"client_id": principal.client_id})  # built once: no compile cost
+    found = await conn.scalar(_LIVE, live_params(principal))  # built once: no compile cost
     if not still_live(principal, found):
         raise refuse_dead()
 

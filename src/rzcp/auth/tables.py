@@ -26,6 +26,8 @@ members = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=False), nullable=False),
     Column("changed_at", DateTime(timezone=False), nullable=False),
+    #: The last suspension: a token issued before it stays refused after the member is reinstated.
+    Column("suspended_at", DateTime(timezone=False), nullable=True),
 )
 
 clients = Table(

@@ -30,7 +30,14 @@ from rzcp.auth.bsn import BSN_SYSTEM
 from rzcp.auth.context import require_practitioner
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
-from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead, still_live
+from rzcp.auth.registry import (
+    LIVE_COLUMN,
+    ensure_live,
+    live_params,
+    needs_live_check,
+    refuse_dead,
+    still_live,
+)
 from rzcp.errors import BadRequest, Forbidden, Gone, Issue, NotFound, RzcpError
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import Directory
@@ -106,7 +113,7 @@ async def _live_requester(exchange: Exchange, conn: Any, principal: Principal) -
         await ensure_live(conn, principal)
         return await _requester(exchange, conn, principal)
     row = await exchange.directory.active_member_with(
-        conn, principal.member_ura, _MEMBER_LIVE, client_id=principal.client_id
+        conn, principal.member_ura, _MEMBER_LIVE, **live_params(principal)
     )
     if row is None:  # the member is not active: a dead client's 401 before the member's 403
         await ensure_live(conn, principal)

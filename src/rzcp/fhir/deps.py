@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.auth.access import Access, authorize_interaction, authorize_rest_write
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
-from rzcp.auth.registry import LIVE_COLUMN, ensure_live, needs_live_check, refuse_dead, still_live
+from rzcp.auth.registry import (
+    LIVE_COLUMN,
+    ensure_live,
+    live_params,
+    needs_live_check,
+    refuse_dead,
+    still_live,
+)
 from rzcp.errors import BadRequest, MethodNotAllowed, NotFound
 from rzcp.fhir.wire import check_accept
 from rzcp.runtime import Runtime
@@ -161,7 +168,7 @@ async def read_checked(
         elif not still_live(principal, row.rzcp_live):
             raise refuse_dead()
 
-    params = {"client_id": principal.client_id}
+    params = live_params(principal)
     return await store.read(res_type, res_id, statement=_READ_LIVE, params=params, check=check)
 
 
