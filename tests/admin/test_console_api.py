@@ -95,7 +95,8 @@ async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) ->
         400,
     )
     bad = [{"bsn": "123456789"}, {"member": "abc"}, {"since": "yesterday"}, {"outcome": "maybe"},
-           {"emergency": "perhaps"}, {"count": "0"}, {"page": "!!"}, {"purpose": "treat me"}, {"purpose": "TRAET"}]  # fmt: skip
+           {"emergency": "perhaps"}, {"count": "0"}, {"page": "!!"}, {"purpose": "treat me"},
+           {"purpose": "TRAET"}]  # fmt: skip
     for params in bad:
         outcome_of(await chief.post("/admin/api/audit/events/_search", json=params), 400)
     outcome_of(await chief.get("/admin/api/audit/export", params={"format": "xml"}), 400)

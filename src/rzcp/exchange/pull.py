@@ -374,6 +374,8 @@ async def run_pull(
             entries.append((url, tagged))
         if answer.unreadable:  # codes or security labels not in FHIR's shape: never decided on a guess
             source_report.dropped["unreadable-codes"] += answer.unreadable
+        if answer.withheld:  # the record says so (the caller's answer does not: a privacy officer's find)
+            source_report.dropped["withheld-by-consent"] += answer.withheld
 
     issues: list[Issue] = list(warnings)
     for source_report in report.sources:
@@ -456,6 +458,8 @@ class _Answer:
     unreadable: int
     #: False when the pull got no turn at the member (rzcp.exchange.gates): nothing was sent.
     sent: bool = True
+    #: Entries the patient's consents keep from the requester (a permitted source's sensitive ones).
+    withheld: int = 0
 
 
 def _no_turn(source: Source) -> _Answer:
@@ -480,7 +484,8 @@ def _prepared(
         if permits(resource):
             tagged = _tag(resource, source, base, patient_id)
             entries.append((f"{base_url}/{res_type}/{resource['id']}", tagged, _fingerprint(tagged)))
-    return _Answer(outcome, elapsed_ms, entries, decisions.unreadable)
+    withheld = len(outcome.resources) - len(entries) - decisions.unreadable
+    return _Answer(outcome, elapsed_ms, entries, decisions.unreadable, withheld=withheld)
 
 
 def _note_pace(
