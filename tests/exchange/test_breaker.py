@@ -58,3 +58,19 @@ def test_board_keeps_one_breaker_per_member() -> None:
     assert board.for_member("A") is board.for_member("A")
     assert board.states() == {"A": BreakerState.OPEN}
     assert board.for_member("B").allow()
+
+
+def test_a_trial_that_never_reports_does_not_block_the_member_for_good() -> None:
+    """A trial whose caller was cancelled (a pull cut off) never records its result: after a cool-down
+    another trial goes out (a review found such a breaker refusing every call for a day)."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cool_down=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()  # the trial, never reported
+    clock.now += 9.9
+    assert not breaker.allow()
+    clock.now += 0.1
+    assert breaker.allow()  # a new trial
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED

@@ -12,7 +12,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -837,13 +838,14 @@ async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> N
 async def test_a_receiver_slower_than_the_lease_gets_the_message_once(push: Push, database_url: str) -> None:
     """A probe's receiver took 45 s of its 60 s timeout, longer than the 30 s lease: every 30 s another
     worker sent the message again while the last call was still open, and each one's 200 was thrown
-    away. The worker now holds its claim for the receiver's timeout; here two gateway processes share the
-    outbox, the lease is 2 s and the receiver answers after 4 s."""
+    away. The worker now holds its claim for the receiver's timeout; here two gateway processes (lease
+    2 s) and the suite's own gateway (lease 10 s) share the outbox, and the receiver answers after 12 s,
+    longer than either lease."""
     receiver_db, _ = await load_member(push.tmp, "slow-", ["Condition"])
-    receiver = HoldFirstAnswer(member_app("Ziekenhuis Traag", "x", receiver_db), hold=4.0)
+    receiver = HoldFirstAnswer(member_app("Ziekenhuis Traag", "x", receiver_db), hold=12.0)
     with serve(receiver) as receiver_url:
         member = await push.region.add_member(
-            "Ziekenhuis Traag", "ziekenhuizen-labs", receiver_url, timeout=10
+            "Ziekenhuis Traag", "ziekenhuizen-labs", receiver_url, timeout=20
         )
         ports = [free_port(), free_port()]
         gateways = [start_gateway(database_url, port) for port in ports]
@@ -854,7 +856,7 @@ async def test_a_receiver_slower_than_the_lease_gets_the_message_once(push: Push
             http = await region.client_for(await region.add_client(push.gp_ura))
             response = await http.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
             assert response.status_code == 202, response.text
-            task = await completed(http, response.headers["location"], timeout=30)
+            task = await completed(http, response.headers["location"], timeout=45)
             await asyncio.sleep(3)  # a second call would have come by now
             await http.aclose()
             await region.close()
@@ -954,6 +956,16 @@ async def test_a_receiver_not_called_spends_no_attempt(push: Push) -> None:
         # one attempt allowed, and it is not spent: the message stays pending, to be tried later
         assert (row.status, row.attempts, report.result) == ("pending", 0, "retry")
         assert row.next_attempt_at > row.updated_at
+        # but not for ever: past its retry schedule's span (60 s x 1 attempt here) it fails
+        old = replace(claimed[0], created_at=claimed[0].created_at - timedelta(seconds=61))
+        async with push.region.db.write() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id == message.id).values(claimed_by="probe:2"))
+            report = await finish(conn, old, "probe:2", skipped, plan)
+        (row,) = await _row_by_id(push, message.id)
+        assert (row.status, report.result) == ("failed", "failed")
+        assert (
+            row.detail.startswith("given up after 6") and "could not be called (circuit open)" in row.detail
+        )
     finally:
         async with push.region.db.write() as conn:  # not left for the gateway's worker to deliver
             await conn.execute(outbox.update().where(outbox.c.id == message.id).values(status="failed"))

@@ -115,6 +115,12 @@ async def test_denied_and_failed_requests_are_recorded(
     # a refusal's record says why, as the caller was told (a privacy officer found no reason recorded)
     assert event["outcomeDesc"] == not_found.json()["issue"][0]["diagnostics"]
     assert (await one_event(app, no_token))["outcomeDesc"] == no_token.json()["issue"][0]["diagnostics"]
+    # what the caller is told may quote what it asked; the trail keeps no BSN of it (a review's find)
+    for asked in ("999.967.551", "12345672", "999967551"):
+        answer = await client.get(f"/fhir/Patient/{asked}")
+        assert answer.status_code == 404
+        desc = (await one_event(app, answer))["outcomeDesc"]
+        assert "Patient/*" in desc and not any(ch.isdigit() for ch in desc), desc
     reader = await register_system(app, scope="system/Organization.rs", role="member")
     async with gateway_client(app) as http:
         token = await fetch_token(http, reader, scope="system/Organization.rs")

@@ -194,6 +194,15 @@ async def test_a_consent_stays_with_its_patient(client: httpx.AsyncClient, app: 
     assert kept["meta"]["versionId"] == stored["meta"]["versionId"]
     assert await decision(client, patient=f"Patient/{first}", **question) == "permit"
     assert await decision(client, patient=f"Patient/{second}", **question) == "deny"
+    # nor can it be unbound from her: no patient, and a scope that is not the registry's (a review's)
+    unbound = {k: v for k, v in stored.items() if k != "patient"}
+    unbound["scope"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment"}]
+    }
+    refused = await client.put(f"/fhir/Consent/{stored['id']}", json=unbound, headers={"Content-Type": FHIR})
+    assert refused.status_code == 422, refused.text
+    assert "cannot change" in refused.json()["issue"][0]["diagnostics"]
+    assert await decision(client, patient=f"Patient/{first}", **question) == "permit"
     # an ordinary change of the same consent still goes through
     stored["status"] = "inactive"
     changed = await client.put(f"/fhir/Consent/{stored['id']}", json=stored, headers={"Content-Type": FHIR})

@@ -52,6 +52,20 @@ def recorded_reference(reference: str) -> str:
     return without_bsns(f"{head}/{res_id}" if head else res_id)
 
 
+def recorded_text(text: str) -> str:
+    """Free text the gateway wrote (a refusal's reason, which may quote what was asked) as the trail keeps
+    it: every word that is eight or nine digits, or a BSN written with separators, masked, as a path's id
+    is (an eight-digit URA too: the rules mask too much rather than too little)."""
+
+    def masked(match: re.Match[str]) -> str:
+        word = match[0]
+        core = word.strip("'\"()[]{}.:;")
+        digits = core.isascii() and core.isdigit() and len(core) in (8, 9)
+        return word.replace(core, MASK) if core and (digits or is_spelled_bsn(core)) else word
+
+    return _SEGMENT.sub(masked, without_bsns(text))
+
+
 def _is_identifier_param(name: str) -> bool:
     return any(part.lower().endswith("identifier") for part in _PARTS.split(name))
 

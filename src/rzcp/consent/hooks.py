@@ -65,15 +65,17 @@ class ConsentHook:
         change counter would not move: found by a scale-out review), and the consents that applied to
         either at a past moment could no longer be told apart. Raising here undoes the update."""
         patient_ref = _patient_of(orjson.loads(content))
-        if patient_ref is None:
-            return
         first = await consent_subject(conn, res_id)
-        if first is not None and first != patient_reference(patient_ref):
+        if patient_ref is None and first is None:
+            return  # never about a patient of the registry (a directive of another scope, say)
+        # Naming another patient, or none (a review unbound one so, with its scope changed), moves it.
+        if first is not None and (patient_ref is None or first != patient_reference(patient_ref)):
             raise InvalidResource(
                 f"Consent.patient cannot change (this consent is {first}'s): withdraw it, and record a new "
                 "consent for the other patient",
                 expression=("Consent.patient",),
             )
+        assert patient_ref is not None  # none with a first patient was refused above
         await note_consent_change(conn, patient_ref, res_id)
 
     async def deleted(self, conn: AsyncConnection, previous_content: str, res_id: str) -> None:

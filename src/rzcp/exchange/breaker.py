@@ -38,6 +38,7 @@ class CircuitBreaker:
     _failures: int = 0
     _opened_at: float | None = None
     _trial_running: bool = False
+    _trial_started: float = 0.0
 
     @property
     def state(self) -> BreakerState:
@@ -52,8 +53,12 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self._trial_running:
+        # A trial that never reported (its caller was cancelled) does not block the member for good: after
+        # a cool-down another may go (a review found a breaker half-open with no trial, for a day).
+        stale = self._trial_running and self.clock() - self._trial_started >= self.cool_down
+        if state is BreakerState.HALF_OPEN and (not self._trial_running or stale):
             self._trial_running = True
+            self._trial_started = self.clock()
             return True
         return False
 

@@ -447,9 +447,18 @@ async def finish(
         result, status, detail, http_status = "delivered", "delivered", outcome.detail, outcome.http_status
         mine = outbox.c.status == "pending"
     elif not outcome.called:
-        result, status, http_status, detail = "retry", "pending", None, outcome.detail
-        next_at = utcnow() + timedelta(seconds=max(outcome.retry_after or 0.0, plan.base))
-        values.update(next_attempt_at=next_at, attempts=outbox.c.attempts - 1)
+        # No attempt is spent, so the attempts' backoff cannot pace it: the message's age does (a quarter
+        # of it, from the first pause up to the longest), and past its retry schedule's span it fails.
+        age = (now - message.created_at).total_seconds()
+        http_status, detail = None, outcome.detail
+        if age > plan.ceiling * plan.max_attempts:
+            result, status = "failed", "failed"
+            detail = f"given up after {int(age)} s: the receiver could not be called ({detail})"
+        else:
+            result, status = "retry", "pending"
+            pause = max(outcome.retry_after or 0.0, min(plan.ceiling, max(plan.base, age / 4)))
+            next_at = now + timedelta(seconds=pause)
+            values.update(next_attempt_at=next_at, attempts=outbox.c.attempts - 1)
     elif outcome.status is DeliveryStatus.REJECTED:
         result, status, detail, http_status = "rejected", "rejected", outcome.detail, outcome.http_status
     else:

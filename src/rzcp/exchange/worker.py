@@ -138,7 +138,8 @@ class OutboxWorker:
             outcome = await self._attempt(receiver, message, sender)
         async with self.db.write() as conn:
             report = await finish(conn, message, token, outcome, self.plan)
-        if self.on_delivery is not None:
+        if self.on_delivery is not None and (outcome is None or outcome.called or report.result == "failed"):
+            # a call not made (its circuit open) disclosed nothing: no record, and none in her access log
             try:
                 await self.on_delivery(report)
             except Exception:

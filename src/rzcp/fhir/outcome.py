@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rzcp.audit.http import note as audit_note
+from rzcp.audit.redact import recorded_text
 from rzcp.auth.bsn import without_bsns
 from rzcp.errors import Issue, RzcpError
 
@@ -69,7 +70,7 @@ def _why_refused(request: Request, message: str) -> None:
     refused requests recorded with no reason at all), unless the endpoint said more; never a BSN."""
     record = audit_note(request)
     if record.outcome_desc is None:
-        record.outcome_desc = without_bsns(message)[:500]
+        record.outcome_desc = recorded_text(message)[:500]
 
 
 async def _rzcp_error(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("auth_members") as batch:
         batch.add_column(sa.Column("suspended_at", sa.DateTime(timezone=False), nullable=True))
+    # a member suspended now was suspended when its status last changed
+    op.execute("UPDATE auth_members SET suspended_at = changed_at WHERE status = 'suspended'")
 
 
 def downgrade() -> None:
