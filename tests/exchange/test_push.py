@@ -678,6 +678,23 @@ async def test_the_same_message_sent_at_once_is_stored_once(push: Push) -> None:
     assert {a.headers["location"].rsplit("/", 1)[1] for a in answers} == {stored.id}
 
 
+async def test_a_message_without_a_bundle_id_sent_twice_is_one_message(push: Push) -> None:
+    """Bundle.id is optional: without it the content is the key, so the sender's repeat (it lost our
+    answer) is not a second letter at the receiver (a probe's got two)."""
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    bundle.pop("id")
+    first = await push.gp.post("/fhir/$process-message", json=bundle)
+    again = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert first.headers["location"] == again.headers["location"]
+    other = {**bundle, "timestamp": "2026-12-07T10:00:00+01:00"}  # other content: another message
+    assert (await push.gp.post("/fhir/$process-message", json=other)).headers["location"] != first.headers[
+        "location"
+    ]
+    task = await completed(push.gp, first.headers["location"])
+    assert (await stored_bundles(push.hospital_db)).count(task["id"]) == 1
+
+
 async def test_a_push_to_a_member_that_is_down_and_comes_back(push: Push) -> None:
     response = await push.gp.post("/fhir/$process-message", json=message_bundle(push.late_ura, push.bsn))
     assert response.status_code == 202
@@ -970,3 +987,29 @@ async def test_a_receiver_not_called_spends_no_attempt(push: Push) -> None:
         async with push.region.db.write() as conn:  # not left for the gateway's worker to deliver
             await conn.execute(outbox.update().where(outbox.c.id == message.id).values(status="failed"))
         await exchange.aclose()
+
+
+async def test_a_message_waiting_for_its_receiver_is_not_delivered_after_her_refusal(push: Push) -> None:
+    """A probe's message went out 28 s after the patient withdrew her permission, because it had been
+    accepted before. Each delivery is decided again: her refusal stops the message before it leaves, its
+    status says why, and the receiver never sees it."""
+    bsn = new_bsn()
+    ids = await push.region.announce(push.gp_ura, {f"gp-later-{bsn}": bsn})
+    await push.region.consent(ids[bsn], {"permit": {"to": "verpleging-verzorging"}})
+    response = await push.gp.post("/fhir/$process-message", json=message_bundle(push.late_ura, bsn))
+    assert response.status_code == 202, response.text  # the care home's server is down: it waits
+    location = response.headers["location"]
+
+    async def tried() -> bool:  # called and failed, or put off (the care home's circuit may be open)
+        (row,) = await _row_by_id(push, location.rsplit("/", 1)[1])
+        return row.status == "pending" and row.detail != "accepted"
+
+    await wait_for(tried)
+    await push.region.consent(ids[bsn], {"deny": {"to": "verpleging-verzorging"}})
+    late = member_app("Verpleeghuis Later", "x", push.late_db)
+    with serve(late, push.late_port):
+        task = await completed(push.gp, location)
+    assert task["status"] == "rejected"
+    assert "consent no longer allows" in str(task)
+    assert late.paths.count(PROCESS) == 0
+    assert task["id"] not in await stored_bundles(push.late_db)

@@ -23,11 +23,12 @@ failed (no success after `outbox_max_attempts` attempts, or the receiver is no l
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -109,6 +110,7 @@ class Message:
     http_status: int | None
     detail: str | None
     content: dict[str, Any] | None = None
+    purpose: str | None = None
 
 
 def _receiver(header: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -208,7 +210,7 @@ async def accept_message(
     except InvalidResource as exc:
         raise _refused(exc, report, "not about exactly one patient") from None
     patient_id = await exchange.locator.find(conn, bsn)
-    sender_key = str(bundle.get("id") or uuid.uuid4())[:128]
+    sender_key = _sender_key(bundle)
     existing = (await conn.execute(_STORED, {"sender_ura": sender.ura, "sender_key": sender_key})).first()
     if existing is not None and orjson.loads(existing.message) != bundle:
         raise _conflict(existing, patient_id, report)
@@ -230,6 +232,14 @@ async def accept_message(
         raise _conflict(existing, patient_id, report)
     report.message_id, report.accepted, report.repeated = existing.id, True, True
     return _message(existing), report
+
+
+def _sender_key(bundle: Mapping[str, Any]) -> str:
+    """The sender's Bundle.id; without one, the content's own digest, so that a repeat of the same
+    message (the sender lost our answer) is still the stored message, not a second delivery (a probe's)."""
+    if bundle.get("id"):
+        return str(bundle["id"])[:128]
+    return "sha256:" + hashlib.sha256(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _conflict(existing: Any, patient_id: str | None, report: PushReport) -> RzcpError:
@@ -312,12 +322,39 @@ async def _store(
         "updated_at": now,
         "http_status": None,
         "detail": "accepted",
+        "purpose": sender.purpose,
     }
     make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     insert = make(outbox).values(**row).on_conflict_do_nothing(index_elements=["sender_ura", "sender_key"])
     if (await conn.execute(insert)).rowcount == 0:
         return None
     return Message(message_id, sender.ura, receiver.ura, patient_id, "pending", 0, now, now, None, "accepted")
+
+
+#: Why a message accepted earlier is not delivered after all.
+NO_LONGER_PERMITTED = "the patient's consent no longer allows it to be shared with the receiver"
+
+
+async def still_permitted(
+    exchange: Exchange, conn: AsyncConnection, message: Message, sender: Member | None, receiver: Member
+) -> bool:
+    """Decided again at each delivery, against the patient's consents of now: a permission she withdrew
+    after the message was accepted stops it before it leaves (a probe's message went out 28 s after the
+    withdrawal). The same decision as at acceptance: every clinical resource carried, the receiver asking
+    the sender's data for the sender's purpose (an emergency's window counted from the acceptance)."""
+    if sender is None or message.patient_id is None or message.content is None:
+        return False
+    purpose = message.purpose or "TREAT"
+    since = message.created_at.replace(tzinfo=UTC) if purpose == "ETREAT" else None
+    requester = Requester(sender.ura, sender.category, purpose, since)
+    carried = _carried(_index(message.content).entries)
+    clinical = [r for r in carried if r.get("resourceType") not in _ADMINISTRATIVE]
+    report = PushReport(message.id, sender.ura, receiver.ura, f"Patient/{message.patient_id}")
+    try:
+        await _decide(exchange, conn, requester, receiver, message.patient_id, clinical, report)
+    except Forbidden:
+        return False
+    return True
 
 
 def _message(row: Any, *, with_content: bool = False) -> Message:
@@ -333,6 +370,7 @@ def _message(row: Any, *, with_content: bool = False) -> Message:
         row.http_status,
         row.detail,
         orjson.loads(row.message) if with_content else None,
+        row.purpose,
     )
 
 
@@ -446,6 +484,8 @@ async def finish(
     elif outcome.status is DeliveryStatus.DELIVERED:
         result, status, detail, http_status = "delivered", "delivered", outcome.detail, outcome.http_status
         mine = outbox.c.status == "pending"
+    elif outcome.status is DeliveryStatus.REJECTED:
+        result, status, detail, http_status = "rejected", "rejected", outcome.detail, outcome.http_status
     elif not outcome.called:
         # No attempt is spent, so the attempts' backoff cannot pace it: the message's age does (a quarter
         # of it, from the first pause up to the longest), and past its retry schedule's span it fails.
@@ -459,8 +499,6 @@ async def finish(
             pause = max(outcome.retry_after or 0.0, min(plan.ceiling, max(plan.base, age / 4)))
             next_at = now + timedelta(seconds=pause)
             values.update(next_attempt_at=next_at, attempts=outbox.c.attempts - 1)
-    elif outcome.status is DeliveryStatus.REJECTED:
-        result, status, detail, http_status = "rejected", "rejected", outcome.detail, outcome.http_status
     else:
         next_at = plan.next_at(message.attempts, outcome.retry_after)
         http_status, detail = outcome.http_status, outcome.detail

@@ -96,6 +96,8 @@ outbox = Table(
     Column("updated_at", DateTime(timezone=False), nullable=False),
     Column("http_status", Integer, nullable=True),
     Column("detail", String(500), nullable=True),
+    #: The sender's purpose of use (NULL: TREAT, before it was kept): each delivery is decided again with it.
+    Column("purpose", String(16), nullable=True),
     UniqueConstraint("sender_ura", "sender_key"),
     Index(None, "status", "next_attempt_at"),
 )

@@ -21,7 +21,17 @@ from typing import Any
 from rzcp.audit.events import AuditFacts, Returned
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
 from rzcp.exchange.message import as_delivered
-from rzcp.exchange.outbox import DeliveryReport, Message, RetryPlan, any_due, claim, extend_lease, finish
+from rzcp.exchange.outbox import (
+    NO_LONGER_PERMITTED,
+    DeliveryReport,
+    Message,
+    RetryPlan,
+    any_due,
+    claim,
+    extend_lease,
+    finish,
+    still_permitted,
+)
 from rzcp.exchange.service import Exchange
 from rzcp.settings import Settings
 from rzcp.store.db import Database
@@ -125,8 +135,14 @@ class OutboxWorker:
             sender = (await directory.members(conn, [message.sender_ura], active_only=False)).get(
                 message.sender_ura
             )
+            permitted = receiver is not None and await still_permitted(
+                self.exchange, conn, message, sender, receiver
+            )
         outcome: DeliveryOutcome | None = None
-        if receiver is not None and message.attempts > self.plan.max_attempts:
+        if receiver is not None and not permitted:
+            status = DeliveryStatus.REJECTED
+            outcome = DeliveryOutcome(receiver.ura, status, detail=NO_LONGER_PERMITTED, called=False)
+        elif receiver is not None and message.attempts > self.plan.max_attempts:
             # claimed again and again without a result (workers that died, or lost their lease): no call
             detail = "no result was written for the last attempts"
             outcome = DeliveryOutcome(receiver.ura, DeliveryStatus.RETRY_LATER, detail=detail)
@@ -138,8 +154,8 @@ class OutboxWorker:
             outcome = await self._attempt(receiver, message, sender)
         async with self.db.write() as conn:
             report = await finish(conn, message, token, outcome, self.plan)
-        if self.on_delivery is not None and (outcome is None or outcome.called or report.result == "failed"):
-            # a call not made (its circuit open) disclosed nothing: no record, and none in her access log
+        if self.on_delivery is not None and (outcome is None or outcome.called or report.result != "retry"):
+            # a call put off (its circuit open) disclosed nothing: no record, and none in her access log
             try:
                 await self.on_delivery(report)
             except Exception:
