@@ -99,8 +99,17 @@ class Principal:
             acr=claims.get("acr"),
             amr=tuple(str(a) for a in amr) if isinstance(amr, list) else (),
             token_id=claims.get("jti"),
-            issued_at=_moment(claims.get("iat")),
+            issued_at=_moment(_issued(claims)),
         )
+
+
+def _issued(claims: dict[str, Any]) -> Any:
+    """When the token was issued, in seconds: to the millisecond where our tokens say (`rzcp_issued_ms`),
+    else its whole-second `iat`."""
+    precise = claims.get("rzcp_issued_ms")
+    if isinstance(precise, int) and not isinstance(precise, bool):
+        return precise / 1000
+    return claims.get("iat")
 
 
 def _moment(epoch: Any) -> datetime | None:
