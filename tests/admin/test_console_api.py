@@ -96,7 +96,7 @@ async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) ->
     )
     bad = [{"bsn": "123456789"}, {"member": "abc"}, {"since": "yesterday"}, {"outcome": "maybe"},
            {"emergency": "perhaps"}, {"count": "0"}, {"page": "!!"}, {"purpose": "treat me"},
-           {"purpose": "TRAET"}]  # fmt: skip
+           {"purpose": "TRAET"}, {"member": "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668"}]  # fmt: skip
     for params in bad:
         outcome_of(await chief.post("/admin/api/audit/events/_search", json=params), 400)
     outcome_of(await chief.get("/admin/api/audit/export", params={"format": "xml"}), 400)

@@ -22,6 +22,7 @@ from rzcp.audit.search import LOCAL, iter_events, search_events
 from rzcp.audit.tables import audit_events
 from rzcp.auth.bsn import is_valid_bsn
 from rzcp.auth.context import KNOWN_PURPOSES
+from rzcp.auth.registry import is_ura
 from rzcp.auth.tables import members
 from rzcp.errors import BadRequest, Gone, NotFound
 from rzcp.exchange.locator import Locator
@@ -44,7 +45,6 @@ SUMMARY_FIELDS = (
     "id", "recorded", "kind", "action", "outcome", "member_ura", "member_name", "client_id",
     "practitioner", "patient", "purpose", "emergency", "what",
 )  # fmt: skip
-_URA = re.compile(r"\d{8}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: A search that can match nothing (a BSN no member announced).
 NOTHING = "Patient/-"
@@ -94,7 +94,7 @@ async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str,
         else:
             found["agent"] = [f"{system}|{practitioner}" for system in PRACTITIONER_SYSTEMS]
     if member := params.get("member"):
-        if not _URA.fullmatch(member):
+        if not is_ura(member):
             raise BadRequest("member is a URA: 8 digits")
         found["member"] = member
     if since := params.get("since"):

@@ -15,6 +15,7 @@ from rzcp.audit.search import patient_access_log, search_events
 from rzcp.auth.access import authorize_interaction
 from rzcp.auth.context import KNOWN_PURPOSES
 from rzcp.auth.deps import CurrentPrincipal
+from rzcp.auth.registry import is_ura
 from rzcp.errors import BadRequest, Forbidden, MethodNotAllowed
 from rzcp.fhir import bundles, paging
 from rzcp.fhir.deps import RuntimeDep, check_live
@@ -73,7 +74,7 @@ def _check_value(name: str, value: str) -> None:
         raise BadRequest(f"outcome is an AuditEvent outcome code: {', '.join(_OUTCOMES)}", code="value")
     if name == "purpose" and value not in KNOWN_PURPOSES:
         raise BadRequest(f"purpose={value!r} is not a v3 PurposeOfUse code (TREAT, ETREAT ...)", code="value")
-    if name == "member" and not (len(value) == 8 and value.isascii() and value.isdigit()):
+    if name == "member" and not is_ura(value):
         raise BadRequest("member is a URA: 8 digits", code="value")
 
 

@@ -103,10 +103,15 @@ class Principal:
         )
 
 
+#: The moment a token was issued, in milliseconds since the epoch: a private claim beside the
+#: whole-second `iat` (rzcp.auth.tokens writes it).
+ISSUED_MS = "rzcp_issued_ms"
+
+
 def _issued(claims: dict[str, Any]) -> Any:
     """When the token was issued, in seconds: to the millisecond where our tokens say (`rzcp_issued_ms`),
     else its whole-second `iat`."""
-    precise = claims.get("rzcp_issued_ms")
+    precise = claims.get(ISSUED_MS)
     if isinstance(precise, int) and not isinstance(precise, bool):
         return precise / 1000
     return claims.get("iat")

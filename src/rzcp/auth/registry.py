@@ -30,7 +30,6 @@ from rzcp.auth.tokens import InvalidToken
 from rzcp.errors import BadRequest, Conflict, NotFound
 from rzcp.fhir.search.definitions import SearchRegistry
 
-_URA = re.compile(r"\d{8}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 _CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 CLIENT_ALGS = ("RS384", "ES384")
@@ -64,6 +63,11 @@ class Client:
     @property
     def active(self) -> bool:
         return not self.revoked and self.member_status == "active"
+
+
+def is_ura(value: str) -> bool:
+    """A URA (UZI register subscriber number): eight ASCII digits (`\\d` would take other scripts' too)."""
+    return len(value) == 8 and value.isascii() and value.isdigit()
 
 
 def checked_url(value: str, what: str, *, https_only: bool) -> str:
@@ -127,7 +131,7 @@ async def add_member(
     adapter: str = "fhir-rest",
     https_only: bool = True,
 ) -> Member:
-    if not _URA.fullmatch(ura):
+    if not is_ura(ura):
         raise BadRequest(f"URA {ura!r} must be 8 digits")
     _check_name(name)
     if not _CATEGORY.fullmatch(category):

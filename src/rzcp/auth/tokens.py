@@ -24,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 
 from rzcp.auth.keys import ALG, KeyRing
+from rzcp.auth.principal import ISSUED_MS
 from rzcp.errors import Unauthorized
 
 _CACHE_SIZE = 4096
@@ -37,10 +38,6 @@ class InvalidToken(Unauthorized):
         error = "invalid_request" if description == "no bearer token" else "invalid_token"
         header = f'Bearer realm="rzcp", error="{error}", error_description="{description}"'
         super().__init__(f"authentication failed: {description}", headers={"WWW-Authenticate": header})
-
-
-#: The moment a token was issued, in milliseconds since the epoch (a private claim beside `iat`).
-ISSUED_MS = "rzcp_issued_ms"
 
 
 class TokenService:

@@ -405,8 +405,7 @@ async def process_message(
     )
     try:
         async with runtime.db.write() as conn:
-            await ensure_live(conn, principal)
-            sender = await _requester(exchange, conn, principal)
+            sender = await _live_requester(exchange, conn, principal)
             message, report = await accept_message(exchange, conn, sender, bundle)
     except RzcpError as exc:
         refused = getattr(exc, "report", None)  # a refusal the audit records with its reason
