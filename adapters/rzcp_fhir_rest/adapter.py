@@ -47,6 +47,7 @@ from rzcp.exchange.http import GatewayClient
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp_fhir_rest.auth import AuthFailed, MemberCredentials
 from rzcp_fhir_rest.checks import EntryChecker, patient_param
+from rzcp_fhir_rest.replies import objects, response_code, stated_reason, with_reason
 
 FHIR_JSON = "application/fhir+json"
 ACCEPT = {"Accept": FHIR_JSON}
@@ -299,7 +300,18 @@ class FhirRestAdapter(MemberAdapter):
         else:
             breaker.record_success()
         if 200 <= status < 300:
+            code = response_code(reply)
+            if code == "fatal-error":
+                detail = with_reason("the receiver rejected the message", reply)
+                return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail)
+            if code == "transient-error":
+                detail = with_reason("the receiver could not process the message yet", reply)
+                retry = _retry_after(answer.headers)
+                return DeliveryOutcome(member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail, retry)
             return DeliveryOutcome(member.ura, DeliveryStatus.DELIVERED, status, reply, "delivered")
+        if 300 <= status < 400:  # not followed: a message goes only to the address the registry holds
+            detail = f"the receiver answered {status}, a redirect: its registered address may be out of date"
+            return DeliveryOutcome(member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail)
         if status in {401, 408, 425, 429} or status >= 500:
             if status == 401:
                 self.credentials.invalidate(member)
@@ -308,12 +320,11 @@ class FhirRestAdapter(MemberAdapter):
                 DeliveryStatus.RETRY_LATER,
                 status,
                 reply,
-                f"the receiver answered {status}",
+                with_reason(f"the receiver answered {status}", reply),
                 _retry_after(answer.headers),
             )
-        return DeliveryOutcome(
-            member.ura, DeliveryStatus.REJECTED, status, reply, f"the receiver refused the message ({status})"
-        )
+        detail = with_reason(f"the receiver refused the message ({status})", reply)
+        return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail)
 
     async def capabilities(self, member: Member) -> Capabilities:
         loop = asyncio.get_running_loop()
@@ -548,7 +559,7 @@ def _next_url(bundle: dict[str, Any], outcome: SearchOutcome) -> str | None:
     links = bundle.get("link")
     if links is None:
         return None
-    urls = [link.get("url") for link in _objects(links) if link.get("relation") == "next"]
+    urls = [link.get("url") for link in objects(links) if link.get("relation") == "next"]
     if isinstance(links, list) and all(isinstance(url, str) for url in urls):
         return urls[0] if urls else None
     outcome.partial = True
@@ -556,43 +567,31 @@ def _next_url(bundle: dict[str, Any], outcome: SearchOutcome) -> str | None:
     return None
 
 
-def _objects(value: Any) -> list[dict[str, Any]]:
-    """The JSON objects in what FHIR says is a list of them; none when it is no list. A member's answer is
-    read with no assumption about its shape: the adapter never raises on what a member sends."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _outcome_text(resource: Any) -> str:
-    """The member's own words for its warning (an issue's diagnostics, else its details.text), or a
-    plain sentence when the outcome has none that can be read."""
-    for issue in _objects(resource.get("issue") if isinstance(resource, dict) else None):
-        details = issue.get("details")
-        for text in (issue.get("diagnostics"), details.get("text") if isinstance(details, dict) else None):
-            if isinstance(text, str) and text:
-                return text[:500]
-    return "the member reported an issue with its answer"
+    """The member's own words for its warning, or a plain sentence when the outcome has none to read."""
+    return stated_reason(resource) or "the member reported an issue with its answer"
 
 
 def _parse_capabilities(ura: str, statement: dict[str, Any]) -> Capabilities:
     types: dict[str, frozenset[str]] = {}
     operations: set[str] = set()
-    for rest in _objects(statement.get("rest")):
+    for rest in objects(statement.get("rest")):
         if rest.get("mode", "server") != "server":
             continue
         operations.update(_operation_names(rest))
-        for resource in _objects(rest.get("resource")):
+        for resource in objects(rest.get("resource")):
             if not isinstance(resource.get("type"), str):
                 continue
             names = {
-                p["name"] for p in _objects(resource.get("searchParam")) if isinstance(p.get("name"), str)
+                p["name"] for p in objects(resource.get("searchParam")) if isinstance(p.get("name"), str)
             }
             types[resource["type"]] = frozenset(names)
             operations.update(_operation_names(resource))
-    if _objects(statement.get("messaging")):
+    if objects(statement.get("messaging")):
         operations.add("process-message")
     version = statement.get("fhirVersion")
     return Capabilities(
@@ -607,6 +606,6 @@ def _parse_capabilities(ura: str, statement: dict[str, Any]) -> Capabilities:
 def _operation_names(declaring: dict[str, Any]) -> set[str]:
     return {
         op["name"].lstrip("$")
-        for op in _objects(declaring.get("operation"))
+        for op in objects(declaring.get("operation"))
         if isinstance(op.get("name"), str)
     }

@@ -618,3 +618,95 @@ async def test_any_json_from_a_member_is_reported_never_raised(
     assert all(checker.check(resource) is None for resource in outcome.resources)
     assert not (outcome.failed and outcome.resources)
     assert all(isinstance(p.detail, str) for p in outcome.problems)
+
+
+RESPONSE_CODES = st.sampled_from(["ok", "transient-error", "fatal-error"])
+#: A receiver's answers to a message: response messages with any response and outcome, and any JSON.
+receiver_answers = st.one_of(
+    st.builds(
+        lambda response, outcome: {
+            "resourceType": "Bundle",
+            "type": "message",
+            "entry": [
+                {"resource": {"resourceType": "MessageHeader", "response": response}},
+                {"resource": {"resourceType": "OperationOutcome", "issue": outcome}},
+            ],
+        },
+        st.fixed_dictionaries({"code": RESPONSE_CODES | json_values}) | json_values,
+        st.lists(
+            st.dictionaries(st.sampled_from(["severity", "diagnostics", "details"]), json_values), max_size=3
+        )
+        | json_values,
+    ),
+    member_answers,
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=receiver_answers, status=st.sampled_from([200, 202, 302, 400, 409, 422, 429, 500, 503]))
+async def test_any_answer_to_a_message_is_an_outcome_never_raised(
+    adapter: MemberAdapter, scripted: Scripted, body: Any, status: int
+) -> None:
+    """Whatever a receiver answers, the delivery has an outcome whose detail is one readable line: it is
+    the sender's Task's text and part of the audit record."""
+    server, member = scripted
+    adapter.context.breakers._breakers.clear()  # type: ignore[attr-defined]
+    server.handler = answer(orjson.dumps(body), status=status)
+    outcome = await adapter.deliver(member, message(), idempotency_key="msg-any")
+    assert outcome.http_status == status
+    assert outcome.detail and outcome.detail.isprintable() and len(outcome.detail) <= 400
+    if 300 <= status < 400 or status in (429, 500, 503):
+        assert outcome.status is DeliveryStatus.RETRY_LATER
+    elif status >= 400:
+        assert outcome.status is DeliveryStatus.REJECTED
+
+
+@pytest.mark.parametrize(
+    ("answer_body", "status", "expected", "detail"),
+    [
+        (
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "no ward"}]},
+            422,
+            DeliveryStatus.REJECTED,
+            "the receiver refused the message (422): no ward",
+        ),
+        (
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {"severity": "warning", "diagnostics": "odd date"},
+                    {"severity": "fatal", "details": {"coding": [{"display": "unknown sender"}]}},
+                ],
+            },
+            400,
+            DeliveryStatus.REJECTED,
+            "the receiver refused the message (400): unknown sender",
+        ),
+        (
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "x" * 1000}]},
+            503,
+            DeliveryStatus.RETRY_LATER,
+            f"the receiver answered 503: {'x' * 297}...",
+        ),
+        ({"resourceType": "OperationOutcome", "issue": []}, 409, DeliveryStatus.REJECTED, None),
+    ],
+    ids=["diagnostics", "most-severe-display", "shortened", "no-words"],
+)
+async def test_the_receivers_own_words_are_its_reason(
+    adapter: MemberAdapter,
+    scripted: Scripted,
+    answer_body: dict[str, Any],
+    status: int,
+    expected: DeliveryStatus,
+    detail: str | None,
+) -> None:
+    server, member = scripted
+    server.handler = answer(orjson.dumps(answer_body), status=status)
+    outcome = await adapter.deliver(member, message(), idempotency_key="msg-why")
+    assert outcome.status is expected
+    assert outcome.detail == (detail or f"the receiver refused the message ({status})")

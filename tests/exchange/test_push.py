@@ -44,7 +44,7 @@ from tests.exchange.region import (
     new_bsn,
     wait_for,
 )
-from tests.exchange.servers import free_port, serve
+from tests.exchange.servers import ScriptedMember, free_port, serve
 
 PROCESS = "POST /fhir/$process-message"
 PATIENT_URL = "urn:uuid:22222222-2222-4222-8222-222222222222"
@@ -919,6 +919,95 @@ async def test_a_receiver_that_took_the_message_is_delivered_whatever_it_answers
     assert receiver.keys == [task["id"]]
     (row,) = await _row_by_id(push, task["id"])
     assert row.attempts == 1 and "not kept" in row.detail
+
+
+def response_message(code: str, diagnostics: str) -> bytes:
+    """A receiver's synchronous answer to $process-message: a response message with its OperationOutcome."""
+    return orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "message",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "MessageHeader",
+                        "eventCoding": {"system": "http://example.org/events", "code": "referral"},
+                        "source": {"endpoint": "http://ziekenhuis.example/fhir"},
+                        "response": {"identifier": "x", "code": code, "details": {"reference": "#oo"}},
+                    }
+                },
+                {
+                    "resource": {
+                        "resourceType": "OperationOutcome",
+                        "issue": [
+                            {"severity": "information", "code": "informational", "diagnostics": "received"},
+                            {"severity": "error", "code": "processing", "diagnostics": diagnostics},
+                        ],
+                    }
+                },
+            ],
+        }
+    )
+
+
+async def test_the_sender_reads_why_the_receiver_turned_the_message_down(push: Push) -> None:
+    """A receiver that processed the message and found it wanting answers 200 with a response message:
+    transient-error is tried again, fatal-error is final, and the sender's Task says why in its words."""
+    answers = [
+        ("transient-error", "ward system busy, try again"),
+        ("fatal-error", "referral lacks a reason;\n patient 123456782\x00 unknown at this ward"),
+    ]
+
+    async def handler(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        code, text = answers[min(request["n"], len(answers)) - 1]
+        return 200, {}, response_message(code, text)
+
+    receiver = ScriptedMember(handler)
+    with serve(receiver) as url:
+        member = await push.region.add_member("Ziekenhuis Noord", "ziekenhuizen-labs", url)
+        response = await push.gp.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
+        assert response.status_code == 202, response.text
+        task = await completed(push.gp, response.headers["location"])
+    assert [hit.path for hit in receiver.hits] == ["/fhir/$process-message"] * 2
+    assert task["status"] == "rejected"
+    assert task["businessStatus"]["text"] == (
+        "the receiver rejected the message: referral lacks a reason; patient 123456782 unknown at this ward"
+    )
+    assert {"type": {"text": "attempts"}, "valueInteger": 2} in task["output"]
+    async with push.region.db.read() as conn:
+        query = select(audit_events.c.correlation_id, audit_events.c.content).where(
+            audit_events.c.correlation_id.like(f"outbox:{task['id']}:%")
+        )
+        records = {row.correlation_id: orjson.loads(row.content) for row in await conn.execute(query)}
+    first, second = records[f"outbox:{task['id']}:1"], records[f"outbox:{task['id']}:2"]
+    assert first["outcomeDesc"].endswith(
+        "attempt 1: the receiver could not process the message yet: ward system busy, try again"
+    )
+    # the trail keeps a receiver's free text as it keeps the gateway's: a number that may be a BSN masked
+    assert second["outcomeDesc"].endswith("patient * unknown at this ward")
+    assert "123456782" not in second["outcomeDesc"]
+
+
+async def test_a_redirecting_receiver_is_tried_again_not_followed(push: Push) -> None:
+    async def handler(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        return 302, {"location": "http://elsewhere.example/fhir/$process-message"}, b""
+
+    receiver = ScriptedMember(handler)
+    with serve(receiver) as url:
+        member = await push.region.add_member("Ziekenhuis Verhuisd", "ziekenhuizen-labs", url)
+        response = await push.gp.post("/fhir/$process-message", json=message_bundle(member.ura, push.bsn))
+        location = response.headers["location"]
+
+        async def tried_twice() -> dict[str, Any] | None:
+            task = await status_of(push.gp, location)
+            return task if task["output"][0]["valueInteger"] >= 2 else None
+
+        task = await wait_for(tried_twice)
+    assert task["status"] == "in-progress"
+    assert task["businessStatus"]["text"] == (
+        "the receiver answered 302, a redirect: its registered address may be out of date"
+    )
+    assert {hit.path for hit in receiver.hits} == {"/fhir/$process-message"}
 
 
 async def _row_by_id(push: Push, message_id: str) -> list[Any]:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rzcp.audit.events import AuditFacts, Returned
+from rzcp.audit.redact import recorded_text
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
 from rzcp.exchange.message import as_delivered
 from rzcp.exchange.outbox import (
@@ -179,9 +180,10 @@ def audit_delivery(writer: Any) -> DeliveryHook:
     """The hook that records each delivery attempt in the audit trail (the gateway itself as actor)."""
 
     async def record(report: DeliveryReport) -> None:
+        # the detail may quote the receiver's own words: kept as the trail keeps free text (numbers masked)
         desc = (
             f"{report.result} to {report.receiver_ura} (message {report.message_id} from "
-            f"{report.sender_ura}), attempt {report.attempt}: {report.detail}"
+            f"{report.sender_ura}), attempt {report.attempt}: {recorded_text(report.detail)}"
         )
         outcome = {"delivered": 200, "retry": 503, "rejected": 422, "failed": 502}[report.result]
         facts = AuditFacts(
