@@ -167,7 +167,7 @@ class FhirRestAdapter(MemberAdapter):
         # search off at a hundred entries, far below max_entries.
         if not any(name == "_count" for name, _ in params):
             params = [*params, ("_count", str(self.context.limits.max_entries))]
-        breaker = self.context.breakers.for_member(member.ura)
+        breaker = self.context.breakers.for_member(member.ura, member.base_url)
         if not breaker.allow():
             outcome.failed = True
             outcome.problems.append(self._circuit_open(breaker.retry_in()))
@@ -235,7 +235,7 @@ class FhirRestAdapter(MemberAdapter):
     async def read(
         self, member: Member, res_type: str, res_id: str, *, patient: str | None = None
     ) -> ReadOutcome:
-        breaker = self.context.breakers.for_member(member.ura)
+        breaker = self.context.breakers.for_member(member.ura, member.base_url)
         if not breaker.allow():
             problem = self._circuit_open(breaker.retry_in())
             return ReadOutcome(member.ura, ReadStatus.FAILED, problems=[problem])
@@ -266,7 +266,7 @@ class FhirRestAdapter(MemberAdapter):
     async def deliver(
         self, member: Member, message: Mapping[str, Any], *, idempotency_key: str
     ) -> DeliveryOutcome:
-        breaker = self.context.breakers.for_member(member.ura)
+        breaker = self.context.breakers.for_member(member.ura, member.base_url)
         if not breaker.allow():
             retry_in = breaker.retry_in()
             return DeliveryOutcome(
@@ -331,7 +331,7 @@ class FhirRestAdapter(MemberAdapter):
         cached = self._capabilities.get((member.ura, member.base_url))  # a moved member is asked anew
         if cached is not None and loop.time() - cached[0] < CAPABILITIES_TTL:
             return cached[1]
-        breaker = self.context.breakers.for_member(member.ura)
+        breaker = self.context.breakers.for_member(member.ura, member.base_url)
         if not breaker.allow():
             return Capabilities(member.ura, False, problems=[self._circuit_open(breaker.retry_in())])
         answer = await self._get(member, f"{member.base_url}/metadata", None, loop.time() + member.timeout)

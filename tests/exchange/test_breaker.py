@@ -60,6 +60,15 @@ def test_board_keeps_one_breaker_per_member() -> None:
     assert board.for_member("B").allow()
 
 
+def test_a_member_at_a_new_address_starts_with_a_closed_breaker() -> None:
+    board = BreakerBoard(failure_threshold=1, cool_down=5, clock=FakeClock())
+    board.for_member("A", "http://old/fhir").record_failure()
+    assert not board.for_member("A", "http://old/fhir").allow()
+    assert not board.for_member("A").allow()  # asked without an address: the one in use
+    assert board.for_member("A", "http://new/fhir").allow()
+    assert board.states() == {"A": BreakerState.CLOSED}
+
+
 def test_a_trial_that_never_reports_does_not_block_the_member_for_good() -> None:
     """A trial whose caller was cancelled (a pull cut off) never records its result: after a cool-down
     another trial goes out (a review found such a breaker refusing every call for a day)."""

@@ -1107,6 +1107,29 @@ async def test_shaping_a_members_resource_with_odd_tags_does_not_fail_the_pull(w
                 assert any(isinstance(t, dict) and t.get("code") == "SUBSETTED" for t in tags)
 
 
+async def test_a_failing_member_moved_to_a_working_server_is_asked_there_at_once(world: World) -> None:
+    """An integrator's walkthrough: the member's breaker, opened by its old address, kept the new one
+    from being called for 30 s, and the 503 did not say when to try again."""
+    old = (await world.region.members([world.scripted_ura]))[world.scripted_ura]
+    world.scripted.handler = answer(b"{}", status=500)
+    params = {"patient": world.lonely}
+    for _ in range(2):
+        await world.pharmacy.get("/fhir/Condition", params=params)
+    assert world.exchange.breakers.for_member(world.scripted_ura).state is BreakerState.OPEN
+    refused = await world.pharmacy.get("/fhir/Condition", params=params)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "30"  # the breaker's cool-down, on the test's frozen clock
+    moved = ScriptedMember(handler=answer(searchset()))
+    try:
+        with serve(moved) as moved_url:
+            await world.region.update_member(world.scripted_ura, MemberChange(endpoint=f"{moved_url}/fhir"))
+            response = await world.pharmacy.get("/fhir/Condition", params=params)
+            assert response.status_code == 200, response.text
+            assert len(moved.hits) == 1 and "retry-after" not in response.headers
+    finally:
+        await world.region.update_member(world.scripted_ura, MemberChange(endpoint=old.base_url))
+
+
 async def test_an_entry_whose_codes_cannot_be_read_is_withheld(world: World) -> None:
     def condition(cid: str, coding: Any) -> dict[str, Any]:
         return {

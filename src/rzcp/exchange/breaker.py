@@ -85,19 +85,25 @@ class CircuitBreaker:
 
 @dataclass
 class BreakerBoard:
-    """One breaker per member (by URA), made on first use with the same settings."""
+    """One breaker per member (by URA), made on first use with the same settings, and made anew when the
+    member's address changes: a member moved to a working server is called there at once, not after the
+    old address's cool-down (an integrator's walkthrough waited 30 s for it)."""
 
     failure_threshold: int = 5
     cool_down: float = 30.0
     clock: Callable[[], float] = time.monotonic
-    _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    _breakers: dict[str, tuple[str | None, CircuitBreaker]] = field(default_factory=dict)
 
-    def for_member(self, ura: str) -> CircuitBreaker:
-        breaker = self._breakers.get(ura)
-        if breaker is None:
-            breaker = CircuitBreaker(self.failure_threshold, self.cool_down, self.clock)
-            self._breakers[ura] = breaker
+    def for_member(self, ura: str, address: str | None = None) -> CircuitBreaker:
+        """The member's breaker for calls to `address` (None: whatever address it was last used for)."""
+        found = self._breakers.get(ura)
+        if found is not None and (address is None or found[0] in (None, address)):
+            if found[0] is None and address is not None:
+                self._breakers[ura] = (address, found[1])
+            return found[1]
+        breaker = CircuitBreaker(self.failure_threshold, self.cool_down, self.clock)
+        self._breakers[ura] = (address, breaker)
         return breaker
 
     def states(self) -> dict[str, BreakerState]:
-        return {ura: breaker.state for ura, breaker in self._breakers.items()}
+        return {ura: breaker.state for ura, (_, breaker) in self._breakers.items()}

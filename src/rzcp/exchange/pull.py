@@ -29,6 +29,7 @@ and type (counts, never content).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -162,6 +163,8 @@ class PullReport:
     sources: list[SourceReport] = field(default_factory=list)
     #: HTTP status of the answer (200, or 503/504 when every permitted source failed).
     status: int = 200
+    #: Seconds until a member that failed is called again (Retry-After of a 503), when known.
+    retry_after: int | None = None
     #: Entries in the whole result (all pages), after filtering and de-duplication.
     total: int = 0
     #: Entries on this page.
@@ -419,6 +422,9 @@ async def run_pull(
             " in time" if report.status == 504 else ""
         )
         outcome_issues = [Issue("error", "timeout" if report.status == 504 else "transient", text), *issues]
+        # members this process rests after failures: the caller may try again when the first is called again
+        resting = [w for s in tried if (w := exchange.breakers.for_member(s.member_ura).retry_in()) > 0]
+        report.retry_after = max(1, math.ceil(min(resting))) if resting else None
         return operation_outcome(outcome_issues), report
 
     if query.sort:

@@ -219,7 +219,8 @@ async def _answer(
     values = dict(pairs)
     shape_entries(body, elements=values.get("_elements"), summary=values.get("_summary"))
     _note(request, report, report.audit_returned(), report.outcome_desc())
-    return render(request, body, status=report.status)
+    headers = {"Retry-After": str(report.retry_after)} if report.retry_after else None
+    return render(request, body, status=report.status, headers=headers)
 
 
 async def _regional_patient(
