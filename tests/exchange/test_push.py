@@ -228,6 +228,27 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     assert await outbox_rows(push, two["id"]) == []
 
 
+async def test_a_destination_naming_two_members_is_refused(push: Push) -> None:
+    """An integrator's walkthrough: the GGZ's endpoint with the hospital's URA was delivered to the
+    hospital, carrying a destination that pointed at the GGZ."""
+    mixed = message_bundle(push.hospital_ura, push.bsn)
+    mixed["entry"][0]["resource"]["destination"][0]["endpoint"] = push.ggz_endpoint + "/"
+    response = await push.gp.post("/fhir/$process-message", json=mixed)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["MessageHeader.destination"]
+    assert f"{push.hospital_ura} by its URA and member {push.ggz_ura} by its endpoint" in issue["diagnostics"]
+    assert await outbox_rows(push, mixed["id"]) == []
+    # the endpoint alone, spelled otherwise than registered, names the member it points at
+    by_place = message_bundle(push.hospital_ura, push.bsn)
+    destination = by_place["entry"][0]["resource"]["destination"][0]
+    del destination["receiver"]
+    destination["endpoint"] = push.ggz_endpoint.upper().replace("HTTP://", "http://") + "//"
+    response = await push.gp.post("/fhir/$process-message", json=by_place)
+    assert response.status_code == 403, response.text  # the GGZ: her consent does not reach it
+    assert "consent" in response.json()["issue"][0]["diagnostics"]
+
+
 @pytest.mark.parametrize(
     ("change", "element"),
     [

@@ -277,7 +277,7 @@ def check_sender(
                 expression=(f"MessageHeader.{element}",),
             )
     endpoint = (header.get("source") or {}).get("endpoint")
-    owner = _endpoint_owner(endpoint, members)
+    owner = endpoint_owner(endpoint, members)
     if owner is not None and owner != sender_ura:
         raise Forbidden(
             f"MessageHeader.source.endpoint is the endpoint of another member ({owner})",
@@ -331,7 +331,7 @@ def _reference_uras(
     return found or None
 
 
-def _endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
+def endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
     """The member whose server the URL points at: the same host and port, however the URL spells them
     (`127.1`, `[::ffff:127.0.0.1]`, `localhost`, `0.0.0.0`, `https:host`, a fullwidth or percent-encoded
     host are all read as browsers' and most clients' URL parsers read them), and a path under the member's

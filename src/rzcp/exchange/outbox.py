@@ -45,7 +45,7 @@ from rzcp.consent.service import request_for_resource
 from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
-from rzcp.exchange.message import MessageIndex, check_flat, check_sender, message_bsn
+from rzcp.exchange.message import MessageIndex, check_flat, check_sender, endpoint_owner, message_bsn
 from rzcp.exchange.pull import Requester, TypeDecision, type_decision
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
@@ -146,13 +146,20 @@ def _index(bundle: Any) -> MessageIndex:
 
 def _receiver_member(header: Mapping[str, Any], active: Mapping[str, Member], sender: Requester) -> Member:
     ura, endpoint = _receiver(header)
-    receiver = (
-        active.get(ura)
-        if ura
-        else next((m for m in active.values() if endpoint and m.base_url == str(endpoint).rstrip("/")), None)
-    )
+    at = endpoint_owner(endpoint, active)
+    if ura and at and at != ura:
+        # the message goes to the URA's registered address, and would arrive saying it was for another
+        raise BadRequest(
+            f"MessageHeader.destination names member {ura} by its URA and member {at} by its endpoint: "
+            "name one receiver",
+            expression=("MessageHeader.destination",),
+        )
+    receiver = active.get(ura or at or "")
     if receiver is None:
-        raise BadRequest("the message's destination is not an active member of the region")
+        raise BadRequest(
+            "the message's destination is not an active member of the region",
+            expression=("MessageHeader.destination",),
+        )
     if receiver.ura == sender.ura:
         raise BadRequest("a member does not send messages to itself through the region")
     return receiver
