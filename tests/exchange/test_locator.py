@@ -115,6 +115,51 @@ async def test_bad_announcements(region: tuple[Region, Any, Any]) -> None:
     assert "entry" not in unknown.json()  # nothing was announced
 
 
+async def test_the_bsn_is_known_however_its_system_is_spelled(region: tuple[Region, Any, Any]) -> None:
+    """An integrator's walkthrough: a push took the BSN under its OID, a search and $announce did not (the
+    search answered an empty Bundle, as for a patient the region does not know)."""
+    _gateway, _member, http = region
+    bsn = derive_test_bsn("locator-oid")
+    oid = "urn:oid:2.16.840.1.113883.2.4.6.3"
+    body = parameters(bsn, "oid-1")
+    body["parameter"][0]["valueIdentifier"]["system"] = oid
+    announced = await http.post("/fhir/Patient/$announce", json=body)
+    assert announced.status_code == 200, announced.text
+    regional = announced.json()["parameter"][0]["valueReference"]["reference"]
+    for system in (oid, "2.16.840.1.113883.2.4.6.3", BSN, BSN.upper() + "/"):
+        found = await http.get("/fhir/Patient", params={"identifier": f"{system}|{bsn}"})
+        assert found.status_code == 200, (system, found.text)
+        assert [f"Patient/{e['resource']['id']}" for e in found.json()["entry"]] == [regional], system
+        pulled = await http.get("/fhir/Condition", params={"patient.identifier": f"{system}|{bsn}"})
+        assert pulled.status_code == 200, (system, pulled.text)
+
+
+@pytest.mark.parametrize("value", ["123456789", "12345678x", "1234567890"])
+async def test_a_number_that_is_no_bsn_is_a_400_naming_the_parameter(
+    region: tuple[Region, Any, Any], value: str
+) -> None:
+    _gateway, _member, http = region
+    for path, name in (("/fhir/Patient", "identifier"), ("/fhir/Condition", "patient.identifier")):
+        response = await http.get(path, params={name: f"{BSN}|{value}"})
+        assert response.status_code == 400, (name, response.text)
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == [name] and "11-check" in issue["diagnostics"]
+
+
+async def test_an_announcement_takes_only_its_two_parameters(region: tuple[Region, Any, Any]) -> None:
+    _gateway, _member, http = region
+    body = parameters(derive_test_bsn("locator-extra"), "x-1")
+    body["parameter"].append({"name": "foo", "valueString": "x"})
+    response = await http.post("/fhir/Patient/$announce", json=body)
+    assert response.status_code == 400 and "unknown parameter 'foo'" in response.text, response.text
+    for odd in ([1], "x", 5):
+        body = parameters(derive_test_bsn("locator-odd"), "x-1")
+        body["parameter"][0]["valueIdentifier"] = odd
+        body["parameter"][1]["valueReference"] = odd
+        response = await http.post("/fhir/Patient/$announce", json=body)
+        assert response.status_code == 400, response.text
+
+
 async def test_the_directory_is_readable_as_organization_and_endpoint(
     region: tuple[Region, Any, Any],
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rzcp.exchange.adapters import Member
-from rzcp.exchange.message import _endpoint_owner
+from rzcp.exchange.message import endpoint_owner
 
 MEMBERS = {
     m.ura: m
@@ -44,4 +44,4 @@ MEMBERS = {
     ],
 )
 def test_the_member_a_source_endpoint_names(endpoint: str, owner: str | None) -> None:
-    assert _endpoint_owner(endpoint, MEMBERS) == owner
+    assert endpoint_owner(endpoint, MEMBERS) == owner

@@ -228,6 +228,18 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     assert await outbox_rows(push, two["id"]) == []
 
 
+async def test_a_message_whose_bsn_is_no_bsn_is_refused_naming_it(push: Push) -> None:
+    """A typo in the BSN was told as the patient's consent refusing the letter (a 403: "send it another
+    way"); the 11-check needs no lookup, so saying so discloses nothing."""
+    typo = message_bundle(push.hospital_ura, "123456789")
+    response = await push.gp.post("/fhir/$process-message", json=typo)
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1].resource.identifier"], issue
+    assert "not valid" in issue["diagnostics"] and "123456789" not in response.text
+    assert await outbox_rows(push, typo["id"]) == []
+
+
 async def test_a_destination_naming_two_members_is_refused(push: Push) -> None:
     """An integrator's walkthrough: the GGZ's endpoint with the hospital's URA was delivered to the
     hospital, carrying a destination that pointed at the GGZ."""

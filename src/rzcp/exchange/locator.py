@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rzcp.auth.bsn import BSN_SYSTEM, is_valid_bsn
+from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system, is_valid_bsn
 from rzcp.auth.tables import members
 from rzcp.errors import BadRequest
 from rzcp.exchange.adapters import Member
@@ -69,17 +69,28 @@ def parse_announcement(body: Any, *, withdrawal: bool = False) -> Announcement:
         if not isinstance(part, Mapping):
             continue
         name = part.get("name")
-        if name in ("identifier", "patient") and (bsn if name == "identifier" else local) is not None:
+        if name not in ("identifier", "patient"):
+            # a parameter the operation does not define is not ignored: the member meant something by it
+            raise BadRequest(
+                f"unknown parameter {str(name)[:64]!r}: this operation takes identifier and patient",
+                code="not-supported",
+                expression=("parameter",),
+            )
+        if (bsn if name == "identifier" else local) is not None:
             # one announcement is about one patient: which of two would the member mean? (found by a probe)
             raise BadRequest(f"parameter {name} is given more than once", code="value", expression=(name,))
         if name == "identifier":
-            ident = part.get("valueIdentifier") or {}
-            if ident.get("system") != BSN_SYSTEM:
+            ident = part.get("valueIdentifier")
+            system = ident.get("system") if isinstance(ident, Mapping) else None
+            if not isinstance(system, str) or not is_bsn_system(system):
                 raise BadRequest(f"identifier must be a BSN ({BSN_SYSTEM})", expression=("identifier",))
-            bsn = str(ident.get("value") or "")
-        elif name == "patient":
-            ref = (part.get("valueReference") or {}).get("reference") or part.get("valueString") or ""
-            local = str(ref).removeprefix("Patient/")
+            bsn = str(ident.get("value") or "")  # type: ignore[union-attr]
+        else:
+            reference = part.get("valueReference")
+            ref = (reference.get("reference") if isinstance(reference, Mapping) else None) or part.get(
+                "valueString"
+            )
+            local = str(ref or "").removeprefix("Patient/")
     if bsn is None or not is_valid_bsn(bsn):
         raise BadRequest("a valid BSN is required as parameter identifier", expression=("identifier",))
     if local is None and not withdrawal:

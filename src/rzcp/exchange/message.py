@@ -42,7 +42,7 @@ from ipaddress import IPv6Address, ip_address
 from typing import Any
 from urllib.parse import unquote
 
-from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system
+from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system, is_valid_bsn
 from rzcp.errors import Forbidden, InvalidResource
 from rzcp.exchange.adapters import Member
 from rzcp.exchange.directory import URA_SYSTEM, organization_id
@@ -201,7 +201,10 @@ def _patients_bsn(index: MessageIndex) -> str:
             "a message is about one patient: its Patient entries carry more than one BSN",
             list(found.values())[1],
         )
-    return next(iter(found))
+    bsn, path = next(iter(found.items()))
+    if not is_valid_bsn(bsn):  # a typo told as one: checked without a lookup, it discloses nothing
+        raise _refuse("the Patient's BSN is not valid (nine digits passing the 11-check)", path, "value")
+    return bsn
 
 
 def _check_resource(resource: Mapping[str, Any], path: str, index: MessageIndex) -> None:

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from rzcp.audit.events import Returned
 from rzcp.audit.http import note as audit_note
 from rzcp.auth.access import authorize_interaction
-from rzcp.auth.bsn import BSN_SYSTEM
+from rzcp.auth.bsn import BSN_SYSTEM, is_bsn_system, is_valid_bsn
 from rzcp.auth.context import require_practitioner
 from rzcp.auth.deps import CurrentPrincipal, current_principal
 from rzcp.auth.principal import Principal
@@ -150,10 +150,26 @@ async def _patient_of(exchange: Exchange, conn: Any, pairs: list[tuple[str, str]
     name, value = named[0]
     if name in ("patient", "subject"):
         return _patient_id(value, name, base)
-    system, _, bsn = value.partition("|")
-    if system != BSN_SYSTEM or not bsn:
+    bsn = _searched_bsn(value, name)
+    if bsn is None:
         raise BadRequest(f"the patient's identifier must be a BSN ({BSN_SYSTEM}|<bsn>)", expression=(name,))
     return await exchange.locator.find(conn, bsn)
+
+
+def _searched_bsn(token: str, name: str) -> str | None:
+    """The BSN a token `<system>|<bsn>` names when its system is the BSN's, however spelled (the URL, the
+    OID with or without `urn:oid:`, as a message's may be); None for another system. A number that is no
+    BSN is a 400 naming the parameter: a typo told as one, checked without a lookup."""
+    system, bar, bsn = token.partition("|")
+    if not bar or not is_bsn_system(system):
+        return None
+    if not is_valid_bsn(bsn):
+        raise BadRequest(
+            f"{name}: {BSN_SYSTEM}|<bsn> takes a BSN (nine digits passing the 11-check)",
+            code="value",
+            expression=(name,),
+        )
+    return bsn.zfill(9)
 
 
 def _count(pairs: list[tuple[str, str]], runtime: Runtime) -> int:
@@ -466,10 +482,10 @@ async def regional_patient_search(
     from the locator (the stored regional Patient carries no BSN), with the BSN added for display.
     None for any other Patient search, and for a BSN no member announced: the store answers those."""
     identifiers = [v for k, v in pairs if k == "identifier"]
-    if len(identifiers) != 1 or not identifiers[0].startswith(BSN_SYSTEM + "|"):
+    bsn = _searched_bsn(identifiers[0], "identifier") if len(identifiers) == 1 else None
+    if bsn is None:
         return None
     exchange: Exchange = request.app.state.exchange
-    bsn = identifiers[0].partition("|")[2]
     base = _base(request, runtime)
     patient_id = await exchange.locator.find(conn, bsn)
     if patient_id is None:
