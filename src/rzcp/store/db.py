@@ -52,7 +52,9 @@ class Database:
             self._loop_commits = self._loop_rows = 0
             self._wal_checkpoint: asyncio.Future[None] | None = None
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self.engine = create_async_engine(
+                url, echo=echo, pool_size=10, max_overflow=10, hide_parameters=True
+            )
             self._write_engine = self.engine
             self._query_engine = create_async_engine(
                 url,
@@ -61,6 +63,7 @@ class Database:
                 max_overflow=pool_size,
                 isolation_level="AUTOCOMMIT",
                 pool_reset_on_return=None,
+                hide_parameters=True,
             )
 
     @asynccontextmanager
@@ -249,6 +252,7 @@ def _sqlite_inline_engine(url: str, *, echo: bool) -> Engine:
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         connect_args={"timeout": 30, "check_same_thread": False},
+        hide_parameters=True,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -272,6 +276,7 @@ def _sqlite_engine(url: str, *, echo: bool, begin: str, pool_size: int) -> Async
         pool_size=pool_size,
         max_overflow=4,
         connect_args={"timeout": 30},
+        hide_parameters=True,
     )
 
     def on_begin(conn: Any) -> None:
