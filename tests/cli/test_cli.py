@@ -169,6 +169,33 @@ def test_an_operators_changes_at_the_command_line_are_in_the_audit_trail(tmp_pat
     ]
 
 
+def test_a_change_the_trail_could_not_record_is_not_made(tmp_path: Path) -> None:
+    """An operator's walkthrough: with a malformed audit signing key, `members update`, `members suspend`
+    and `clients add --role admin` were saved, unrecorded, while the command said it had failed."""
+    env = {"RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    member = ("members", "add", "--ura", "12345678", "--name", "Praktijk Noord", "--type", "huisartsen")
+    assert run(*member, "--endpoint", "https://n.example/fhir", env=env).returncode == 0
+    bad = {**env, "RZCP_AUDIT_SIGNING_KEY": "garbage"}
+    for change in (
+        ("members", "update", "12345678", "--name", "Renamed"),
+        ("members", "suspend", "12345678"),
+        ("keys", "rotate"),
+    ):
+        refused = run(*change, env=bad)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.strip().endswith("nothing was changed"), refused.stderr
+    listed = run("members", "list", env=env).stdout
+    assert "Praktijk Noord" in listed and "Renamed" not in listed and "\tactive\t" in listed
+    events = [json.loads(line) for line in run("audit", "export", env=env).stdout.splitlines()]
+    actions = [x["description"] for e in events for x in e["entity"] if x["type"]["code"] == "console"]
+    assert actions == ["members.add", "audit.export"]
+    # verifying with a malformed public key: one line naming the setting
+    verified = run("audit", "verify", env={**env, "RZCP_AUDIT_VERIFY_KEYS": "garbage"})
+    assert verified.returncode != 0 and "Traceback" not in verified.stderr
+    assert "RZCP_AUDIT_VERIFY_KEYS" in verified.stderr and len(verified.stderr.strip().splitlines()) == 1
+
+
 def test_the_audit_commands_say_when_they_are_not_pointed_at_the_gateways_database(tmp_path: Path) -> None:
     """A shell without RZCP_DATABASE_URL: no empty database is made, and the one line says what to set."""
     missing = tmp_path / "nowhere.db"

@@ -174,6 +174,10 @@ class ChainSigner:
             raise RuntimeError("no audit signing key: this process can verify the trail but not write it")
         return Signature(self.key_id, _b64(self._private.sign(message)))
 
+    def knows(self, kid: str | None) -> bool:
+        """Is the key this id names one this signer can verify with (its own, or RZCP_AUDIT_VERIFY_KEYS)?"""
+        return (kid or "") in self._public
+
     def verify(self, kid: str | None, signature: str | None, message: bytes) -> bool:
         key = self._public.get(kid or "")
         if key is None or not signature:

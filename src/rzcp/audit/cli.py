@@ -27,6 +27,16 @@ def _settings(obj: Any) -> Settings:
     return obj.settings() if obj is not None else Settings()
 
 
+def _signer(settings: Settings) -> Any:
+    """The trail's keys from the settings; a malformed one is one line naming it, not a traceback."""
+    from rzcp.audit import signer_from_settings
+
+    try:
+        return signer_from_settings(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """`work` on the gateway's database, which must hold the trail: pointed elsewhere (no
     RZCP_DATABASE_URL in this shell, say), the command says so instead of creating an empty SQLite file
@@ -92,7 +102,6 @@ def audit() -> None:
 @click.pass_obj
 def verify(obj: Any, archive_file: Path | None, workers: int | None) -> None:
     """Walk the hash chain and its signed checkpoints; exit 1 naming the first bad record."""
-    from rzcp.audit import signer_from_settings
     from rzcp.audit.verify import ArchiveFormatError, verify_archive, verify_chain
 
     settings = _settings(obj)
@@ -104,7 +113,7 @@ def verify(obj: Any, archive_file: Path | None, workers: int | None) -> None:
     else:
         from rzcp.admin.verify_runs import record_run
 
-        signer = signer_from_settings(settings)
+        signer = _signer(settings)
         started = time.perf_counter()
         result = _with_db(settings, lambda db: verify_chain(db, signer, workers=workers))
         seconds = time.perf_counter() - started
@@ -151,13 +160,12 @@ def archive(obj: Any, before: str, to: Path) -> None:
     """Move records older than the retention period to an NDJSON file, keeping the chain verifiable.
 
     Runs as the database role that owns the tables (the application's role may not delete)."""
-    from rzcp.audit import signer_from_settings
     from rzcp.audit.archive import archive_before
     from rzcp.audit.operator import record_operator_action
 
     settings = _settings(obj)
     moment = _moment(before, "--before")
-    signer = signer_from_settings(settings)
+    signer = _signer(settings)
     result = _with_db(
         settings,
         lambda db: archive_before(

@@ -157,7 +157,7 @@ async def read_anchor(conn: AsyncConnection, signer: ChainSigner) -> tuple[int, 
         return 0, GENESIS_HASH, None
     message = anchor_message(row.seq, row.hash, row.archived_at, row.archive_sha256, row.records)
     if not signer.verify(row.key_id, row.signature, message):
-        return row.seq, row.hash, "the archive anchor at this record has no valid signature"
+        return row.seq, row.hash, _unverified("the archive anchor at this record", row.key_id, signer)
     return row.seq, row.hash, None
 
 
@@ -204,7 +204,7 @@ async def verify_chain(
     checkpoints, trusted = 0, anchor_seq
     for row in signed:
         if not signer.verify(row.key_id, row.signature, checkpoint_message(row.seq, row.hash, row.signed_at)):
-            walker.fail(row.seq, "the checkpoint signed at this record has no valid signature (forged?)")
+            walker.fail(row.seq, _unverified("the checkpoint signed at this record", row.key_id, signer))
             continue
         checkpoints += 1
         trusted = max(trusted, row.seq)
@@ -216,7 +216,10 @@ async def verify_chain(
         if signer.verify(kid, signature, batch_message(seq, digest)):
             trusted = max(trusted, seq)
         else:
-            walker.fail(seq, "its batch signature is not the gateway's (appended outside the gateway)")
+            if signer.knows(kid):
+                walker.fail(seq, "its batch signature is not the gateway's (appended outside the gateway)")
+            else:
+                walker.fail(seq, _unverified("its batch signature", kid, signer))
     if not walker.failed:
         if trusted > last_seq:
             walker.fail(
@@ -343,3 +346,14 @@ async def iter_rows(
         if len(rows) < chunk:
             return
         last = rows[-1].seq
+
+
+def _unverified(what: str, kid: str | None, signer: ChainSigner) -> str:
+    """Why a signature did not verify: a key this verifier was not given (a rotated one, or none set)
+    reads otherwise than a signature that fails with a key it knows (a forgery, or a changed record)."""
+    if not signer.knows(kid):
+        return (
+            f"{what} is signed with key {kid or '(none)'}, which this verifier does not know: give its "
+            "public key in RZCP_AUDIT_VERIFY_KEYS (a rotated or another process's key), or it was forged"
+        )
+    return f"{what} has no valid signature (forged?)"

@@ -35,6 +35,16 @@ def _in_transaction(
     from rzcp.audit.writer import AuditUnavailable
     from rzcp.store.migrate import upgrade
 
+    if action is not None:
+        # the record's signer first: a change it could not record is not made (an operator's walkthrough
+        # registered an admin client with a malformed key, unrecorded, and was told the command failed)
+        from rzcp.audit import signer_from_settings
+
+        try:
+            signer_from_settings(settings)
+        except ValueError as exc:
+            raise click.ClickException(f"{exc}; nothing was changed") from None
+
     async def run() -> T:
         database = Database(settings.database_url)
         try:
