@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rzcp.audit.http import note as audit_note
@@ -107,7 +109,7 @@ async def _integrity_error(_request: Request, _exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex
     path = without_bsns(request.url.path)  # `/fhir/Patient/<bsn>/$everything`: no BSN goes into a log
-    if isinstance(exc, OperationalError):
+    if _database_unreachable(exc):
         log.error("database unavailable (incident %s) on %s %s", incident, request.method, path)
         return outcome_response(
             503,
@@ -117,9 +119,41 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(500, [Issue("error", "exception", f"Internal error (incident {incident})")])
 
 
+def _database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection: a 503 the caller may retry, not a
+    500 (an operator's walkthrough cut a gateway's connection: the driver's connection errors are not all
+    wrapped by SQLAlchemy). Outgoing calls to members never get here: their adapters report them."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    lost = (
+        ConnectionError,  # refused, reset, aborted
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InterfaceError,
+        PoolTimeout,  # every connection of the pool busy past its timeout
+    )
+    return isinstance(exc, lost)
+
+
+#: Raised where the database is out of reach; answered inside the middleware (a handler of `Exception`
+#: answers outside it, and the server then drops the client's connection and logs the statement again).
+_DATABASE_ERRORS = (
+    DBAPIError,
+    ConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    PoolTimeout,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RzcpError, _rzcp_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    for error in _DATABASE_ERRORS:
+        app.add_exception_handler(error, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
