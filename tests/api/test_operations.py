@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from rzcp.app import create_app
 from rzcp.settings import Settings
@@ -24,7 +28,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_when_migrated(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "migrations": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "migrations": "ok", "audit": "ok"}
 
 
 async def test_readyz_on_an_unmigrated_database(tmp_path: Path) -> None:
@@ -34,6 +38,36 @@ async def test_readyz_on_an_unmigrated_database(tmp_path: Path) -> None:
     await app.state.runtime.db.dispose()
     assert response.status_code == 503
     assert response.json()["checks"]["migrations"].startswith("at none")
+
+
+async def test_readyz_when_the_role_may_not_append_to_the_trail(database_url: str) -> None:
+    """An operator's walkthrough revoked the role's INSERT on the trail: every audited request was a 503
+    while /readyz said ready, so a load balancer kept sending traffic there."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("grants are PostgreSQL's")
+    role = f"rzcp_ready_{uuid.uuid4().hex[:8]}"
+    owner = create_app(make_settings(database_url)).state.runtime.db
+    try:
+        async with owner.write() as conn:
+            for statement in (
+                f"CREATE ROLE {role} LOGIN",
+                f"GRANT USAGE ON SCHEMA public TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                f"REVOKE INSERT ON audit_events FROM {role}",
+            ):
+                await conn.execute(text(statement))
+        as_role = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+        app = create_app(make_settings(as_role))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            response = await http.get("/readyz")
+        await app.state.runtime.db.dispose()
+        assert response.status_code == 503, response.text
+        assert response.json()["checks"]["audit"] == "the database role may not append to the audit trail"
+    finally:
+        async with owner.write() as conn:
+            await conn.execute(text(f"DROP OWNED BY {role}"))
+            await conn.execute(text(f"DROP ROLE {role}"))
+        await owner.dispose()
 
 
 async def test_readyz_when_the_database_is_unreachable() -> None:
