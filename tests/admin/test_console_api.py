@@ -106,6 +106,23 @@ async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) ->
     outcome_of(await chief.get("/admin/api/audit/events/no-such-event"), 404)
     outcome_of(await chief.post("/admin/api/members/00000000/suspend"), 404)
     outcome_of(await chief.post("/admin/api/clients/nobody/revoke"), 404)
+    # an operator's walkthrough: a mistyped field at registration was silently lost, an unknown role was
+    # a 403 naming it as a role
+    ura = new_ura()
+    member = {
+        "ura": ura,
+        "name": "Praktijk Typo",
+        "category": "huisartsen",
+        "endpoint": "https://t.example/fhir",
+    }
+    mistyped = {**member, "max_pull": 2, "timout": 3}
+    typo = outcome_of(await chief.post("/admin/api/members", json=mistyped), 400)
+    assert "unknown field(s) max_pull, timout" in typo["issue"][0]["diagnostics"]
+    assert ura not in {m["ura"] for m in (await chief.get("/admin/api/members")).json()["members"]}
+    client = {"client_id": "typo-client", "member_ura": ura, "scope": "system/*.rs", "jwks": {"keys": []}}
+    outcome_of(await chief.post("/admin/api/clients", json={**client, "extra": 1}), 400)
+    king = outcome_of(await chief.post("/admin/api/clients", json={**client, "role": "king"}), 400)
+    assert king["issue"][0]["diagnostics"] == "role is member, auditor, admin"
 
 
 # --- members and clients ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.admin.access import roles_of
 from rzcp.admin.health import MemberHealth
 from rzcp.auth import registry
-from rzcp.auth.principal import Principal
+from rzcp.auth.principal import ROLES, Principal
 from rzcp.auth.registry import Client, Member
 from rzcp.consent.policy import Policy
 from rzcp.errors import BadRequest, Forbidden
@@ -40,6 +40,20 @@ def member_json(member: Member, health: MemberHealth, details: EndpointDetails |
 
 #: What PATCH /members/{ura} may change (a JSON merge patch: null gives back the gateway's default).
 CHANGEABLE = frozenset({"name", "endpoint", "agb", "timeout", "max_pulls", "auth"})
+
+
+#: What POST /members and POST /clients take.
+REGISTERED = CHANGEABLE | {"ura", "category", "adapter"}
+CLIENT_FIELDS = frozenset({"client_id", "member_ura", "scope", "role", "jwks", "jwks_url"})
+
+
+def _only_known(body: dict[str, Any], known: frozenset[str], what: str) -> None:
+    """A field that is not known is refused, not ignored: a mistyped capacity or timeout at registration
+    was silently lost (an operator's walkthrough), as PATCH already refused."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        shown = ", ".join(str(name)[:64] for name in unknown)
+        raise BadRequest(f"unknown field(s) {shown}; {what} takes {', '.join(sorted(known))}")
 
 
 def member_change(body: dict[str, Any]) -> MemberChange:
@@ -166,6 +180,7 @@ async def add_member(
     """`rzcp members add`: the registry's row, its endpoint details, its Organization and Endpoint. The
     category is one the region's policy knows (a category or a national organisation type: consents name
     them), the adapter one that is installed."""
+    _only_known(body, REGISTERED, "a member")
     ura = text_field(body, "ura")
     category = text_field(body, "category") or ""
     if not policy.knows_category(category):
@@ -224,8 +239,11 @@ async def add_client(
     conn: AsyncConnection, body: dict[str, Any], allowed_hosts: list[str], https_only: bool, by: Principal
 ) -> Client:
     """`rzcp clients add`: with a JWKS document or a jwks_url whose host is allow-listed."""
+    _only_known(body, CLIENT_FIELDS, "a client")
     jwks = _jwks_of(body)
     role = text_field(body, "role", required=False) or "member"
+    if role not in ROLES:  # before the check of who may hand it out, which would name it as a role
+        raise BadRequest(f"role is {', '.join(ROLES)}")
     check_may_hand_out(by, role)
     client = await registry.add_client(
         conn,
