@@ -319,13 +319,24 @@ async def test_a_suspended_member_is_reinstated_and_a_client_rotates_its_keys(
     system = await register_system(console_app, scope="system/*.rs")
     organisation = f"/fhir/Organization/ura-{system.member_ura}"
     async with as_bearer(console_app, None) as http:
-        assert (await http.post("/auth/token", data=system.form("system/*.rs"))).status_code == 200
+        issued = await http.post("/auth/token", data=system.form("system/*.rs"))
+        assert issued.status_code == 200
+        bearer = f"Bearer {issued.json()['access_token']}"
+        before = {"Authorization": bearer, "X-Acting-Practitioner": PRACTITIONER}
+
+        async def refused_with(why: str) -> None:
+            refused = await http.get(organisation, headers=before)
+            assert refused.status_code == 401 and refused.json()["issue"][0]["diagnostics"].endswith(why)
+
         assert (await chief.post(f"/admin/api/members/{system.member_ura}/suspend")).status_code == 200
         await refused_client(http, system)
+        await refused_with("the client's organisation is suspended")
         outcome_of(await otto.post(f"/admin/api/members/{system.member_ura}/reinstate"), 403)
         outcome_of(await chief.post("/admin/api/members/00000000/reinstate"), 404)
         back = await chief.post(f"/admin/api/members/{system.member_ura}/reinstate")
         assert back.status_code == 200 and back.json()["status"] == "active", back.text
+        # an integrator's walkthrough was told its member was not active: it was, the token was old
+        await refused_with("the token was issued before its organisation's suspension: request a new token")
         old_token = await fetch_token(http, system, "system/*.rs")
 
         # key rotation: the old key and the new one together, then the new one alone
@@ -359,6 +370,7 @@ async def test_a_suspended_member_is_reinstated_and_a_client_rotates_its_keys(
         outcome_of(await otto.put(keys, json={"jwks_url": "https://keys.example/k"}), 403)
         assert (await chief.post(f"/admin/api/clients/{system.client_id}/revoke")).status_code == 200
         outcome_of(await chief.put(keys, json={"jwks_url": "https://keys.example/k"}), 409)
+        await refused_with("the client was revoked")
     recorded = [
         e
         for e in await console_records(chief, "clients.keys")

@@ -463,10 +463,27 @@ def needs_live_check(principal: Principal) -> bool:
     )
 
 
-def refuse_dead() -> InvalidToken:
-    return InvalidToken(
-        "the client or its member is no longer active, or the client's scopes no longer cover this token"
-    )
+_STATE = (
+    select(clients.c.revoked, members.c.status, members.c.suspended_at)
+    .join(members)
+    .where(clients.c.client_id == bindparam("client_id"))
+)
+
+
+async def refuse_dead(conn: AsyncConnection, principal: Principal) -> InvalidToken:
+    """The 401 of a token that is no longer live, saying which condition failed, so the caller knows
+    whether a new token helps (an integrator's walkthrough, reinstated, was told its member was not
+    active). Read only on this refusal's path: the request path's check stays one boolean column."""
+    row = (await conn.execute(_STATE, {"client_id": principal.client_id})).first()
+    if row is None or row.revoked:
+        why = "the client was revoked"
+    elif row.status != "active":
+        why = "the client's organisation is suspended"
+    elif (at := row.suspended_at) is not None and not (principal.issued_at and at < principal.issued_at):
+        why = "the token was issued before its organisation's suspension: request a new token"
+    else:
+        why = "the client's registered scopes no longer cover this token: request a new token"
+    return InvalidToken(why)
 
 
 @lru_cache(maxsize=1024)
@@ -494,7 +511,7 @@ async def ensure_live(conn: AsyncConnection, principal: Principal) -> None:
         return
     found = await conn.scalar(_LIVE, live_params(principal))  # built once: no compile cost
     if not still_live(principal, found):
-        raise refuse_dead()
+        raise await refuse_dead(conn, principal)
 
 
 async def end_session(conn: AsyncConnection, claims: dict[str, Any]) -> None:

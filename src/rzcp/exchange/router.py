@@ -119,7 +119,7 @@ async def _live_requester(exchange: Exchange, conn: Any, principal: Principal) -
         await ensure_live(conn, principal)
         return await _requester(exchange, conn, principal)
     if not still_live(principal, row.rzcp_live):
-        raise refuse_dead()
+        raise await refuse_dead(conn, principal)
     require_practitioner(principal)
     return _as_requester(principal, exchange.directory.from_row(row))
 

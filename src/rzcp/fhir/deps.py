@@ -166,7 +166,7 @@ async def read_checked(
         if row is None:
             await ensure_live(conn, principal)
         elif not still_live(principal, row.rzcp_live):
-            raise refuse_dead()
+            raise await refuse_dead(conn, principal)
 
     params = live_params(principal)
     return await store.read(res_type, res_id, statement=_READ_LIVE, params=params, check=check)
