@@ -190,6 +190,19 @@ async def test_exp_missing_past_or_too_far(anonymous: httpx.AsyncClient, system:
     assert "300 seconds" in body["error_description"]
 
 
+async def test_an_assertion_dated_in_the_future_is_refused(
+    anonymous: httpx.AsyncClient, system: SystemClient
+) -> None:
+    """An integrator's walkthrough had one accepted with iat an hour ahead (a clock that is off)."""
+    now = int(time.time())
+    body = await refused(anonymous, system.form(iat=now + 3600), "invalid_client")
+    assert "iat is in the future" in body["error_description"]
+    body = await refused(anonymous, system.form(nbf=now + 3600), "invalid_client")
+    assert "not valid yet" in body["error_description"]
+    ok = await anonymous.post("/auth/token", data=system.form(iat=now + 5, nbf=now - 5))  # within the skew
+    assert ok.status_code == 200, ok.text
+
+
 async def test_jti_replayed_inside_the_window(anonymous: httpx.AsyncClient, system: SystemClient) -> None:
     form = system.form("system/Patient.rs")
     first = await anonymous.post("/auth/token", data=form)

@@ -83,6 +83,9 @@ def _check_claims(claims: dict[str, Any], token_url: str, now: int) -> None:
     nbf = claims.get("nbf")
     if isinstance(nbf, int | float) and nbf > now + CLOCK_SKEW:
         raise _refuse("client_assertion is not valid yet (nbf)")
+    iat = claims.get("iat")  # signed in the future: a clock that is off, or an assertion made in advance
+    if isinstance(iat, int | float) and not isinstance(iat, bool) and iat > now + CLOCK_SKEW:
+        raise _refuse("client_assertion iat is in the future: check the client's clock")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > 256:
         raise _refuse("client_assertion needs a jti (at most 256 characters)")
