@@ -1,15 +1,19 @@
 """Fixtures of the audit tests: a scratch database per test, migrated to head, on SQLite and PostgreSQL
-(the `database_url` fixture of tests/conftest.py chooses which), and a factory of AuditFacts."""
+(the `database_url` fixture of tests/conftest.py chooses which), and a factory of AuditFacts. The
+migrations run once per session, into a template each test's database is copied from."""
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
@@ -27,31 +31,65 @@ def _pg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg", "postgresql").replace("postgresql+psycopg", "postgresql")
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def scratch_url(database_url: str, tmp_path: Any) -> AsyncIterator[str]:
-    """A fresh, empty database of the same kind as `database_url`."""
+async def _pg_execute(server: str, statement: str) -> None:
+    admin = await asyncpg.connect(_pg_dsn(server) + "/postgres")
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def migrated_template(database_url: str, tmp_path_factory: Any) -> AsyncIterator[str]:
+    """An empty database of the same kind as `database_url`, migrated to head once per session: each test's
+    `audit_db` starts as a copy of it (the same schema, triggers and empty sequences as a migration run for
+    that test would leave), instead of running every migration again per test."""
     if database_url.startswith("sqlite"):
-        yield f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('audit-template') / 'template.db'}"
+        server = None
+    else:
+        server, _, _ = database_url.rpartition("/")
+        name = f"rzcp_audit_tpl_{uuid.uuid4().hex[:12]}"
+        await _pg_execute(server, f'CREATE DATABASE "{name}"')
+        url = f"{server}/{name}"
+    db = Database(url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()  # no connection may stay open to a PostgreSQL template, nor to a file being copied
+    yield url
+    if server is not None:
+        await _pg_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scratch_url(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Any, migrated_template: str
+) -> AsyncIterator[str]:
+    """A fresh database of the same kind as `database_url`: empty, or, for a test that also asks for
+    `audit_db`, a copy of `migrated_template` (so both name the same, migrated, database)."""
+    template = migrated_template if "audit_db" in request.fixturenames else None
+    if database_url.startswith("sqlite"):
+        path = tmp_path / "audit.db"
+        if template is not None:
+            source = Path(template.split("///", 1)[1])
+            for suffix in ("", "-wal"):  # the WAL too, should one be left (the copy is then as consistent)
+                if Path(f"{source}{suffix}").exists():
+                    shutil.copyfile(f"{source}{suffix}", f"{path}{suffix}")
+        yield f"sqlite+aiosqlite:///{path}"
         return
     server, _, _ = database_url.rpartition("/")
     name = f"rzcp_audit_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_pg_dsn(server) + "/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    copy = f' TEMPLATE "{template.rpartition("/")[2]}"' if template is not None else ""
+    await _pg_execute(server, f'CREATE DATABASE "{name}"{copy}')
     yield f"{server}/{name}"
-    admin = await asyncpg.connect(_pg_dsn(server) + "/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await _pg_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def audit_db(scratch_url: str) -> AsyncIterator[Database]:
     db = Database(scratch_url)
-    await upgrade(db)
+    await upgrade(db)  # a copy of the migrated template: checks the revision, changes nothing
     yield db
     await db.dispose()
 
