@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -70,6 +71,8 @@ class Push:
     #: Another patient of the GP's, whose consent lets hospitals have her documents only.
     her_bsn: str
     ggz_endpoint: str
+    #: The suite's own gateway (served in a thread), whose outbox worker a test may pause.
+    app: Any = None
 
 
 async def stored_bundles(db_url: str) -> list[str]:
@@ -122,8 +125,9 @@ async def push(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
     await _migrate(database_url)
     hospital = member_app("Ziekenhuis Rijnstad", "x", zh_db)
     late_port = free_port()
+    app = create_app(settings)
     with (
-        serve(create_app(settings)) as url,
+        serve(app) as url,
         serve(hospital) as zh_url,
         serve(member_app("GGZ", "x", zh_db)) as ggz_url,
     ):
@@ -158,6 +162,7 @@ async def push(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
             tmp,
             her_bsn,
             ggz.base_url,
+            app,
         )
         await client.aclose()
         await region.close()
@@ -840,7 +845,25 @@ async def wait_up(url: str) -> None:
 
 
 @pytest.mark.slow
+@contextmanager
+def own_worker_paused(push: Push) -> Iterator[None]:
+    """The suite's gateway delivers nothing meanwhile: a test of its subprocesses' workers must not see the
+    message taken by this one (a run failed so: the kill then interrupted nothing)."""
+    worker = push.app.state.outbox_worker
+    loop = worker._task.get_loop()  # the server thread's loop, which runs the worker
+    asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(10)
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(worker.start)
+
+
 async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> None:
+    with own_worker_paused(push):
+        await _killed_mid_delivery(push, database_url)
+
+
+async def _killed_mid_delivery(push: Push, database_url: str) -> None:
     receiver_db, _ = await load_member(push.tmp, "rcv-", ["Condition"])
     receiver = HoldFirstAnswer(member_app("Ziekenhuis Oost", "x", receiver_db), hold=60.0)
     with serve(receiver) as receiver_url:
