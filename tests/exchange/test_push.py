@@ -233,6 +233,31 @@ async def test_a_malformed_message_is_refused(push: Push) -> None:
     assert await outbox_rows(push, two["id"]) == []
 
 
+@pytest.mark.parametrize(
+    ("change", "element"),
+    [
+        ({"id": "x" * 65}, "Bundle.id"),  # an integrator's walkthrough: 100 characters were accepted
+        ({"id": "a/b"}, "Bundle.id"),
+        ({"id": 7}, "Bundle.id"),
+        ({"entry+": {"fullUrl": f"urn:uuid:{uuid.uuid4()}"}}, "Bundle.entry[3].resource"),
+    ],
+    ids=["id-too-long", "id-slash", "id-number", "entry-without-resource"],
+)
+async def test_a_message_breaking_r4s_bundle_rules_is_refused_naming_them(
+    push: Push, change: dict[str, Any], element: str
+) -> None:
+    bundle = message_bundle(push.hospital_ura, push.bsn)
+    key = bundle["id"]
+    if "entry+" in change:
+        bundle["entry"].append(change["entry+"])
+    else:
+        bundle.update(change)
+    response = await push.gp.post("/fhir/$process-message", json=bundle)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == [element]
+    assert await outbox_rows(push, key) == []
+
+
 async def test_a_message_whose_bsn_is_no_bsn_is_refused_naming_it(push: Push) -> None:
     """A typo in the BSN was told as the patient's consent refusing the letter (a 403: "send it another
     way"); the 11-check needs no lookup, so saying so discloses nothing."""

@@ -49,6 +49,7 @@ from rzcp.exchange.message import MessageIndex, check_flat, check_sender, endpoi
 from rzcp.exchange.pull import Requester, TypeDecision, type_decision
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
+from rzcp.fhir.deps import is_fhir_id
 from rzcp.store.resources import instant, utcnow
 
 #: Resources in a message that describe who and how, not the patient's data: not decided by consent.
@@ -135,6 +136,19 @@ def _index(bundle: Any) -> MessageIndex:
         or bundle.get("type") != "message"
     ):
         raise BadRequest("$process-message takes a Bundle of type message")
+    bundle_id = bundle.get("id")
+    if bundle_id is not None and not (isinstance(bundle_id, str) and is_fhir_id(bundle_id)):
+        # the message's key: cut or mangled, two messages could share it
+        raise InvalidResource(
+            "Bundle.id is a FHIR id: 1 to 64 letters, digits, '-' and '.'", expression=("Bundle.id",)
+        )
+    entries = bundle.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("resource"), Mapping):
+            # R4's bdl-5: an entry of a message carries a resource; one without is nothing to decide on
+            raise InvalidResource(
+                "every entry of a message carries a resource", expression=(f"Bundle.entry[{i}].resource",)
+            )
     index = MessageIndex(bundle)
     if not index.entries or index.entries[0].get("resourceType") != "MessageHeader":
         raise BadRequest("a message Bundle starts with its MessageHeader", expression=("Bundle.entry[0]",))
@@ -245,7 +259,7 @@ def _sender_key(bundle: Mapping[str, Any]) -> str:
     """The sender's Bundle.id; without one, the content's own digest, so that a repeat of the same
     message (the sender lost our answer) is still the stored message, not a second delivery (a probe's)."""
     if bundle.get("id"):
-        return str(bundle["id"])[:128]
+        return str(bundle["id"])
     return "sha256:" + hashlib.sha256(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
