@@ -457,6 +457,13 @@ async def test_everything(world: World) -> None:
         f"/fhir/Patient/{world.patient}/$everything", params={"_type": "Patient,Condition"}
     )
     assert [r["resourceType"] for r in entries(response.json())][:1] == ["Patient"]
+    # a type R4 does not have is a typo, said as one, not an empty answer (an integrator's walkthrough)
+    response = await world.pharmacy.get(
+        f"/fhir/Patient/{world.patient}/$everything", params={"_type": "Condition,Foo"}
+    )
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["_type"] and "Foo is no R4 resource type" in issue["diagnostics"]
 
 
 # --- members that misbehave, seen through the gateway -------------------------------------------------

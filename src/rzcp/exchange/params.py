@@ -101,6 +101,14 @@ def check_everything_params(
         (name, value) for name, value in pairs if name in ("_count", "_summary") and name not in refused
     ]
     parse_search("Patient", shaping, registry, strict=True, default_count=1, max_count=1)  # their values
+    asked = [t.strip() for v in (v for k, v in pairs if k == "_type") for t in v.split(",") if t.strip()]
+    known = registry.resource_types()
+    unknown = [t for t in asked if t not in known]
+    if unknown:  # a typo must not read as "no data" (an integrator's walkthrough: `_type=Foo`, total 0)
+        shown = ", ".join(t[:64] for t in unknown)
+        raise InvalidSearch(
+            f"_type: {shown} is no R4 resource type", code="not-supported", expression=("_type",)
+        )
     return tuple(_refused(name, strict, where="by $everything") for name in dict.fromkeys(refused))
 
 
