@@ -267,7 +267,15 @@ async def assert_outcome(response: httpx.Response, status: int, code: str | None
 
 async def test_malformed_json(client: httpx.AsyncClient) -> None:
     response = await client.post("/fhir/Patient", content=b'{"resourceType": "Patient",', headers=HEADERS)
-    await assert_outcome(response, 400, "structure")
+    body = await assert_outcome(response, 400, "structure")
+    assert body["issue"][0]["diagnostics"] == "the body is not valid JSON (at character 27)"
+    # what is wrong is said as it is: valid JSON nested too deeply, bytes that are not UTF-8
+    deep = b'{"resourceType": "Patient", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    body = await assert_outcome(await client.post("/fhir/Patient", content=deep, headers=HEADERS), 400)
+    assert body["issue"][0]["diagnostics"].startswith("the body is nested more than 1024 levels deep")
+    latin = '{"resourceType": "Patient", "name": [{"family": "Müller"}]}'.encode("latin-1")
+    body = await assert_outcome(await client.post("/fhir/Patient", content=latin, headers=HEADERS), 400)
+    assert body["issue"][0]["diagnostics"] == "the body is not UTF-8"
 
 
 async def test_wrong_resource_type(client: httpx.AsyncClient) -> None:

@@ -90,6 +90,13 @@ def test_context() -> None:
         break_glass_enabled=False,
     )
     assert str(ctx.acting_practitioner) == "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|1"
+    # blanks around the bar are not part of the identifier; a value too long is said to be too long
+    spaced = {"x-acting-practitioner": " http://fhir.nl/fhir/NamingSystem/uzi-nr-pers | 900012345 "}
+    ctx = parse_context(spaced, allowed=allowed, break_glass_enabled=False)
+    assert str(ctx.acting_practitioner) == "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|900012345"
+    long = {"x-acting-practitioner": "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|" + "9" * 5000}
+    with pytest.raises(BadRequest, match="longer than 512 characters"):
+        parse_context(long, allowed=allowed, break_glass_enabled=False)
     glass = {"x-purpose-of-use": "ETREAT", "x-break-glass-reason": "unconscious"}
     with pytest.raises(Forbidden):
         parse_context(glass, allowed=allowed, break_glass_enabled=False)

@@ -137,8 +137,12 @@ def _practitioner(identifier: Identifier) -> Identifier:
 
 
 def parse_identifier(raw: str, name: str) -> Identifier:
-    system, sep, value = raw.strip().partition("|")
-    if not sep or not system or not value or len(raw) > 512 or "|" in value:
+    """`system|value`; blanks around either are not part of it (an integrator's walkthrough wrote
+    `system | value` and was told the system was not a register's)."""
+    if len(raw) > 512:
+        raise BadRequest(f"{name} is longer than 512 characters", code="value")
+    system, sep, value = (part.strip() for part in raw.partition("|"))
+    if not sep or not system or not value or "|" in value:
         raise BadRequest(f"{name} must be system|value, such as the UZI number of the person", code="value")
     return Identifier(system, value)
 

@@ -56,7 +56,23 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON (at character {exc.pos})", code="structure") from None
+        raise BadRequest(_json_problem(exc), code="structure") from None
+
+
+#: orjson's fixed nesting limit (its documentation says 1024).
+JSON_DEPTH = 1024
+
+
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with the body, in the parser's own terms where they say more than "not valid" (an
+    integrator's walkthrough: valid JSON nested too deeply, and bytes that are not UTF-8, were both told
+    "not valid JSON at character ...")."""
+    why = str(exc).partition(":")[0]
+    if why.startswith("depth limit exceeded"):
+        return f"the body is nested more than {JSON_DEPTH} levels deep (at character {exc.pos})"
+    if "UTF-8" in why:
+        return "the body is not UTF-8"
+    return f"the body is not valid JSON (at character {exc.pos})"
 
 
 async def read_form_body(request: Request, max_bytes: int) -> list[tuple[str, str]]:
