@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -247,6 +248,33 @@ def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
     assert metadata.status_code == 200
     assert metadata.json()["fhirVersion"] == "4.0.1"
     assert httpx.get(f"{served}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+def test_serve_logs_each_line_stamped_and_the_audit_checkpoints(tmp_path: Path) -> None:
+    """An operator's walkthrough: the gateway's own log lines had no time or level, and its INFO lines,
+    the audit checkpoints the README tells operators to keep beside their backups, were not written."""
+    port = free_port()
+    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'logs.db'}"}
+    process = subprocess.Popen(
+        [RZCP, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"{base}/fhir/Organization", timeout=10).status_code == 401  # refused: recorded
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=15)[0].decode()
+    stamped = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines and all(stamped.match(line) for line in lines), output
+    assert any(" INFO rzcp.audit: audit checkpoint seq=" in line for line in lines), output
 
 
 def _requests_counted(base: str, route: str) -> float:
