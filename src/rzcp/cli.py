@@ -184,15 +184,22 @@ def db_upgrade(obj: _Context, revision: str) -> None:
 
     settings = obj.settings()
 
+    from alembic.util import CommandError
+
     async def run() -> str | None:
         database = Database(settings.database_url)
         try:
             await upgrade(database, revision)
             return await current_revision(database)
+        except CommandError as exc:  # an unknown revision: Alembic's words, without its class name
+            raise click.ClickException(f"cannot upgrade to {revision!r}: {exc}") from None
         finally:
             await database.dispose()
 
     current = _run(run())
+    if revision not in ("head", current):
+        # Alembic leaves a database ahead of the revision asked for as it is: migrations only go up
+        click.echo(f"note: the database is at {current}, past {revision}; it is never downgraded", err=True)
     click.echo(f"database at revision {current}")
 
 

@@ -48,6 +48,13 @@ def test_db_upgrade_on_both_databases(database_url: str, tmp_path: Path) -> None
     assert "database at revision" in result.stdout
     again = run("db", "upgrade", env={"RZCP_DATABASE_URL": database_url})
     assert again.returncode == 0, again.stderr
+    # an operator's walkthrough: an older revision did nothing, silently; an unknown one named a class
+    older = run("db", "upgrade", "--revision", "0005", env={"RZCP_DATABASE_URL": database_url})
+    assert older.returncode == 0 and "past 0005; it is never downgraded" in older.stderr, older.stderr
+    bogus = run("db", "upgrade", "--revision", "bogus", env={"RZCP_DATABASE_URL": database_url})
+    assert bogus.returncode != 0
+    said = "Error: cannot upgrade to 'bogus': Can't locate revision identified by 'bogus'"
+    assert bogus.stderr.strip() == said
 
 
 def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:

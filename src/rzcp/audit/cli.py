@@ -68,7 +68,9 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
         raise
     except Exception as exc:  # one line for the operator, not a traceback
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+        # our ValueErrors are written for the operator; anything else is named by its kind
+        shown = first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"
+        raise click.ClickException(shown) from None
 
 
 def _moment(value: str, name: str) -> datetime:

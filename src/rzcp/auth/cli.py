@@ -80,7 +80,9 @@ def _in_transaction(
         raise click.ClickException(exc.message) from None
     except Exception as exc:  # one line, not a traceback
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+        # our ValueErrors are written for the operator; anything else is named by its kind
+        shown = first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"
+        raise click.ClickException(shown) from None
 
 
 def _settings(ctx: click.Context) -> Settings:
