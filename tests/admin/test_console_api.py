@@ -16,6 +16,8 @@ from rzcp.admin.audit_views import PRACTITIONER_SYSTEMS
 from rzcp.audit.events import AuditFacts, Decision, Practitioner
 from rzcp.audit.search import search_events
 from rzcp.auth import registry
+from rzcp.exchange.outbox import DeliveryReport
+from rzcp.exchange.worker import audit_delivery
 from rzcp.membersim.bsn import derive_test_bsn
 from rzcp.store.resources import ResourceStore
 from tests.admin.conftest import as_bearer, minted_person_token, new_patient, person_token
@@ -723,6 +725,12 @@ async def test_health_lists_a_failing_member(chief: httpx.AsyncClient, console_a
     assert health["status"] == "degraded"
     failing = next(m for m in health["failing_members"] if m["ura"] == ura)
     assert failing["name"] == "Wankel" and failing["failures_24h"] == 1 and failing["last_failure"]
+    # a delivery to it that must be tried again counts too, as the worker records it (an operator's
+    # walkthrough: five failed attempts to a member that was down, and the count stayed at 1)
+    report = DeliveryReport("m-1", "01234567", ura, None, 1, "retry", None, "the receiver answered 503", None)
+    await audit_delivery(console_app.state.runtime.audit)(report)
+    health = (await chief.get("/admin/api/health")).json()
+    assert next(m for m in health["failing_members"] if m["ura"] == ura)["failures_24h"] == 2
     listed = (await chief.get("/admin/api/members")).json()["members"]
     assert next(m for m in listed if m["ura"] == ura)["health"]["state"] == "failing"
     assert set(health["outbox"]) == {"pending", "failed"}

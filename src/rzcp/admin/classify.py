@@ -15,7 +15,7 @@ from rzcp.audit.events import CONSOLE, EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_
 
 #: "source 01234567 failed; source 07654321 timeout" (a pull); "retry to 01234567, attempt 2: ..." (a push).
 _PULL_FAILURE = re.compile(r"source (\S+) (?:failed|timeout)")
-_DELIVERY_FAILURE = re.compile(r"^(?:retry|failed) to (\S+),")
+_DELIVERY_FAILURE = re.compile(r"^(?:retry|failed) to (\d{8})\b")
 
 PUSH_OPERATION = "process-message"
 DELIVERY_OPERATION = "process-message-delivery"
