@@ -47,7 +47,7 @@ from rzcp.exchange.http import GatewayClient
 from rzcp.fhir.search.definitions import SearchRegistry
 from rzcp_fhir_rest.auth import AuthFailed, MemberCredentials
 from rzcp_fhir_rest.checks import EntryChecker, patient_param
-from rzcp_fhir_rest.replies import objects, response_code, stated_reason, with_reason
+from rzcp_fhir_rest.replies import objects, response_code, stated_reason
 
 FHIR_JSON = "application/fhir+json"
 ACCEPT = {"Accept": FHIR_JSON}
@@ -299,15 +299,19 @@ class FhirRestAdapter(MemberAdapter):
             breaker.record_failure()
         else:
             breaker.record_success()
+        said = stated_reason(reply)  # the receiver's words, kept apart: the Task shows them, the trail not
         if 200 <= status < 300:
             code = response_code(reply)
             if code == "fatal-error":
-                detail = with_reason("the receiver rejected the message", reply)
-                return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail)
+                rejected = DeliveryStatus.REJECTED
+                detail = "the receiver rejected the message"
+                return DeliveryOutcome(member.ura, rejected, status, reply, detail, reason=said)
             if code == "transient-error":
-                detail = with_reason("the receiver could not process the message yet", reply)
+                detail = "the receiver could not process the message yet"
                 retry = _retry_after(answer.headers)
-                return DeliveryOutcome(member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail, retry)
+                return DeliveryOutcome(
+                    member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail, retry, reason=said
+                )
             return DeliveryOutcome(member.ura, DeliveryStatus.DELIVERED, status, reply, "delivered")
         if 300 <= status < 400:  # not followed: a message goes only to the address the registry holds
             detail = f"the receiver answered {status}, a redirect: its registered address may be out of date"
@@ -320,11 +324,12 @@ class FhirRestAdapter(MemberAdapter):
                 DeliveryStatus.RETRY_LATER,
                 status,
                 reply,
-                with_reason(f"the receiver answered {status}", reply),
+                f"the receiver answered {status}",
                 _retry_after(answer.headers),
+                reason=said,
             )
-        detail = with_reason(f"the receiver refused the message ({status})", reply)
-        return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail)
+        detail = f"the receiver refused the message ({status})"
+        return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail, reason=said)
 
     async def capabilities(self, member: Member) -> Capabilities:
         loop = asyncio.get_running_loop()

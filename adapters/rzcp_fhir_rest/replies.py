@@ -10,13 +10,15 @@ assumption about its shape: whatever a receiver sends, these functions never rai
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from typing import Any, Literal
 
 #: How much of a member's reason is kept (the sender's Task, a pull's warning).
 REASON_LIMIT = 300
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Unicode categories that print nothing, or something other than they store: controls, format characters
+#: (bidi overrides, zero-width ones), surrogates, private use, unassigned, line and paragraph separators.
+_UNSEEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _SEVERITY_ORDER = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
 
 ResponseCode = Literal["ok", "transient-error", "fatal-error"]
@@ -40,13 +42,16 @@ def stated_reason(reply: Any) -> str | None:
     if not issues:
         return None
     issues.sort(key=_severity_rank)
-    text = " ".join(_CONTROL.sub(" ", _issue_text(issues[0]) or "").split())
+    text = " ".join(_shown(_issue_text(issues[0]) or "").split())
     return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3].rstrip() + "..."
 
 
-def with_reason(detail: str, reply: Any) -> str:
-    reason = stated_reason(reply)
-    return f"{detail}: {reason}" if reason else detail
+def _shown(text: str) -> str:
+    """The text as it reads: compatibility forms folded (full-width digits are digits), and every
+    character that prints nothing or shows otherwise than it stores made a blank, so what the sender's
+    staff read is what was stored (a review: a right-to-left override made "ok" read as something else)."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(" " if unicodedata.category(c) in _UNSEEN else c for c in folded)
 
 
 def _severity_rank(issue: dict[str, Any]) -> int:

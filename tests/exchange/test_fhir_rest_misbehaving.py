@@ -621,6 +621,8 @@ async def test_any_json_from_a_member_is_reported_never_raised(
 
 
 RESPONSE_CODES = st.sampled_from(["ok", "transient-error", "fatal-error"])
+#: A receiver's words with a right-to-left override, a zero-width space and a full-width digit nine.
+UNSEEN = "ok \u202edeliv\u200bered\u202c \uff19"
 #: A receiver's answers to a message: response messages with any response and outcome, and any JSON.
 receiver_answers = st.one_of(
     st.builds(
@@ -659,7 +661,8 @@ async def test_any_answer_to_a_message_is_an_outcome_never_raised(
     server.handler = answer(orjson.dumps(body), status=status)
     outcome = await adapter.deliver(member, message(), idempotency_key="msg-any")
     assert outcome.http_status == status
-    assert outcome.detail and outcome.detail.isprintable() and len(outcome.detail) <= 400
+    assert outcome.detail and outcome.detail.isprintable()
+    assert outcome.reason is None or (outcome.reason.isprintable() and 0 < len(outcome.reason) <= 300)
     if 300 <= status < 400 or status in (429, 500, 503):
         assert outcome.status is DeliveryStatus.RETRY_LATER
     elif status >= 400:
@@ -694,8 +697,14 @@ async def test_any_answer_to_a_message_is_an_outcome_never_raised(
             f"the receiver answered 503: {'x' * 297}...",
         ),
         ({"resourceType": "OperationOutcome", "issue": []}, 409, DeliveryStatus.REJECTED, None),
+        (  # a review: a right-to-left override made the text read otherwise than it was stored
+            {"resourceType": "OperationOutcome", "issue": [{"diagnostics": UNSEEN}]},
+            422,
+            DeliveryStatus.REJECTED,
+            "the receiver refused the message (422): ok deliv ered 9",
+        ),
     ],
-    ids=["diagnostics", "most-severe-display", "shortened", "no-words"],
+    ids=["diagnostics", "most-severe-display", "shortened", "no-words", "unseen-characters"],
 )
 async def test_the_receivers_own_words_are_its_reason(
     adapter: MemberAdapter,
@@ -709,4 +718,5 @@ async def test_the_receivers_own_words_are_its_reason(
     server.handler = answer(orjson.dumps(answer_body), status=status)
     outcome = await adapter.deliver(member, message(), idempotency_key="msg-why")
     assert outcome.status is expected
-    assert outcome.detail == (detail or f"the receiver refused the message ({status})")
+    shown = f"{outcome.detail}: {outcome.reason}" if outcome.reason else outcome.detail
+    assert shown == (detail or f"the receiver refused the message ({status})")

@@ -869,7 +869,6 @@ async def wait_up(url: str) -> None:
     await wait_for(up, timeout=30, every=0.2)
 
 
-@pytest.mark.slow
 @contextmanager
 def own_worker_paused(push: Push) -> Iterator[None]:
     """The suite's gateway delivers nothing meanwhile: a test of its subprocesses' workers must not see the
@@ -883,6 +882,7 @@ def own_worker_paused(push: Push) -> Iterator[None]:
         loop.call_soon_threadsafe(worker.start)
 
 
+@pytest.mark.slow
 async def test_a_gateway_killed_mid_delivery(push: Push, database_url: str) -> None:
     with own_worker_paused(push):
         await _killed_mid_delivery(push, database_url)
@@ -1061,12 +1061,10 @@ async def test_the_sender_reads_why_the_receiver_turned_the_message_down(push: P
         )
         records = {row.correlation_id: orjson.loads(row.content) for row in await conn.execute(query)}
     first, second = records[f"outbox:{task['id']}:1"], records[f"outbox:{task['id']}:2"]
-    assert first["outcomeDesc"].endswith(
-        "attempt 1: the receiver could not process the message yet: ward system busy, try again"
-    )
-    # the trail keeps a receiver's free text as it keeps the gateway's: a number that may be a BSN masked
-    assert second["outcomeDesc"].endswith("patient * unknown at this ward")
-    assert "123456782" not in second["outcomeDesc"]
+    # the trail keeps the gateway's words, not the receiver's: free text from outside, which could name
+    # anyone (a review found BSNs written with spaces and names passing the trail's masking)
+    assert first["outcomeDesc"].endswith("attempt 1: the receiver could not process the message yet")
+    assert second["outcomeDesc"].endswith("attempt 2: the receiver rejected the message")
 
 
 async def test_a_redirecting_receiver_is_tried_again_not_followed(push: Push) -> None:

@@ -198,6 +198,9 @@ class DeliveryOutcome:
     retry_after: float | None = None
     #: False when the receiver was not called at all (its circuit is open): no attempt is spent on it.
     called: bool = True
+    #: The receiver's own words for turning the message down (its OperationOutcome), one line, bounded:
+    #: shown to the sender in its Task, never written to the audit trail (free text from outside).
+    reason: str | None = None
 
 
 @dataclass

@@ -529,7 +529,8 @@ async def finish(
         else:
             result, status = "retry", "pending"
             values["next_attempt_at"] = next_at
-    values.update(status=status, http_status=http_status, detail=detail[:500])
+    shown = f"{detail}: {outcome.reason}" if outcome is not None and outcome.reason else detail
+    values.update(status=status, http_status=http_status, detail=shown[:500])
     await conn.execute(update(outbox).where(outbox.c.id == message.id, mine).values(**values))
     return DeliveryReport(
         message.id,

@@ -180,7 +180,8 @@ def audit_delivery(writer: Any) -> DeliveryHook:
     """The hook that records each delivery attempt in the audit trail (the gateway itself as actor)."""
 
     async def record(report: DeliveryReport) -> None:
-        # the detail may quote the receiver's own words: kept as the trail keeps free text (numbers masked)
+        # the gateway's words only: the receiver's own (its reason, in the sender's Task) are free text from
+        # outside, which the trail does not keep
         desc = (
             f"{report.result} to {report.receiver_ura} (message {report.message_id} from "
             f"{report.sender_ura}), attempt {report.attempt}: {recorded_text(report.detail)}"
