@@ -158,6 +158,18 @@ async def test_an_announcement_takes_only_its_two_parameters(region: tuple[Regio
         body["parameter"][1]["valueReference"] = odd
         response = await http.post("/fhir/Patient/$announce", json=body)
         assert response.status_code == 400, response.text
+    # a review: a parameter that is no list was a 500, a part that is no object was skipped, and a list
+    # as the patient's id was stored as its Python spelling
+    bsn = derive_test_bsn("locator-shapes")
+    for shape in (5, True, {"name": "identifier"}, [*parameters(bsn, "x-2")["parameter"], "junk"]):
+        body = {"resourceType": "Parameters", "parameter": shape}
+        response = await http.post("/fhir/Patient/$announce", json=body)
+        assert response.status_code == 400 and "list of parameters" in response.text, response.text
+    for local in ({"valueString": {"x": 1}}, {"valueReference": {"reference": ["a"]}}):
+        body = parameters(bsn, None)
+        body["parameter"].append({"name": "patient", **local})
+        response = await http.post("/fhir/Patient/$announce", json=body)
+        assert response.status_code == 400 and "Patient/<your id>" in response.text, response.text
 
 
 async def test_the_directory_is_readable_as_organization_and_endpoint(

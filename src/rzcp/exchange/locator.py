@@ -65,9 +65,10 @@ def parse_announcement(body: Any, *, withdrawal: bool = False) -> Announcement:
         raise BadRequest("the body must be a Parameters resource", code="invalid")
     bsn: str | None = None
     local: str | None = None
-    for part in body.get("parameter") or []:
-        if not isinstance(part, Mapping):
-            continue
+    parts = body.get("parameter") or []
+    if not isinstance(parts, list) or not all(isinstance(part, Mapping) for part in parts):
+        raise BadRequest("Parameters.parameter is a list of parameters", expression=("parameter",))
+    for part in parts:
         name = part.get("name")
         if name not in ("identifier", "patient"):
             # a parameter the operation does not define is not ignored: the member meant something by it
@@ -90,7 +91,10 @@ def parse_announcement(body: Any, *, withdrawal: bool = False) -> Announcement:
             ref = (reference.get("reference") if isinstance(reference, Mapping) else None) or part.get(
                 "valueString"
             )
-            local = str(ref or "").removeprefix("Patient/")
+            if not isinstance(ref, str):  # a list or an object would be stored as its Python spelling
+                why = "patient is Patient/<your id>, as a reference or a string"
+                raise BadRequest(why, expression=("patient",))
+            local = ref.removeprefix("Patient/")
     if bsn is None or not is_valid_bsn(bsn):
         raise BadRequest("a valid BSN is required as parameter identifier", expression=("identifier",))
     if local is None and not withdrawal:
