@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import logging
 import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from pydantic import ValidationError
 from rzcp.audit.cli import audit as audit_group
 from rzcp.auth import cli as auth_cli
 from rzcp.exchange import cli as exchange_cli
+from rzcp.logs import log_config
 from rzcp.membersim.cli import member_sim
 from rzcp.settings import Settings, load_settings
 
@@ -83,34 +81,6 @@ def serve(obj: _Context, host: str, port: int, workers: int) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, with the gateway's own loggers beside it and every line stamped with its time
-    (UTC) and level. Without it the `rzcp.*` loggers had no handler: their warnings came out bare, and
-    their INFO lines, the audit checkpoints the trail's verification can be compared with, not at all
-    (an operator's walkthrough)."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    stamp = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
-    config["formatters"]["rzcp"] = {
-        "()": "rzcp.cli.UtcFormatter",
-        "fmt": stamp,
-        "datefmt": "%Y-%m-%dT%H:%M:%S",
-    }
-    config["formatters"]["default"] = {**config["formatters"]["rzcp"], "fmt": stamp}
-    config["handlers"]["rzcp"] = {
-        "formatter": "rzcp",
-        "class": "logging.StreamHandler",
-        "stream": "ext://sys.stderr",
-    }
-    config["loggers"]["rzcp"] = {"handlers": ["rzcp"], "level": level.upper(), "propagate": False}
-    return config
-
-
-class UtcFormatter(logging.Formatter):
-    converter = time.gmtime
 
 
 def _shared_metrics_dir() -> str | None:
