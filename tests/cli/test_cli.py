@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,31 +224,45 @@ def test_the_audit_commands_say_when_they_are_not_pointed_at_the_gateways_databa
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
+@dataclass
+class Serving:
+    process: subprocess.Popen[bytes]
+    base: str
+
+    def stop(self) -> str:
+        """Stop the server; what it wrote to stdout and stderr."""
+        self.process.terminate()
+        return self.process.communicate(timeout=15)[0].decode()
+
+
+def start_serving(database: Path) -> Serving:
+    """`rzcp serve` on a SQLite file, once its /readyz says ready."""
     port = free_port()
-    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"}
+    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
     process = subprocess.Popen(
         [RZCP, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    base = f"http://127.0.0.1:{port}"
+    serving = Serving(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{serving.base}/readyz", timeout=1).status_code == 200:
+                return serving
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"rzcp serve exited: {serving.stop()}")
+        time.sleep(0.2)
+    pytest.fail(f"rzcp serve did not become ready within 30 s: {serving.stop()}")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    serving = start_serving(tmp_path / "serve.db")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"rzcp serve exited: {process.stdout.read().decode() if process.stdout else ''}")
-            time.sleep(0.2)
-        else:
-            pytest.fail("rzcp serve did not become ready within 30 s")
-        yield base
+        yield serving.base
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        serving.stop()
 
 
 def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
@@ -260,24 +275,11 @@ def test_serve_answers_fhir_on_a_fresh_sqlite_database(served: str) -> None:
 def test_serve_logs_each_line_stamped_and_the_audit_checkpoints(tmp_path: Path) -> None:
     """An operator's walkthrough: the gateway's own log lines had no time or level, and its INFO lines,
     the audit checkpoints the README tells operators to keep beside their backups, were not written."""
-    port = free_port()
-    env = {**os.environ, "RZCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'logs.db'}"}
-    process = subprocess.Popen(
-        [RZCP, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
+    serving = start_serving(tmp_path / "logs.db")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert httpx.get(f"{base}/fhir/Organization", timeout=10).status_code == 401  # refused: recorded
+        assert httpx.get(f"{serving.base}/fhir/Organization", timeout=10).status_code == 401  # recorded
     finally:
-        process.terminate()
-        output = process.communicate(timeout=15)[0].decode()
+        output = serving.stop()
     stamped = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
     lines = [line for line in output.splitlines() if line.strip()]
     assert lines and all(stamped.match(line) for line in lines), output
