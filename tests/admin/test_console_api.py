@@ -125,6 +125,11 @@ async def test_bad_input_is_a_400_operation_outcome(chief: httpx.AsyncClient) ->
     outcome_of(await chief.post("/admin/api/clients", json={**client, "extra": 1}), 400)
     king = outcome_of(await chief.post("/admin/api/clients", json={**client, "role": "king"}), 400)
     assert king["issue"][0]["diagnostics"] == "role is member, auditor, admin"
+    # the console's API is plain JSON, and its 415 says so (it asked for FHIR JSON)
+    plain = outcome_of(
+        await chief.post("/admin/api/members", content=b"{}", headers={"content-type": "text/plain"}), 415
+    )
+    assert plain["issue"][0]["diagnostics"] == "text/plain is not supported: send application/json"
 
 
 # --- members and clients ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def _runtime(request: Request) -> Runtime:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    body = await read_json_body(request, _runtime(request).settings.max_body_bytes)
+    body = await read_json_body(request, _runtime(request).settings.max_body_bytes, asked="application/json")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

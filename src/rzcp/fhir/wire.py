@@ -43,13 +43,14 @@ def wants_pretty(request: Request) -> bool:
     return request.query_params.get("_pretty", "false").lower() == "true"
 
 
-async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON, refusing wrong media types, bodies over the limit and bad JSON."""
+async def read_json_body(request: Request, max_bytes: int, *, asked: str = "application/fhir+json") -> Any:
+    """The request body parsed as JSON, refusing wrong media types, bodies over the limit and bad JSON.
+    `asked`: the media type a refusal names (the console's API is plain JSON, not FHIR)."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media not in _JSON_TYPES:
         shown = content_type or "no Content-Type"
-        raise UnsupportedMediaType(f"{shown} is not supported: send application/fhir+json")
+        raise UnsupportedMediaType(f"{shown} is not supported: send {asked}")
     body = await _read_body(request, max_bytes)
     if not body.strip():
         raise BadRequest("the request body is empty")
