@@ -281,6 +281,19 @@ async def test_a_destination_naming_two_members_is_refused(push: Push) -> None:
     assert issue["expression"] == ["MessageHeader.destination"]
     assert f"{push.hospital_ura} by its URA and member {push.ggz_ura} by its endpoint" in issue["diagnostics"]
     assert await outbox_rows(push, mixed["id"]) == []
+    # a server that is not the receiver's, the region's or not, is refused too (a review); the receiver's
+    # own address, however it is spelled, is its
+    elsewhere = message_bundle(push.hospital_ura, push.bsn)
+    elsewhere["entry"][0]["resource"]["destination"][0]["endpoint"] = "https://elsewhere.example/fhir"
+    response = await push.gp.post("/fhir/$process-message", json=elsewhere)
+    assert response.status_code == 400, response.text
+    assert f"is not the address of member {push.hospital_ura}" in response.json()["issue"][0]["diagnostics"]
+    hospital = (await push.region.members([push.hospital_ura]))[push.hospital_ura]
+    own = message_bundle(push.hospital_ura, push.bsn)
+    own["entry"][0]["resource"]["destination"][0]["endpoint"] = (
+        hospital.base_url.upper().replace("HTTP:", "http:") + "/"
+    )
+    assert (await push.gp.post("/fhir/$process-message", json=own)).status_code == 202
     # the endpoint alone, spelled otherwise than registered, names the member it points at
     by_place = message_bundle(push.hospital_ura, push.bsn)
     destination = by_place["entry"][0]["resource"]["destination"][0]

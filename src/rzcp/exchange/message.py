@@ -352,6 +352,11 @@ def endpoint_owner(endpoint: Any, members: Mapping[str, Member]) -> str | None:
     return max(owners, key=lambda owner: len(owner[1]))[0] if owners else None
 
 
+def is_server_address(url: Any) -> bool:
+    """Whether `url` names an http(s) server (a `urn:` does not), read as `endpoint_owner` reads it."""
+    return isinstance(url, str) and _place(url) is not None
+
+
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(.*)", re.DOTALL)
 
 

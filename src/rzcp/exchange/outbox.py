@@ -45,7 +45,14 @@ from rzcp.consent.service import request_for_resource
 from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
-from rzcp.exchange.message import MessageIndex, check_flat, check_sender, endpoint_owner, message_bsn
+from rzcp.exchange.message import (
+    MessageIndex,
+    check_flat,
+    check_sender,
+    endpoint_owner,
+    is_server_address,
+    message_bsn,
+)
 from rzcp.exchange.pull import Requester, TypeDecision, type_decision
 from rzcp.exchange.service import Exchange
 from rzcp.exchange.tables import outbox
@@ -172,6 +179,13 @@ def _receiver_member(header: Mapping[str, Any], active: Mapping[str, Member], se
     if receiver is None:
         raise BadRequest(
             "the message's destination is not an active member of the region",
+            expression=("MessageHeader.destination",),
+        )
+    if ura and is_server_address(endpoint) and endpoint_owner(endpoint, {ura: receiver}) != ura:
+        # a server that is not the receiver's (a suspended member's, or none of the region's): the message
+        # would arrive naming another place as where it was sent (a review)
+        raise BadRequest(
+            f"MessageHeader.destination.endpoint is not the address of member {ura} ({receiver.base_url})",
             expression=("MessageHeader.destination",),
         )
     if receiver.ura == sender.ura:
