@@ -168,10 +168,15 @@ async def test_fail_closed_when_the_trail_cannot_be_written(tmp_path: Path) -> N
         async with runtime.db.write() as conn:  # the trail's table becomes unwritable
             await conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_gone"))
         response = await http.get(f"/fhir/Patient/{created.json()['id']}", headers=headers)
+        # the token endpoint's clients read OAuth errors (an integrator's walkthrough got an OperationOutcome)
+        refused_token = await http.post("/auth/token", data=admin.form("system/*.rs"))
     await runtime.aclose()
     assert response.status_code == 503
     assert response.json()["resourceType"] == "OperationOutcome"
     assert "Geheim" not in response.text
+    assert refused_token.status_code == 503 and refused_token.headers["retry-after"] == "5"
+    assert refused_token.json()["error"] == "temporarily_unavailable"
+    assert "access_token" not in refused_token.text
 
 
 async def test_a_patient_reads_their_own_log_and_not_anothers(

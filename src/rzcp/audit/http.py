@@ -142,6 +142,10 @@ def _patient_from_request(scope: Scope, params: dict[str, str]) -> str | None:
     return None
 
 
+#: The token endpoint, whose clients read OAuth errors, not OperationOutcomes.
+TOKEN_PATH = "/auth/token"  # noqa: S105 (a path, not a secret)
+
+
 class AuditMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -163,7 +167,7 @@ class AuditMiddleware:
             # An exception still gets its record (status 500) before the error handler answers.
             recorded = await self._record(scope, status)
         if not recorded:
-            await _send_unavailable(send)
+            await _send_unavailable(send, scope["path"])
             return
         for message in held:
             await send(message)
@@ -234,25 +238,17 @@ def _resource_type(scope: Scope) -> str | None:
     return named if named is not None and _TYPE_NAME.fullmatch(named) else None
 
 
-async def _send_unavailable(send: Send) -> None:
-    body = orjson.dumps(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "error",
-                    "code": "transient",
-                    "diagnostics": "The audit trail cannot be written; no data is sent without a record. "
-                    "Retry later.",
-                }
-            ],
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"retry-after", b"5")],
-        }
-    )
+async def _send_unavailable(send: Send, path: str) -> None:
+    """The 503 of a request whose record could not be written: an OAuth error at the token endpoint,
+    whose clients read `error` (RFC 6749, section 5.2), and an OperationOutcome elsewhere."""
+    said = "The audit trail cannot be written; no data is sent without a record. Retry later."
+    if path == TOKEN_PATH:
+        body = orjson.dumps({"error": "temporarily_unavailable", "error_description": said})
+        media = b"application/json"
+    else:
+        issue = {"severity": "error", "code": "transient", "diagnostics": said}
+        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
+        media = b"application/fhir+json; charset=utf-8"
+    headers = [(b"content-type", media), (b"retry-after", b"5"), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body})
