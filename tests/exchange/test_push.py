@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from rzcp.app import create_app
 from rzcp.audit.tables import audit_events
+from rzcp.auth import registry
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus
 from rzcp.exchange.outbox import RetryPlan, accept_message, claim, finish
 from rzcp.exchange.pull import SOURCE_SYSTEM, Requester
@@ -165,6 +166,11 @@ async def push(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
             app,
         )
         await client.aclose()
+        # its members leave the region: they hold the same Synthea patients as other modules' members, and
+        # a pull there would ask them (the GP's address answers nothing) when this module ran first
+        async with region.db.write() as conn:
+            for member in (gp, zh, ggz, late):
+                await registry.suspend_member(conn, member.ura)
         await region.close()
 
 
