@@ -299,23 +299,22 @@ class FhirRestAdapter(MemberAdapter):
             breaker.record_failure()
         else:
             breaker.record_success()
-        said = stated_reason(reply)  # the receiver's words, kept apart: the Task shows them, the trail not
-        if 200 <= status < 300:
-            code = response_code(reply)
-            if code == "fatal-error":
-                rejected = DeliveryStatus.REJECTED
-                detail = "the receiver rejected the message"
-                return DeliveryOutcome(member.ura, rejected, status, reply, detail, reason=said)
-            if code == "transient-error":
-                detail = "the receiver could not process the message yet"
-                retry = _retry_after(answer.headers)
-                return DeliveryOutcome(
-                    member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail, retry, reason=said
-                )
+        code = response_code(reply) if 200 <= status < 300 else None
+        if 200 <= status < 300 and code not in ("fatal-error", "transient-error"):
             return DeliveryOutcome(member.ura, DeliveryStatus.DELIVERED, status, reply, "delivered")
         if 300 <= status < 400:  # not followed: a message goes only to the address the registry holds
             detail = f"the receiver answered {status}, a redirect: its registered address may be out of date"
             return DeliveryOutcome(member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail)
+        said = stated_reason(reply)  # the receiver's words, kept apart: the Task shows them, the trail not
+        if code == "fatal-error":
+            detail = "the receiver rejected the message"
+            return DeliveryOutcome(member.ura, DeliveryStatus.REJECTED, status, reply, detail, reason=said)
+        if code == "transient-error":
+            detail = "the receiver could not process the message yet"
+            retry = _retry_after(answer.headers)
+            return DeliveryOutcome(
+                member.ura, DeliveryStatus.RETRY_LATER, status, reply, detail, retry, reason=said
+            )
         if status in {401, 408, 425, 429} or status >= 500:
             if status == 401:
                 self.credentials.invalidate(member)

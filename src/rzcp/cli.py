@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from rzcp.audit.cli import audit as audit_group
 from rzcp.auth import cli as auth_cli
+from rzcp.errors import one_line
 from rzcp.exchange import cli as exchange_cli
 from rzcp.logs import log_config
 from rzcp.membersim.cli import member_sim
@@ -189,9 +190,7 @@ def _run(coro: Any) -> Any:
     except click.ClickException:
         raise
     except Exception as exc:  # one line, not a traceback: the operator needs the cause, not our stack
-        raise click.ClickException(
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 auth_cli.register(main)

@@ -138,3 +138,10 @@ class UnsupportedMediaType(RzcpError):
 class ServiceUnavailable(RzcpError):
     status = 503
     code = "transient"
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as a command prints it: its first line; our ValueErrors are written for the operator,
+    anything else is named by its kind."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"

@@ -17,6 +17,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from rzcp.audit.tables import audit_events
+from rzcp.errors import one_line
 from rzcp.settings import Settings
 from rzcp.store.db import Database
 
@@ -67,10 +68,7 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     except click.ClickException:
         raise
     except Exception as exc:  # one line for the operator, not a traceback
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        # our ValueErrors are written for the operator; anything else is named by its kind
-        shown = first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"
-        raise click.ClickException(shown) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 def _moment(value: str, name: str) -> datetime:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.auth import registry
 from rzcp.auth.principal import ROLES
-from rzcp.errors import RzcpError
+from rzcp.errors import RzcpError, one_line
 from rzcp.settings import Settings
 from rzcp.store.db import Database
 
@@ -79,10 +79,7 @@ def _in_transaction(
     except RzcpError as exc:
         raise click.ClickException(exc.message) from None
     except Exception as exc:  # one line, not a traceback
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        # our ValueErrors are written for the operator; anything else is named by its kind
-        shown = first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"
-        raise click.ClickException(shown) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 def _settings(ctx: click.Context) -> Settings:

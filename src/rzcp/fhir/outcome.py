@@ -119,34 +119,25 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(500, [Issue("error", "exception", f"Internal error (incident {incident})")])
 
 
+#: Errors that say the connection to the database is gone (not all are wrapped by SQLAlchemy).
+_CONNECTION_LOST = (
+    ConnectionError,  # refused, reset, aborted
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    PoolTimeout,  # every connection of the pool busy past its timeout
+)
+
+
 def _database_unreachable(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection: a 503 the caller may retry, not a
-    500 (an operator's walkthrough cut a gateway's connection: the driver's connection errors are not all
-    wrapped by SQLAlchemy). Outgoing calls to members never get here: their adapters report them."""
+    500 (an operator's walkthrough cut a gateway's connection). Outgoing calls to members never get here:
+    their adapters report them."""
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    lost = (
-        ConnectionError,  # refused, reset, aborted
-        asyncpg.exceptions.ConnectionDoesNotExistError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.InterfaceError,
-        PoolTimeout,  # every connection of the pool busy past its timeout
-    )
-    return isinstance(exc, lost)
-
-
-#: Raised where the database is out of reach; answered inside the middleware (a handler of `Exception`
-#: answers outside it, and the server then drops the client's connection and logs the statement again).
-_DATABASE_ERRORS = (
-    DBAPIError,
-    ConnectionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    PoolTimeout,
-)
+    return isinstance(exc, _CONNECTION_LOST)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -154,6 +145,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
-    for error in _DATABASE_ERRORS:
+    # answered inside the middleware: a handler of `Exception` answers outside it, and the server then
+    # drops the client's connection and logs the statement again
+    for error in (DBAPIError, *_CONNECTION_LOST):
         app.add_exception_handler(error, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
