@@ -38,11 +38,10 @@ def stated_reason(reply: Any) -> str | None:
     outcome = reply if _is_type(reply, "OperationOutcome") else _first_resource(reply, "OperationOutcome")
     if outcome is None:
         return None
-    issues = [i for i in objects(outcome.get("issue")) if _issue_text(i)]
-    if not issues:
+    readable = [(_severity_rank(i), text) for i in objects(outcome.get("issue")) if (text := _issue_text(i))]
+    if not readable:
         return None
-    issues.sort(key=_severity_rank)
-    text = " ".join(_shown(_issue_text(issues[0]) or "").split())
+    text = min(readable, key=lambda ranked: ranked[0])[1]  # the first of the most severe
     return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3].rstrip() + "..."
 
 
@@ -60,12 +59,15 @@ def _severity_rank(issue: dict[str, Any]) -> int:
 
 
 def _issue_text(issue: dict[str, Any]) -> str | None:
+    """The issue's first text that still says something once cleaned (`_shown`), on one line: a text of
+    invisible characters only is no reason (it left the Task an empty one)."""
     details = issue.get("details")
     candidates = [issue.get("diagnostics")]
     if isinstance(details, dict):
         candidates.append(details.get("text"))
         candidates += [c.get("display") for c in objects(details.get("coding"))]
-    return next((c for c in candidates if isinstance(c, str) and c.strip()), None)
+    shown = (" ".join(_shown(c).split()) for c in candidates if isinstance(c, str))
+    return next((text for text in shown if text), None)
 
 
 def _first_resource(bundle: Any, resource_type: str) -> dict[str, Any] | None:

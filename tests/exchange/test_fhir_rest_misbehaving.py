@@ -703,8 +703,34 @@ async def test_any_answer_to_a_message_is_an_outcome_never_raised(
             DeliveryStatus.REJECTED,
             "the receiver refused the message (422): ok deliv ered 9",
         ),
+        (  # words that are all invisible are no reason, and do not hide a readable one
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {"severity": "error", "diagnostics": "\u200b\u202e"},
+                    {"severity": "warning", "diagnostics": "unknown ward"},
+                ],
+            },
+            400,
+            DeliveryStatus.REJECTED,
+            "the receiver refused the message (400): unknown ward",
+        ),
+        (
+            {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "\u200b"}]},
+            409,
+            DeliveryStatus.REJECTED,
+            None,
+        ),
     ],
-    ids=["diagnostics", "most-severe-display", "shortened", "no-words", "unseen-characters"],
+    ids=[
+        "diagnostics",
+        "most-severe-display",
+        "shortened",
+        "no-words",
+        "unseen-characters",
+        "invisible-then-readable",
+        "invisible-only",
+    ],
 )
 async def test_the_receivers_own_words_are_its_reason(
     adapter: MemberAdapter,
