@@ -1158,6 +1158,58 @@ async def test_an_entry_whose_codes_cannot_be_read_is_withheld(world: World) -> 
     assert "sc-fine" in ids and "sc-broken" not in ids
 
 
+async def test_what_a_resource_contains_is_decided_too_and_a_label_in_any_spelling(world: World) -> None:
+    """A prescription carrying the patient's psychiatric diagnosis as a contained Condition, and labels
+    written under the ActCode OID or another code system: each is the PSY data the pharmacy's consent
+    (everything, but no sensitive label) does not cover (a security test got both through)."""
+
+    def labelled(cid: str, system: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Condition",
+            "id": cid,
+            "meta": {"security": [{"system": system, "code": "PSY"}]},
+            "subject": {"reference": "Patient/sc-pat"},
+        }
+
+    def prescription(rid: str, *contained: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resourceType": "MedicationRequest",
+            "id": rid,
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/sc-pat"},
+            "medicationReference": {"reference": "#med"},
+            "contained": list(contained),
+        }
+
+    medication = {"resourceType": "Medication", "id": "med", "code": {"text": "lithium"}}
+    prescriber = {"resourceType": "Practitioner", "id": "dr", "name": [{"family": "Jansen"}]}
+    diagnosis = labelled("dx", PSY["system"])
+    answers = {
+        "MedicationRequest": searchset(
+            prescription("mr-plain", medication, prescriber), prescription("mr-psy", medication, diagnosis)
+        ),
+        "Condition": searchset(
+            labelled("c-oid", "urn:oid:2.16.840.1.113883.5.4"),
+            labelled("c-old", "http://hl7.org/fhir/v3/ActCode"),
+            labelled("c-other", "http://ehr.example.org/labels"),
+            {"resourceType": "Condition", "id": "c-plain", "subject": {"reference": "Patient/sc-pat"}},
+        ),
+    }
+
+    async def by_type(request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        return 200, {}, answers[request["hit"].path.rsplit("/", 1)[1]]
+
+    world.scripted.handler = by_type
+    async with announced(world, world.scripted_ura, "sc-pat"):
+        got = set()
+        for res_type in answers:
+            response = await world.pharmacy.get(f"/fhir/{res_type}", params={"patient": world.patient})
+            assert response.status_code == 200, response.text
+            got |= {r["id"] for r in entries(response.json()) if r["id"].startswith(("mr-", "c-"))}
+    assert got == {"mr-plain", "c-plain"}
+
+
 async def test_the_circuit_breaker_opens_and_closes(world: World) -> None:
     world.scripted.handler = answer(b"{}", status=500)
     async with announced(world, world.scripted_ura, "sc-pat"):

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from rzcp.consent.compiled import PARTICIPATION_SYSTEM, PRIVACY_SCOPE, SCOPE_SYSTEM
+from rzcp.consent.labels import label_token
 from rzcp.consent.model import Request
 from rzcp.consent.policy import PURPOSE_SYSTEM, RESOURCE_TYPE_SYSTEM, URA_SYSTEM, Policy, parse_policy
 
@@ -191,7 +192,8 @@ def _actor(who: str, role: str, policy: Policy) -> dict[str, Any]:
 
 def _label(value: str, policy: Policy) -> str:
     if "|" in value:
-        return value
+        system, _, code = value.rpartition("|")
+        return label_token(system, code)  # as the gateway reads a label on data or in a consent
     for token in policy.sensitive_labels:
         if token.rsplit("|", 1)[1] == value:
             return token

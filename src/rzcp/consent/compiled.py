@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from rzcp.consent.labels import label_token
 from rzcp.consent.policy import PURPOSE_SYSTEM, URA_SYSTEM
 from rzcp.fhir.search.values import parse_date_range
 
@@ -235,7 +236,7 @@ def _rule_fields(provision: Mapping[str, Any], path: str, parent_effect: str | N
         purposes=_codes(provision.get("purpose"), bare=True, only_system=PURPOSE_SYSTEM),
         classes=_codes(provision.get("class")),
         codes=_codes([c for cc in provision.get("code") or [] for c in cc.get("coding") or []]),
-        labels=_codes(provision.get("securityLabel")),
+        labels=_label_tokens(provision.get("securityLabel")),
         unmatchable=bool(actors["unmatchable"]),
         children=children,
     )
@@ -275,6 +276,12 @@ def _codes(
             continue
         out.add(code if bare else f"{system}|{code}")
     return _intern(frozenset(out))
+
+
+def _label_tokens(codings: list[Mapping[str, Any]] | None) -> frozenset[str] | None:
+    if not codings:
+        return None
+    return _intern(frozenset(label_token(c.get("system"), c["code"]) for c in codings if c.get("code")))
 
 
 def _range(period: Mapping[str, Any] | None, path: str) -> Range | None:

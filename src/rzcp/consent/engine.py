@@ -110,6 +110,9 @@ def decide(compiled: CompiledConsents, policy: Policy, request: Request) -> Deci
 def _context(policy: Policy, request: Request) -> _Context:
     found = policy.categories_of(request.resource_type, request.codes)
     labels = request.labels
+    sensitive = policy.sensitive_among(labels) if labels else frozenset()
+    if sensitive:  # a provision naming the label matches data labelled with another spelling of it
+        labels = labels | sensitive  # type: ignore[operator]
     return _Context(
         moment=naive_utc(request.moment),
         requester_ura=request.requester_ura,
@@ -122,7 +125,7 @@ def _context(policy: Policy, request: Request) -> _Context:
         general=policy.general_tokens,
         codes=request.codes,
         labels=labels,
-        sensitive=labels & policy.sensitive_labels if labels else frozenset(),
+        sensitive=sensitive,
         data_moment=naive_utc(request.data_moment) if request.data_moment is not None else None,
     )
 
@@ -310,7 +313,7 @@ def _default(outcome: _Outcome, policy: Policy, request: Request) -> Decision:
         unlabelled = outcome.unlabelled
 
         def explain_sensitive() -> str:
-            labels = ", ".join(sorted((request.labels or frozenset()) & policy.sensitive_labels))
+            labels = ", ".join(sorted(policy.sensitive_among(request.labels or frozenset())))
             return (
                 f"{_refs(unlabelled)} permit {_describe(request, policy)} but not data labelled {labels}: "
                 "sensitive data needs a permission that names its label"

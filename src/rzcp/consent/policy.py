@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rzcp.consent.labels import label_token
 from rzcp.fhir.search.definitions import R4_MODEL
 
 #: The repository's own policy, used when settings name none.
@@ -299,7 +300,28 @@ class Policy:
     # --- labels and purposes ---------------------------------------------------------------------------
     @cached_property
     def sensitive_labels(self) -> frozenset[str]:
-        return frozenset(s.label for s in self.document.sensitive_labels)
+        return frozenset(label_token(*s.label.split("|", 1)) for s in self.document.sensitive_labels)
+
+    @cached_property
+    def _sensitive_by_code(self) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+        """The systems of the sensitive labels, and for each of their codes the labels with that code."""
+        by_code: dict[str, set[str]] = {}
+        for token in self.sensitive_labels:
+            by_code.setdefault(token.split("|", 1)[1], set()).add(token)
+        systems = frozenset(token.split("|", 1)[0] for token in self.sensitive_labels)
+        return systems, {code: frozenset(tokens) for code, tokens in by_code.items()}
+
+    def sensitive_among(self, labels: frozenset[str]) -> frozenset[str]:
+        """The sensitive labels these labels (`label_token`s) amount to. A label under a code system the
+        policy's labels do not use, with a sensitive label's code (`http://example.org/x|PSY`), counts as
+        that label: fail closed, the patient's permission must name it."""
+        found = labels & self.sensitive_labels
+        systems, by_code = self._sensitive_by_code
+        for token in labels - found:
+            system, _, code = token.partition("|")
+            if system not in systems and code in by_code:
+                found |= by_code[code]
+        return found
 
     @cached_property
     def purposes(self) -> frozenset[str]:

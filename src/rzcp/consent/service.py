@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.consent.cache import ConsentCache, note_consent_change, rules_for
 from rzcp.consent.compiled import CompiledConsents, compile_consents
 from rzcp.consent.engine import decide, naive_utc
+from rzcp.consent.labels import label_token
 from rzcp.consent.model import Decision, Request
 from rzcp.consent.policy import Policy
 from rzcp.consent.repository import current_consents, patient_reference
@@ -147,6 +148,13 @@ class MalformedResource(BadRequest):
     sensitive label names. A pull withholds such a resource; a pushed message carrying one is refused."""
 
 
+#: Resource types that say who and where, not what about the patient: contained in a resource (its
+#: prescriber, the sending organisation) they are not decided on; every other resource it contains is.
+ADMINISTRATIVE_TYPES = frozenset(
+    {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
+)
+
+
 class ResourceDecisions:
     """Per-resource decisions for one source's answer, each equal to
     `decide(compiled, policy, request_for_resource(base, resource)).permitted`, but the engine runs once
@@ -173,8 +181,30 @@ class ResourceDecisions:
         self.unreadable = 0
 
     def permits(self, resource: Mapping[str, Any]) -> bool:
-        """Whether the patient's consents let this resource through to the requester; never for a
-        resource whose codes or labels cannot be read (`MalformedResource`)."""
+        """Whether the patient's consents let this resource through to the requester, with every resource
+        it contains (a prescription's contained Condition is the patient's diagnosis as much as one of its
+        own: a security test got a PSY one through a pharmacy's medication pull); never for a resource whose
+        codes or labels cannot be read (`MalformedResource`)."""
+        if not self._permits_one(resource):
+            return False
+        contained = resource.get("contained")
+        if not contained:
+            return True
+        if not isinstance(contained, list):
+            self.unreadable += 1
+            return False
+        for inner in contained:
+            if not isinstance(inner, Mapping) or not isinstance(inner.get("resourceType"), str):
+                self.unreadable += 1
+                return False
+            if inner.get("contained") or inner["resourceType"] == "Bundle":  # R4 dom-2: never decided on
+                self.unreadable += 1
+                return False
+            if inner["resourceType"] not in ADMINISTRATIVE_TYPES and not self._permits_one(inner):
+                return False
+        return True
+
+    def _permits_one(self, resource: Mapping[str, Any]) -> bool:
         resource_type = resource.get("resourceType", self._base.resource_type)
         relevant = self._relevant.get(resource_type)
         if relevant is None:
@@ -276,7 +306,7 @@ def _labels(resource: Mapping[str, Any]) -> frozenset[str]:
         return _NO_TOKENS
     if not isinstance(security, list) or not all(isinstance(s, (dict, Mapping)) for s in security):
         raise MalformedResource("meta.security is not a list of Codings", expression=("meta.security",))
-    return frozenset(f"{s.get('system')}|{s.get('code')}" for s in security if s.get("code"))
+    return frozenset(label_token(s.get("system"), s["code"]) for s in security if s.get("code"))
 
 
 def _clinical_date(resource: Mapping[str, Any]) -> datetime | None:

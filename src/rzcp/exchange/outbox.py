@@ -41,7 +41,7 @@ from rzcp.audit.events import Decision as AuditDecision
 from rzcp.consent.cache import rules_for
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Request
-from rzcp.consent.service import request_for_resource
+from rzcp.consent.service import ADMINISTRATIVE_TYPES, request_for_resource
 from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
@@ -60,9 +60,6 @@ from rzcp.fhir.deps import is_fhir_id
 from rzcp.store.resources import instant, utcnow
 
 #: Resources in a message that describe who and how, not the patient's data: not decided by consent.
-_ADMINISTRATIVE = frozenset(
-    {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
-)
 Status = Literal["pending", "delivered", "rejected", "failed"]
 
 
@@ -237,7 +234,7 @@ async def accept_message(
         check_flat(index)
     except InvalidResource as exc:
         raise _refused(exc, report, "resources nested where they cannot be decided") from None
-    clinical = [r for r in carried if r.get("resourceType") not in _ADMINISTRATIVE]
+    clinical = [r for r in carried if r.get("resourceType") not in ADMINISTRATIVE_TYPES]
     if not clinical:
         raise BadRequest("the message carries no patient data to deliver")
     try:
@@ -383,7 +380,7 @@ async def still_permitted(
     since = message.created_at.replace(tzinfo=UTC) if purpose == "ETREAT" else None
     requester = Requester(sender.ura, sender.category, purpose, since)
     carried = _carried(_index(message.content).entries)
-    clinical = [r for r in carried if r.get("resourceType") not in _ADMINISTRATIVE]
+    clinical = [r for r in carried if r.get("resourceType") not in ADMINISTRATIVE_TYPES]
     report = PushReport(message.id, sender.ura, receiver.ura, f"Patient/{message.patient_id}")
     try:
         await _decide(exchange, conn, requester, receiver, message.patient_id, clinical, report)
