@@ -210,6 +210,22 @@ async def test_a_patient_reads_their_own_log_and_not_anothers(
         assert f"Patient/{my_id}" in str(reading)  # reading the log is itself logged
 
 
+async def test_a_person_cannot_name_someone_else_as_who_acts(
+    login_app: Any, browser: httpx.AsyncClient, app: Any
+) -> None:
+    """X-Acting-Practitioner names the professional a member system acts for; from a patient (or a
+    staff member) it would put a real practitioner in the record in their place (a security test)."""
+    mine = await log_reader_token(browser, new_bsn())
+    other = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|111222333"
+    async with as_patient(login_app, mine["access_token"]) as me:
+        refused = await me.get("/fhir/AuditEvent/$access-log", headers={"X-Acting-Practitioner": other})
+        assert refused.status_code == 400, refused.text
+        assert "X-Acting-Practitioner" in refused.json()["issue"][0]["diagnostics"]
+        event = await one_event(app, refused)
+    assert f"Patient/{mine['patient']}" in agent_ids(event)
+    assert other not in agent_ids(event) and "111222333" not in str(event)
+
+
 async def test_a_member_cannot_read_the_trail_and_an_auditor_can(app: Any) -> None:
     member = await register_system(app, scope="system/*.rs", role="member")
     auditor = await register_system(app, scope="system/AuditEvent.rs", role="auditor")

@@ -199,7 +199,7 @@ def facts_from_principal(principal: Principal | None, **facts: Any) -> AuditFact
     if principal is not None:
         context = principal.context
         practitioner = facts.pop("practitioner", None)
-        if practitioner is None and context.acting_practitioner is not None:
+        if practitioner is None and principal.is_system and context.acting_practitioner is not None:
             practitioner = Practitioner(context.acting_practitioner.system, context.acting_practitioner.value)
         facts.setdefault("kind", principal.kind)
         facts.setdefault("subject", principal.subject)

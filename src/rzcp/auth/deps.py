@@ -3,15 +3,16 @@ context headers into a Principal (401 with WWW-Authenticate when the token is mi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from rzcp.auth.context import context_as_asked, parse_context
-from rzcp.auth.principal import UNAUTHENTICATED_BENCH, Principal
+from rzcp.auth.principal import UNAUTHENTICATED_BENCH, Principal, RequestContext
 from rzcp.auth.service import AuthRuntime, Endpoints
 from rzcp.auth.tokens import InvalidToken
-from rzcp.errors import RzcpError
+from rzcp.errors import BadRequest, RzcpError
 
 
 async def get_auth(request: Request) -> AuthRuntime:
@@ -71,11 +72,27 @@ async def current_principal(request: Request) -> Principal:
         # A request refused for its purpose or practitioner is still the authenticated system's: the audit
         # record names it (NEN 7513), with the purpose it asked for (a refused ETREAT is an emergency
         # attempt an auditor looks for), never a purpose it did not ask for.
-        request.state.principal = principal.with_context(context_as_asked(request.headers, default))
+        request.state.principal = principal.with_context(
+            _own(principal, context_as_asked(request.headers, default))
+        )
         raise
+    if not principal.is_system and context.acting_practitioner is not None:
+        # A patient or a staff member acts as themself: a header naming someone else would put that
+        # person in the audit record in their place (a security test blamed a real practitioner so).
+        request.state.principal = principal.with_context(_own(principal, context))
+        raise BadRequest(
+            "X-Acting-Practitioner is for member systems acting on a professional's behalf; "
+            "a person's own login already names who acts",
+            code="value",
+        )
     principal = principal.with_context(context)
     request.state.principal = principal  # for the audit record of this request
     return principal
+
+
+def _own(principal: Principal, context: RequestContext) -> RequestContext:
+    """The context with no practitioner for anyone but a member system, which alone acts for one."""
+    return context if principal.is_system else replace(context, acting_practitioner=None)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
