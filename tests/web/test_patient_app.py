@@ -137,6 +137,26 @@ async def test_patient_previews_grants_revokes_and_sees_the_history(
     assert copied.status_code == 401, copied.text
 
 
+async def test_a_refusal_after_a_permission_takes_effect(page: Page) -> None:
+    """A patient lets GPs see their medication, then changes their mind with a refusal: GPs no longer
+    see it. The refusal named no purpose and the permission named treatment, so the permission won and
+    the refusal, shown as valid, changed nothing (a patient's walkthrough)."""
+    await page.goto("/app/")
+    await log_in(page, new_bsn())
+    for effect in ("Mag zien", "Mag niet zien (afschermen)"):
+        await page.get_by_role("link", name="Toestemming geven", exact=True).click()
+        await page.get_by_label("Soort zorgverlener", exact=True).select_option("huisartsen")
+        await page.get_by_label(effect, exact=True).check()
+        await page.get_by_label("Medicatie", exact=True).check()
+        if effect != "Mag zien":  # the preview says what saving will do
+            await expect(page.locator("#preview-after")).to_have_text("Na opslaan wel: niets.")
+        await page.get_by_role("button", name="Opslaan").click()
+        await expect(page.get_by_text("Opgeslagen.")).to_be_visible()
+    refusal = page.locator("#overview-active .consent", has_text="Afgeschermd")
+    await expect(refusal).to_contain_text("elk toegestaan doel")
+    assert await decision(page, "huisartsen", "MedicationRequest") == "deny"
+
+
 async def test_a_patient_changes_until_when_a_consent_holds(page: Page) -> None:
     """A new end date is a new version of the same consent (the history keeps the old one); a date in the
     past is refused before anything is sent; no date means until the patient revokes it."""

@@ -3,7 +3,7 @@
 // app) are described as well as their provisions allow.
 
 import { formatDate, t } from "/web/common/i18n.js";
-import { categoryName, current, dataKeyOf, dataName, isGeneral, purposeName } from "./policy.js";
+import { categoryName, choosablePurposes, current, dataKeyOf, dataName, isGeneral, purposeName } from "./policy.js";
 
 const ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const RECIPIENTS = new Set(["IRCP", "PRCP"]);
@@ -21,6 +21,12 @@ export function buildConsent(patientRef, choice) {
   const provision = { type: choice.effect, actor: [actorFor(choice.who, systems)] };
   if (choice.end) provision.period = { end: choice.end };
   if (choice.purpose) provision.purpose = [{ system: systems.purpose, code: choice.purpose }];
+  // A refusal "for any purpose" names every purpose a patient can choose: the engine lets a rule for a
+  // purpose beat one for none, so a refusal naming none lost to an earlier permission for treatment and
+  // changed nothing (a patient's walkthrough). Naming them all, it wins at equal specificity.
+  else if (choice.effect === "deny") {
+    provision.purpose = choosablePurposes().map((p) => ({ system: systems.purpose, code: p.code }));
+  }
   if (choice.data !== "all") {
     provision.class = choice.data.map((key) => {
       const entry = policy.data_categories.find((c) => c.key === key);
@@ -107,7 +113,9 @@ export function describe(consent) {
   const provision = consent.provision || {};
   const headline = headlineOf(provision);
   const details = [];
-  const purposes = (provision.purpose || []).map((p) => purposeName(p.code));
+  const named = new Set((provision.purpose || []).map((p) => p.code));
+  const every = named.size && choosablePurposes().every((p) => named.has(p.code));
+  const purposes = every ? [] : [...named].map(purposeName);
   details.push(t("consent.for", { purposes: purposes.length ? purposes.join(", ") : t("consent.anyPurpose") }));
   const period = provision.period || {};
   if (period.start) details.push(t("consent.from", { date: formatDate(period.start) }));
