@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from joserfc import jwt
 from sqlalchemy import text
@@ -301,6 +302,52 @@ async def test_a_request_refused_for_its_context_is_recorded_as_the_callers(app:
     assert {row.member_ura for row in rows} == {system.member_ura}
     assert [row.purpose or None for row in rows] == [purpose for _, purpose in refusals]
     assert [row.emergency for row in rows] == [False, False, True, False]
+
+
+async def test_an_emergency_reason_is_kept_as_written_without_a_bsn_however_spelled(app: Any) -> None:
+    """The reason arrives as UTF-8 ("patiënt" read as "patiÃ«nt" in the patient's log: a patient's
+    walkthrough), and a BSN in it is masked in the groups people write it in, not only as nine digits in a
+    row (a security test found `999.911.120` kept in clear)."""
+    system = await register_system(app, scope="system/Patient.rs")
+    async with gateway_client(app) as http:
+        token = await fetch_token(http, system, "system/Patient.rs")
+    spellings = [
+        "999.911.120",
+        "999 911 120",
+        "999-911-120",
+        "0999911120",
+        "9 9 9 9 1 1 1 2 0",
+        "".join(chr(0xFF10 + int(d)) for d in "999911120"),  # full-width digits
+    ]
+    async with gateway_client(app, Authorization=f"Bearer {token}") as http:
+        for spelled in spellings:
+            reason = f"patiënt bewusteloos — bsn {spelled}, om 14:30"
+            headers = [
+                ("X-Acting-Practitioner", PRACTITIONER),
+                ("X-Purpose-Of-Use", "ETREAT"),
+                ("X-Break-Glass-Reason", reason.encode()),
+            ]
+            assert (await http.get(NAMED, headers=headers)).status_code == 403  # the rule is off
+        latin = [("X-Acting-Practitioner", PRACTITIONER), ("X-Purpose-Of-Use", "ETREAT")]
+        not_utf8 = await http.get(NAMED, headers=[*latin, ("X-Break-Glass-Reason", b"pati\xebnt")])
+        assert_outcome(not_utf8, 400, "value")
+    async with app.state.runtime.db.read() as conn:
+        contents = (
+            (
+                await conn.execute(
+                    text("SELECT content FROM audit_events WHERE client_id = :c AND emergency ORDER BY seq"),
+                    {"c": system.client_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    kept = [c for c in contents if "bewusteloos" in c]
+    assert len(kept) == len(spellings)
+    for content in kept:
+        record = str(orjson.loads(content))
+        assert "patiënt bewusteloos — bsn *, om 14:30" in record, record
+        assert "911" not in record and chr(0xFF19) not in record
 
 
 async def test_auditor_role_reads_the_audit_trail_only(app: Any) -> None:

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from rzcp.audit.tables import audit_events
-from rzcp.auth.bsn import without_bsns
+from rzcp.auth.bsn import without_bsns_in_words
 
 if TYPE_CHECKING:
     from rzcp.auth.principal import Principal
@@ -210,7 +210,7 @@ def facts_from_principal(principal: Principal | None, **facts: Any) -> AuditFact
         facts.setdefault("purpose", context.purpose_of_use)
         # A practitioner's own words, which may name the patient by BSN: the record keeps them without it.
         reason = context.break_glass_reason
-        facts.setdefault("emergency_reason", reason and without_bsns(reason))
+        facts.setdefault("emergency_reason", reason and without_bsns_in_words(reason))
         if principal.is_patient and principal.patient_id:
             facts.setdefault("patient", f"Patient/{principal.patient_id}")
         facts["practitioner"] = practitioner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
 #: The BSN's OID, the older name of the same identifier system (`urn:oid:<oid>` as a FHIR system).
@@ -17,6 +18,8 @@ UUID = re.compile(_UUID)
 _UUID_OR_NINE_DIGITS = re.compile(rf"(?P<uuid>{_UUID})|(?<!\d)(?P<nine>\d{{9}})(?!\d)")
 _SEPARATORS = re.compile(r"[\s.\-_:/]")
 _DIGIT_RUN = re.compile(r"\d{9,}")
+#: Groups of digits with separators between them: `999.911.120`, `999 911 120`, `9 9 9 9 1 1 1 2 0`.
+_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[\s.\-_/]{1,3}\d+)*(?!\d)")
 
 
 def holds_bsn(text: str) -> bool:
@@ -60,6 +63,36 @@ def without_bsns(text: str) -> str:
     a caller chose, which may hold a BSN anywhere. A UUID is left whole (the gateway's ids are UUIDs and a
     nine-digit stretch inside one is not a BSN); a number that fails the 11-check is no BSN."""
     return _UUID_OR_NINE_DIGITS.sub(_masked_match, text)
+
+
+def without_bsns_in_words(text: str) -> str:
+    """`without_bsns` for what a person wrote (an emergency's reason), where a BSN comes spelled as people
+    write it: in groups (`999.911.120`, `999 911 120`, `999-911-120`), digit by digit, with a leading
+    zero (`0999911120`) or in full-width digits. Any stretch of digit groups in which consecutive groups
+    make nine digits (after a leading zero) passing the 11-check is masked whole; a date or a time makes
+    no nine-digit stretch and stays. UUIDs are left whole, as in `without_bsns`."""
+    text = unicodedata.normalize("NFKC", text)
+    out, last = [], 0
+    for uuid in UUID.finditer(text):
+        out.append(_DIGIT_GROUPS.sub(_masked_groups, text[last : uuid.start()]))
+        out.append(uuid.group(0))
+        last = uuid.end()
+    out.append(_DIGIT_GROUPS.sub(_masked_groups, text[last:]))
+    return "".join(out)
+
+
+def _masked_groups(match: re.Match[str]) -> str:
+    groups = re.findall(r"\d+", match.group(0))
+    for start in range(len(groups)):
+        digits = ""
+        for group in groups[start:]:
+            digits += group
+            nine = digits[1:] if len(digits) == 10 and digits[0] == "0" else digits
+            if len(nine) == 9 and is_valid_bsn(nine):
+                return "*"
+            if len(digits) > 10:
+                break
+    return match.group(0)
 
 
 def _masked_match(match: re.Match[str]) -> str:

@@ -52,7 +52,7 @@ def parse_context(
         )
     if purpose not in KNOWN_PURPOSES:
         raise BadRequest(f"X-Purpose-Of-Use {purpose!r} is not a v3 PurposeOfUse code", code="value")
-    reason = (headers.get("x-break-glass-reason") or "").strip() or None
+    reason = _reason(headers, strict=True)
     if purpose == "ETREAT":
         if not break_glass_enabled:
             raise Forbidden("break-the-glass (ETREAT) is not enabled in this region")
@@ -87,8 +87,26 @@ def context_as_asked(headers: Mapping[str, str], default: str) -> RequestContext
             practitioner = _practitioner(parse_identifier(named[0], "X-Acting-Practitioner"))
         except BadRequest:
             practitioner = None
-    reason = (headers.get("x-break-glass-reason") or "").strip()[:MAX_REASON] or None
+    reason = (_reason(headers, strict=False) or "")[:MAX_REASON] or None
     return RequestContext(purpose, practitioner, reason if purpose == "ETREAT" else None)
+
+
+def _reason(headers: Mapping[str, str], *, strict: bool) -> str | None:
+    """X-Break-Glass-Reason as the practitioner wrote it. HTTP hands header values over as Latin-1, so
+    a reason sent as UTF-8 ("patiënt bewusteloos") read as "patiÃ«nt" in the patient's log (a patient's
+    walkthrough); its bytes are read again as UTF-8, and a value that is not UTF-8 is refused (`strict`)
+    or read with replacement characters for the record of a refused request."""
+    raw = headers.get("x-break-glass-reason")
+    if raw is None:
+        return None
+    data = raw.encode("latin-1", errors="replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        if strict:
+            raise BadRequest("X-Break-Glass-Reason is not UTF-8 text", code="value") from None
+        text = data.decode("utf-8", errors="replace")
+    return text.strip() or None
 
 
 def _each_once(headers: Mapping[str, str]) -> None:
