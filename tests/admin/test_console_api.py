@@ -277,6 +277,9 @@ async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown
         ({"endpoint": "https://x.example:99999/fhir"}, "valid host and port"),
         ({"endpoint": "https://user:pw@x.example/fhir"}, "credentials"),
         ({"endpoint": "http://169.254.169.254/fhir"}, "link-local"),  # a probe's
+        # found by a security test: the same address spelled otherwise
+        ({"endpoint": "http://[::ffff:169.254.169.254]/fhir"}, "link-local"),
+        ({"endpoint": "http://2852039166/fhir"}, "link-local"),
         # found by review: the member's token would have gone to the new server unasked
         ({"endpoint": "https://third.example/fhir"}, "moves to another server"),
         ({"auth": {"kind": "bearer"}}, "token"),
@@ -313,7 +316,7 @@ async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown
     # the console's record names what changed, and of the auth only its kind
     records = [e for e in await console_records(chief, "members.update") if ("ura", ura) in _details(e)]
     # newest first: the kept credentials, the capitals, the refusals, the change
-    assert [e["outcome"] for e in records] == ["0", "0"] + ["4"] * 18 + ["0"]
+    assert [e["outcome"] for e in records] == ["0", "0"] + ["4"] * 20 + ["0"]
     assert ("auth", "keep") in _details(records[0])
     details = dict(_details(records[-1]))
     assert details["auth"] == "bearer" and details["endpoint"] == change["endpoint"]

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rzcp.addresses import no_server_host
 from rzcp.auth.keys import utcnow
 from rzcp.auth.principal import ROLES, Principal
 from rzcp.auth.scopes import ScopeError, ScopeSet
@@ -83,7 +84,7 @@ def checked_url(value: str, what: str, *, https_only: bool) -> str:
         raise BadRequest(f"{what} {value!r} is not an http(s) URL")
     if parts.username is not None or parts.password is not None:  # it would show wherever the URL does
         raise BadRequest(f"{what} holds credentials: the gateway keeps a member's secrets sealed, apart")
-    if _no_server(parts.hostname):
+    if no_server_host(parts.hostname):
         raise BadRequest(
             f"{what} {value!r} is a link-local, multicast or unspecified address, not a member's server "
             "(a cloud's metadata service answers at 169.254.169.254)"
@@ -101,15 +102,6 @@ def in_clear(url: str) -> bool:
     registered before that rule (or in development) may still have."""
     parts = urlsplit(url)
     return parts.scheme.lower() == "http" and not _loopback(parts.hostname or "")
-
-
-def _no_server(host: str) -> bool:
-    """Addresses the gateway must never be sent to: a probe registered http://169.254.169.254/fhir."""
-    try:
-        address = ip_address(host)
-    except ValueError:
-        return False
-    return address.is_link_local or address.is_multicast or address.is_unspecified
 
 
 def _loopback(host: str) -> bool:

@@ -26,6 +26,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 import rzcp
+from rzcp.addresses import ResolverRefusingNoServers
 
 #: Connections to all members together, and those kept open between calls.
 DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30.0)
@@ -79,6 +80,7 @@ def _aiohttp_transport(limits: httpx.Limits) -> AiohttpTransport:
             limit=limits.max_connections or 0,
             keepalive_timeout=limits.keepalive_expiry,
             ssl=transport.ssl_context,
+            resolver=ResolverRefusingNoServers(),  # a member's name may come to point at one later
         )
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
