@@ -30,6 +30,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rzcp.auth.bsn import holds_bsn
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._\-]{8,64}")
+#: Answers that may carry patient data or the registry's: no cache (a browser's, a proxy's) keeps them,
+#: unless the route said how it may be kept (the JWKS). A security test found them without.
+_PRIVATE = ("/fhir", "/auth", "/admin/api")
 
 REQUESTS = Counter("rzcp_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 #: A member that often has pulls waiting for no turn needs more turns (RZCP_MEMBER_MAX_PULLS) or processes.
@@ -57,11 +60,17 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        private = scope["path"].startswith(_PRIVATE)
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if private and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
             await send(message)
 
         try:

@@ -439,3 +439,20 @@ async def test_request_id_comes_back(client: httpx.AsyncClient) -> None:
     assert response.headers["x-request-id"] == "member-trace-12345"
     made_up = await client.get("/fhir/metadata", headers={"X-Request-ID": "<script>"})
     assert made_up.headers["x-request-id"] != "<script>"
+
+
+async def test_patient_data_is_kept_by_no_cache_and_never_sniffed(client: httpx.AsyncClient) -> None:
+    """A browser or a proxy on the way keeps no copy of an answer with patient data, an error included
+    (a security test found them without `Cache-Control`)."""
+    created = await client.post(
+        "/fhir/Patient", json={"resourceType": "Patient"}, headers={"Content-Type": FHIR}
+    )
+    for response in (
+        created,
+        await client.get(f"/fhir/Patient/{created.json()['id']}"),
+        await client.get("/fhir/Patient", params={"_id": created.json()["id"]}),
+        await client.get("/fhir/Patient/no-such-id"),
+    ):
+        assert response.headers["cache-control"] == "no-store", response.request.url
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert (await client.get("/healthz")).headers["x-content-type-options"] == "nosniff"

@@ -5,8 +5,6 @@ the consent that decided it, and the export of a selection as NDJSON or CSV."""
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.admin.classify import classify
+from rzcp.audit.csvfile import csv_line
 from rzcp.audit.events import PERSON_SUBJECT, RESOURCE_TYPES, index_columns
 from rzcp.audit.search import LOCAL, iter_events, search_events
 from rzcp.audit.tables import audit_events
@@ -282,13 +281,13 @@ def _reason(decision: Mapping[str, str]) -> str:
 async def export(db: Database, found: dict[str, Any], fmt: str) -> AsyncIterator[bytes]:
     """The matching records, newest first: NDJSON (one AuditEvent a line) or CSV (the summary columns)."""
     if fmt == "csv":
-        yield _csv_line(SUMMARY_FIELDS)
+        yield csv_line(SUMMARY_FIELDS)
     async for chunk in iter_events(db, **found):
         if fmt == "ndjson":
             yield b"".join(orjson.dumps(event) + b"\n" for event in chunk)
         else:
             rows = await summaries(db, chunk)
-            yield b"".join(_csv_line([_cell(row[name]) for name in SUMMARY_FIELDS]) for row in rows)
+            yield b"".join(csv_line([_cell(row[name]) for name in SUMMARY_FIELDS]) for row in rows)
 
 
 def _cell(value: Any) -> str:
@@ -297,9 +296,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _csv_line(values: Any) -> bytes:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
-    return out.getvalue().encode()

@@ -20,9 +20,7 @@ removed. Older ones may be moved, as a prefix of the chain, to an NDJSON file:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import orjson
 from sqlalchemy import delete, func, insert, select
 
 from rzcp.audit.chain import ChainSigner, anchor_message, utcnow
+from rzcp.audit.csvfile import csv_line
 from rzcp.audit.tables import INDEX_COLUMNS, audit_anchors, audit_events
 from rzcp.audit.verify import archive_row, iter_rows, read_anchor, verify_chain
 from rzcp.store.db import Database
@@ -56,11 +55,11 @@ async def export_records(
             ).scalar()
         if first is None:
             if fmt == "csv":
-                yield _csv_line(CSV_COLUMNS)
+                yield csv_line(CSV_COLUMNS)
             return
         after = first - 1
     if fmt == "csv":
-        yield _csv_line(CSV_COLUMNS)
+        yield csv_line(CSV_COLUMNS)
     async with db.read() as conn:
         buffer: list[bytes] = []
         async for row in iter_rows(conn, after=after, chunk=chunk):
@@ -69,7 +68,7 @@ async def export_records(
             if fmt == "ndjson":
                 buffer.append(row.content.encode() + b"\n")
             else:
-                buffer.append(_csv_line([_csv_value(getattr(row, name)) for name in CSV_COLUMNS]))
+                buffer.append(csv_line([_csv_value(getattr(row, name)) for name in CSV_COLUMNS]))
             if len(buffer) >= chunk:
                 yield b"".join(buffer)
                 buffer = []
@@ -83,12 +82,6 @@ def _csv_value(value: object) -> object:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else value
-
-
-def _csv_line(values: object) -> bytes:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)  # type: ignore[arg-type]
-    return out.getvalue().encode()
 
 
 @dataclass(frozen=True)
