@@ -128,6 +128,10 @@ async def test_patient_previews_grants_revokes_and_sees_the_history(
     assert (await page_fetch(page, "GET", "/fhir/Consent"))["status"] == 200
     await page.get_by_role("button", name="Uitloggen").click()
     await expect(page.get_by_role("button", name="Inloggen")).to_be_visible()
+    # said, from any screen (from #history the change of address took it away), and nothing of the
+    # patient stays in the page for the next person at the computer (it stayed, hidden)
+    await expect(page.get_by_text("U bent uitgelogd.")).to_be_visible()
+    await expect(page.locator("#history-list > *")).to_have_count(0)
     async with httpx.AsyncClient(base_url=live_gateway.url) as http:
         for _ in range(50):  # the page sends the revocation as it logs out; give it a moment
             copied = await http.get("/fhir/Consent", headers={"Authorization": f"Bearer {token}"})
@@ -155,6 +159,14 @@ async def test_a_refusal_after_a_permission_takes_effect(page: Page) -> None:
     refusal = page.locator("#overview-active .consent", has_text="Afgeschermd")
     await expect(refusal).to_contain_text("elk toegestaan doel")
     assert await decision(page, "huisartsen", "MedicationRequest") == "deny"
+
+    # a double click on "yes, revoke" revokes once (it sent two PUTs, the second answered 412)
+    puts: list[str] = []
+    page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+    await refusal.get_by_role("button", name="Intrekken").click()
+    await page.get_by_role("button", name="Ja, intrekken").dblclick()
+    await expect(page.get_by_text("De toestemming is ingetrokken.")).to_be_visible()
+    assert len(puts) == 1, puts
 
 
 async def test_a_patient_changes_until_when_a_consent_holds(page: Page) -> None:

@@ -22,6 +22,7 @@ let expiryTimer = null;
 let rendering = 0;
 // A message for the next screen (e.g. "saved"), shown once it is there.
 let pending = null;
+const PATIENT_DATA = ["overview-active", "overview-revoked", "history-list", "log-list", "log-total", "org-options", "preview-body"];
 
 function show(view) {
   for (const name of VIEWS) byId(`view-${name}`).hidden = name !== view;
@@ -68,8 +69,17 @@ export function fail(error, { notFound = "error.notFound", invalid = "error.inva
   return notify("error", t("error.server"));
 }
 
+/** Empties what the screens showed of the patient: hidden, it stayed in the page after logging out, for the
+ * next person at a shared computer to read (a patient's walkthrough). */
+function forgetPatientData() {
+  for (const id of PATIENT_DATA) byId(id).replaceChildren();
+  byId("grant-form").reset();
+  byId("org-results").hidden = true;
+}
+
 function expired() {
   logout();
+  forgetPatientData();
   clearTimeout(expiryTimer);
   byId("nav").hidden = true;
   byId("logout").hidden = true;
@@ -153,9 +163,14 @@ async function boot() {
     endSession();
     sessionStorage.removeItem(ACTIVE);
     clearTimeout(expiryTimer);
-    location.hash = "";
-    route();
-    notify("ok", t("loggedOut"));
+    forgetPatientData();
+    if (location.hash) {
+      pending = t("loggedOut"); // shown once the address has changed: the change cleared it before
+      location.hash = "";
+    } else {
+      route();
+      notify("ok", t("loggedOut"));
+    }
   });
   show("loading");
   try {

@@ -55,7 +55,7 @@ function endButton(consent, actions, ctx, headlineId) {
     const close = () => { form.remove(); button.hidden = false; button.focus(); };
     const form = el(
       "form",
-      { class: "confirm", novalidate: true, "aria-label": t("consent.changeEnd"), onsubmit: (event) => { event.preventDefault(); saveEnd(consent, input, problem, ctx); } },
+      { class: "confirm", novalidate: true, "aria-label": t("consent.changeEnd"), onsubmit: (event) => { event.preventDefault(); once(event.submitter || form, () => saveEnd(consent, input, problem, ctx)); } },
       el("label", { for: inputId }, t("consent.changeEndLabel")),
       input,
       problem,
@@ -95,7 +95,7 @@ function revokeButton(consent, actions, ctx, headlineId) {
       "div",
       { class: "confirm", role: "group", "aria-label": t("consent.revokeConfirm") },
       el("p", {}, t("consent.revokeConfirm")),
-      el("button", { type: "button", class: "danger", onclick: () => revoke(consent, ctx) }, t("consent.revokeYes")),
+      el("button", { type: "button", class: "danger", onclick: (event) => once(event.currentTarget, () => revoke(consent, ctx)) }, t("consent.revokeYes")),
       no,
     );
     button.hidden = true;
@@ -103,6 +103,20 @@ function revokeButton(consent, actions, ctx, headlineId) {
     no.focus(); // the safe choice first: pressing Enter twice must not revoke
   });
   return button;
+}
+
+/** `action` once at a time for this control: a double click sent a second PUT, answered 412, which once left
+ * the page saying the consent had changed elsewhere (a patient's walkthrough). */
+async function once(control, action) {
+  if (control.dataset.busy) return;
+  control.dataset.busy = "1";
+  control.setAttribute("aria-disabled", "true");
+  try {
+    await action();
+  } finally {
+    delete control.dataset.busy;
+    control.removeAttribute("aria-disabled");
+  }
 }
 
 async function revoke(consent, ctx) {
