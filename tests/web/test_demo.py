@@ -287,6 +287,21 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
     assert totals[0] == '"total":0', ran  # no consent: nothing, as for no data
     assert len(totals) == 2 and int(totals[1].split(":")[1]) > 0, ran  # the emergency rule's data
     assert "ETREAT" in emergency[1] and "X-Break-Glass-Reason" in emergency[1]
+    # a pharmacy has no emergency department: the region's rule is for hospitals and GP posts (an
+    # administrator's walkthrough found a pharmacy breaking the glass with the reason "curious")
+    pharmacy = next(line for line in _commands(demo["printed"]) if line.startswith("export PHARMACY_TOKEN="))
+    url = re.findall(r"(http://\S*/MedicationRequest\?patient=Patient/[\w-]+)", "\n".join(emergency))[0]
+    glass = httpx.get(
+        url,
+        headers={
+            "Authorization": f"Bearer {pharmacy.split('=', 1)[1]}",
+            "X-Purpose-Of-Use": "ETREAT",
+            "X-Break-Glass-Reason": "curious",
+            "X-Acting-Practitioner": demo["practitioner"],
+        },
+        timeout=30,
+    )
+    assert glass.status_code == 403 and "category" in glass.text, glass.text
 
     # what it loaded, in words: one GGZ patient is "1 patient"
     said = demo["log"].read_text()

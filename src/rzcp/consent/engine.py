@@ -35,6 +35,7 @@ from rzcp.consent.model import (
     BASIS_EMERGENCY_DATA,
     BASIS_EMERGENCY_EXPIRED,
     BASIS_EMERGENCY_OFF,
+    BASIS_EMERGENCY_REQUESTER,
     BASIS_EXCEPTED,
     BASIS_NO_CONSENT,
     BASIS_PERMITTED,
@@ -351,6 +352,12 @@ def _emergency(policy: Policy, request: Request, c: _Context, decision: Decision
             lambda: decision.reason + "; the patient's refusal holds in an emergency too",
             decision.deciding,
             provisional=decision.provisional,
+        )
+    if not policy.may_break_glass(request.requester_category):
+        return Decision(
+            "deny",
+            BASIS_EMERGENCY_REQUESTER,
+            f"the emergency rule is not for members of category {request.requester_category or '(none)'}",
         )
     moment = c.moment
     since = naive_utc(request.break_glass_since) if request.break_glass_since is not None else moment

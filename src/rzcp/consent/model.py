@@ -20,6 +20,7 @@ BASIS_EMERGENCY = "emergency"  # permitted by the region's break-the-glass rule
 BASIS_EMERGENCY_OFF = "emergency-off"  # break-the-glass asked, but the region has it switched off
 BASIS_EMERGENCY_EXPIRED = "emergency-expired"  # break-the-glass declared too long ago
 BASIS_EMERGENCY_DATA = "emergency-not-covered"  # break-the-glass does not cover this data
+BASIS_EMERGENCY_REQUESTER = "emergency-not-for-requester"  # the requester's category may not break the glass
 
 
 @dataclass(frozen=True, slots=True)

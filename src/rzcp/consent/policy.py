@@ -122,6 +122,8 @@ class Emergency(_Strict):
     enabled: bool = False
     duration_minutes: int = Field(default=240, ge=1, le=7 * 24 * 60)
     data_categories: list[str] = Field(default_factory=list)
+    #: The organisation categories whose members may break the glass; absent: every category.
+    requester_categories: list[str] | None = None
     respect_refusals: bool = True
     include_sensitive: bool = False
 
@@ -149,6 +151,12 @@ class PolicyDocument(_Strict):
         for key in self.emergency.data_categories:
             if key not in keys:
                 raise ValueError(f"emergency.data_categories: {key!r} is not a data category key")
+        categories = {e.code for e in self.organisation_categories.entries}
+        for code in self.emergency.requester_categories or ():
+            if code not in categories:
+                raise ValueError(
+                    f"emergency.requester_categories: {code!r} is not an organisation category code"
+                )
         if self.emergency.enabled and "ETREAT" not in codes:
             raise ValueError("emergency.enabled: the purposes must list ETREAT to switch the rule on")
         return self
@@ -348,6 +356,13 @@ class Policy:
     @cached_property
     def emergency(self) -> Emergency:
         return self.document.emergency
+
+    def may_break_glass(self, category: str | None) -> bool:
+        """Whether a member registered as `category` may break the glass under the emergency rule (a
+        region can keep it to, say, hospitals and GP posts: an administrator's walkthrough found a
+        pharmacy breaking it with the reason "curious")."""
+        allowed = self.document.emergency.requester_categories
+        return allowed is None or not self.category_codes(category).isdisjoint(allowed)
 
     @cached_property
     def emergency_tokens(self) -> frozenset[str]:
