@@ -499,6 +499,19 @@ async def test_search_by_bsn_and_by_practitioner_finds_the_event(
     [search] = (await console_records(chief, "audit.search"))[:1]  # newest: the search for `unknown`
     assert bsn not in orjson.dumps(search).decode() and unknown not in orjson.dumps(search).decode()
     assert ("bsn", "bsn given") in _details(search)
+    # reading a patient's trail is filed under the patient: the searches by BSN, the export and the read
+    # of one record are found by the patient (an administrator's walkthrough found them unfiled)
+    filed = await chief.get(
+        "/admin/api/audit/events", params={"patient": f"Patient/{patient}", "count": "200"}
+    )
+    consoled = [e for e in filed.json()["events"] if e["kind"] == "console"]
+    assert len(consoled) == 3, consoled  # the search by its BSN, the export, the read of one record
+    assert all(e["patient"] == f"Patient/{patient}" for e in consoled)
+    # and who read it is found by their login as the console shows it (`dev:chief` found nothing)
+    by_login = await chief.get(
+        "/admin/api/audit/events", params={"practitioner": "dev:chief", "patient": f"Patient/{patient}"}
+    )
+    assert {e["id"] for e in by_login.json()["events"]} >= {e["id"] for e in consoled}
 
 
 async def test_paging_and_export(chief: httpx.AsyncClient, console_app: Any) -> None:

@@ -160,6 +160,36 @@ def test_a_members_announcement_in_the_patients_words(operation: str, english: s
     assert describe_access(event, "nl").what.startswith(dutch)
 
 
+def test_an_auditor_reading_the_patients_trail_in_the_patients_words() -> None:
+    """The console files an auditor's reading of a patient's trail under the patient (an administrator's
+    walkthrough found it unfiled); the patient's log says what it was, not "asked for your data"."""
+    event = build_event(
+        make_facts(
+            interaction="read",
+            kind="person",
+            subject="dev:chief",
+            client_id="rzcp-admin-console",
+            member_ura=None,
+            member_name=None,
+            role="auditor",
+            practitioner=None,
+            resource_type=None,
+            query=None,
+            returned=(),
+            decisions=(),
+            purpose=None,
+            console_action="audit.search",
+            console_params=(("bsn", "bsn given"), ("patient", "Patient/p1")),
+        )
+    )
+    entry = describe_access(event, "en")
+    assert entry.text.endswith(
+        "an auditor of the region read the log of who looked at your data, to oversee the exchange."
+    )
+    assert "nothing was shared" not in entry.text
+    assert "bekeek het logboek van wie uw gegevens inzag" in describe_access(event, "nl").text
+
+
 def test_what_was_refused_reads_as_refused_in_the_patients_words() -> None:
     """A privacy officer's walkthrough read the patient's log: a refused push said "sent a message about
     you", a refused emergency attempt showed as an emergency access, a research request as "HRESCH", and a

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rzcp.admin.classify import classify
 from rzcp.audit.csvfile import csv_line
 from rzcp.audit.events import PERSON_SUBJECT, RESOURCE_TYPES, index_columns
-from rzcp.audit.search import LOCAL, iter_events, search_events
+from rzcp.audit.moments import region_moment
+from rzcp.audit.search import iter_events, search_events
 from rzcp.audit.tables import audit_events
 from rzcp.auth.bsn import is_valid_bsn
 from rzcp.auth.context import KNOWN_PURPOSES
@@ -58,16 +59,11 @@ EXPORT_PARAMS = FILTERS | {"format"}
 
 
 def moment(value: str, name: str, *, end: bool = False) -> datetime:
-    """An ISO date (the region's day; `end`: the day after, for an inclusive `until`) or date-time, as
-    naive UTC."""
+    """`region_moment`, a bad value a 400 naming the parameter."""
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value) + timedelta(days=1 if end else 0)
-            return datetime.combine(day, time(), LOCAL).astimezone(UTC).replace(tzinfo=None)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} {value!r} is not an ISO date or date-time") from None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        return region_moment(value, end=end)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
 
 
 async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str, str]) -> dict[str, Any]:
@@ -91,7 +87,9 @@ async def criteria(conn: AsyncConnection, locator: Locator, params: Mapping[str,
         if "|" in practitioner:
             found["agent"] = practitioner
         else:
-            found["agent"] = [f"{system}|{practitioner}" for system in PRACTITIONER_SYSTEMS]
+            # a number under any register, or a staff member's login as the console shows it (`dev:chief`)
+            systems = (*PRACTITIONER_SYSTEMS, PERSON_SUBJECT)
+            found["agent"] = [f"{system}|{practitioner}" for system in systems]
     if member := params.get("member"):
         if not is_ura(member):
             raise BadRequest("member is a URA: 8 digits")

@@ -9,6 +9,7 @@ fields of a body, the patient a BSN was mapped to) with `console_params(request)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,6 +22,8 @@ from rzcp.audit.events import facts_from_principal
 from rzcp.auth.bsn import without_bsns
 from rzcp.errors import RzcpError
 
+#: The regional patient a call concerned, as an endpoint noted it (`console_params(request)["patient"]`).
+_PATIENT = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
 #: Query parameters whose value never goes into a record.
 SECRET_PARAMS = frozenset({"bsn"})
 
@@ -61,8 +64,10 @@ def _recorded(name: str, value: str) -> str:
 async def record(request: Request, action: str, status: int) -> None:
     runtime = request.app.state.runtime
     client = request.client
+    about = console_params(request).get("patient")
     facts = facts_from_principal(
         getattr(request.state, "principal", None),
+        patient=about if about and _PATIENT.fullmatch(about) else None,
         interaction="read" if request.method == "GET" else "operation",
         status=status,
         correlation_id=getattr(request.state, "request_id", "") or "",

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rzcp.admin.classify import classify
 from rzcp.admin.tables import daily_counts, rollup_state, source_failures
-from rzcp.audit.search import LOCAL
+from rzcp.audit.moments import LOCAL
 from rzcp.audit.tables import audit_events as t
 from rzcp.store.db import Database
 

@@ -18,7 +18,7 @@ from rzcp.admin.health import UNKNOWN, member_health, outbox_backlog
 from rzcp.admin.params import known_only
 from rzcp.admin.rollup import catch_up
 from rzcp.audit import signer_from_settings
-from rzcp.audit.search import LOCAL
+from rzcp.audit.moments import LOCAL
 from rzcp.auth import registry
 from rzcp.errors import BadRequest, NotFound
 from rzcp.exchange.locator import Locator
@@ -219,8 +219,11 @@ async def _criteria(request: Request, params: Mapping[str, str]) -> dict[str, An
     locator = Locator(BsnProtector(runtime.settings.bsn_secret))
     async with runtime.db.read() as conn:
         found = await audit_views.criteria(conn, locator, params)
-    if params.get("bsn"):
-        console_params(request)["patient"] = found["patient"]  # the regional id, for the trail's readers
+    if found.get("patient") not in (None, audit_views.NOTHING):
+        # the regional id, for the trail's readers; and the record is filed under that patient, so a later
+        # search by the patient and the patient's own log show that the region looked (an administrator's
+        # walkthrough found the reading unfiled)
+        console_params(request)["patient"] = found["patient"]
     return found
 
 
@@ -262,7 +265,11 @@ async def search_events_posted(request: Request, _: Auditor) -> dict[str, Any]:
 @router.get("/audit/events/{event_id}", name="audit.read")
 async def read_event(request: Request, event_id: str, _: Auditor) -> dict[str, Any]:
     runtime = _runtime(request)
-    return await audit_views.event_detail(runtime.db, runtime.registry, event_id)
+    detail = await audit_views.event_detail(runtime.db, runtime.registry, event_id)
+    about = (detail.get("summary") or {}).get("patient")
+    if about:  # reading a record about a patient is an access to that patient's trail
+        console_params(request)["patient"] = about
+    return detail
 
 
 async def _export(request: Request, params: Mapping[str, str]) -> StreamingResponse:

@@ -8,7 +8,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ import click
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
+from rzcp.audit.moments import region_moment
 from rzcp.audit.tables import audit_events
 from rzcp.errors import one_line
 from rzcp.settings import Settings
@@ -73,12 +74,9 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
 
 def _moment(value: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO date or date-time", param_hint=name) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+        return region_moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 @click.group()
@@ -128,7 +126,13 @@ def verify(obj: Any, archive_file: Path | None, workers: int | None) -> None:
 
 
 @audit.command()
-@click.option("--since", help="Only records recorded at or after this ISO date or date-time (UTC if naive).")
+@click.option(
+    "--since",
+    help=(
+        "Only records recorded at or after this ISO date (the region's day) or date-time (the region's "
+        "time without an offset), as the console reads it."
+    ),
+)
 @click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
 @click.pass_obj
 def export(obj: Any, since: str | None, fmt: str) -> None:
@@ -153,7 +157,11 @@ def export(obj: Any, since: str | None, fmt: str) -> None:
 
 
 @audit.command()
-@click.option("--before", required=True, help="Archive records recorded before this date (ISO, UTC).")
+@click.option(
+    "--before",
+    required=True,
+    help="Archive records recorded before this date (ISO: the start of the region's day) or date-time.",
+)
 @click.option("--to", "to", required=True, type=click.Path(dir_okay=False, path_type=Path), help="New file.")
 @click.pass_obj
 def archive(obj: Any, before: str, to: Path) -> None:

@@ -12,22 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import product
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from sqlalchemy import ColumnElement, Select, false, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rzcp.audit.events import EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_TYPES, RZCP, first_code
+from rzcp.audit.events import CONSOLE, EMERGENCY_PURPOSE, ENTITY_TYPE, RESOURCE_TYPES, RZCP, first_code
+from rzcp.audit.moments import LOCAL
 from rzcp.audit.tables import audit_events as t
 from rzcp.auth.context import PRACTITIONER_REGISTERS
 from rzcp.auth.tables import members
 from rzcp.store.db import Database
-
-try:
-    LOCAL = ZoneInfo("Europe/Amsterdam")
-except ZoneInfoNotFoundError:  # pragma: no cover - a system without tzdata
-    LOCAL = ZoneInfo("UTC")
 
 MAX_COUNT = 1000
 
@@ -308,6 +303,10 @@ _LOCATOR_REFUSED_WORDS = (
 #: Who asked, when the request came without a valid token: nobody could be identified.
 _UNIDENTIFIED = ("iemand die zich niet kon aanmelden", "someone who could not sign in")
 _LOCATOR_WHY = ("voor de regionale verwijsindex", "for the region's index of who holds your data")
+#: The region's auditors reading the trail about this patient (the console files it under the patient).
+_CONSOLE_WHO = ("een toezichthouder van de regio", "an auditor of the region")
+_CONSOLE_WHAT = ("bekeek het logboek van wie uw gegevens inzag", "read the log of who looked at your data")
+_CONSOLE_WHY = ("voor het toezicht op de uitwisseling", "to oversee the exchange")
 #: Resource types that carry a message, not the patient's data.
 _ENVELOPE = frozenset({"Bundle", "MessageHeader"})
 
@@ -412,6 +411,9 @@ def describe_access(
     elif operation in _LOCATOR_WORDS:
         message = _LOCATOR_WORDS[operation] if succeeded else _LOCATOR_REFUSED_WORDS
         what, why = message[pick], _LOCATOR_WHY[pick]
+    elif (event.get("type") or {}).get("code") == CONSOLE:
+        message = _CONSOLE_WHAT
+        what, why, who = _CONSOLE_WHAT[pick], _CONSOLE_WHY[pick], who or _CONSOLE_WHO[pick]
     if en:
         if message is None:
             what = f"viewed {data}" if shared else f"asked for {data}; nothing was shared"

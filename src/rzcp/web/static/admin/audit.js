@@ -1,7 +1,7 @@
 // Searching the audit trail: who looked at whose data, when and why; open one event; export what matches.
 // The filters stay in memory only (never in the address bar: a BSN does not belong in the browser history).
 
-import { t, formatMoment } from "/web/common/i18n.js";
+import { t, formatInstant } from "/web/common/i18n.js";
 import { el, clear, notice, field } from "/web/common/dom.js";
 import { call, download, filled } from "./consoleapi.js";
 
@@ -132,7 +132,7 @@ export async function render(box, ctx) {
         el(
           "tr",
           { dataset: { id: e.id } },
-          el("td", { class: "nowrap" }, formatMoment(e.recorded)),
+          el("td", { class: "nowrap" }, formatInstant(e.recorded)),
           el("td", {}, codeWords("kind", e.kind)),
           el("td", {}, outcomeTag(e.outcome)),
           el("td", {}, e.member_name ? `${e.member_name} (${e.member_ura})` : e.member_ura || e.client_id || ""),
@@ -140,7 +140,7 @@ export async function render(box, ctx) {
           el("td", {}, e.patient || ""),
           el("td", {}, e.purpose ? el("span", { title: e.purpose }, codeWords("purpose", e.purpose)) : "", e.emergency ? [" ", el("span", { class: "tag bad" }, t("audit.emergencyTag"))] : null),
           el("td", {}, e.what || ""),
-          el("td", {}, el("a", { href: `#event/${encodeURIComponent(e.id)}` }, t("audit.details"), el("span", { class: "visually-hidden" }, ` ${formatMoment(e.recorded)}`))),
+          el("td", {}, el("a", { href: `#event/${encodeURIComponent(e.id)}` }, t("audit.details"), el("span", { class: "visually-hidden" }, ` ${formatInstant(e.recorded)}`))),
         ),
       );
     }

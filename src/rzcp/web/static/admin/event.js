@@ -1,7 +1,7 @@
 // One event of the audit trail in full: what happened, the decision, and the consent (the version) that
 // decided it; the FHIR record itself is available for whoever needs every field.
 
-import { t, formatMoment } from "/web/common/i18n.js";
+import { t, formatInstant } from "/web/common/i18n.js";
 import { el, facts } from "/web/common/dom.js";
 import { call } from "./consoleapi.js";
 import { outcomeTag } from "./audit.js";
@@ -74,11 +74,11 @@ function consentPart(consent, decision) {
     facts([
       [t("event.consentId"), `Consent/${consent.id}${consent.meta && consent.meta.versionId ? ` (${t("event.version", { version: consent.meta.versionId })})` : ""}`],
       [t("event.consentStatus"), consent.status],
-      [t("event.consentStored"), consent.meta && consent.meta.lastUpdated ? formatMoment(consent.meta.lastUpdated) : ""],
-      [t("event.consentDate"), formatMoment(consent.dateTime)],
+      [t("event.consentStored"), consent.meta && consent.meta.lastUpdated ? formatInstant(consent.meta.lastUpdated) : ""],
+      [t("event.consentDate"), formatInstant(consent.dateTime)],
       [t("event.consentRule"), provision.type ? t(`provision.${provision.type}`) : ""],
       [t("event.consentActors"), actors.filter(Boolean).join(", ")],
-      [t("event.consentPeriod"), period.start || period.end ? `${formatMoment(period.start)} – ${formatMoment(period.end)}` : ""],
+      [t("event.consentPeriod"), period.start || period.end ? `${formatInstant(period.start)} – ${formatInstant(period.end)}` : ""],
       [t("event.consentPurpose"), codingText(provision.purpose)],
       [t("event.consentData"), (provision.provision || []).length ? t("event.consentNested", { count: provision.provision.length }) : ""],
     ]),
@@ -95,10 +95,10 @@ export async function render(box, ctx, id) {
   }
   const { summary: s, event, consent, decision } = await call(`audit/events/${encodeURIComponent(id)}`);
   box.append(
-    el("h2", { id: "view-title", tabindex: "-1" }, t("event.heading", { when: formatMoment(s.recorded) })),
+    el("h2", { id: "view-title", tabindex: "-1" }, t("event.heading", { when: formatInstant(s.recorded) })),
     back,
     facts([
-      [t("audit.when"), formatMoment(s.recorded)],
+      [t("audit.when"), formatInstant(s.recorded)],
       [t("audit.kind"), t(`kind.${s.kind}`) === `kind.${s.kind}` ? s.kind : t(`kind.${s.kind}`)],
       [t("event.action"), t(`action.${s.action}`)],
       [t("audit.outcome"), outcomeTag(s.outcome)],
@@ -136,7 +136,7 @@ export async function render(box, ctx, id) {
       el("h3", { id: "record-title" }, t("event.recordTitle")),
       facts([
         [t("event.type"), [codingText(event.type), codingText(event.subtype)].filter(Boolean).join(" / ")],
-        [t("event.period"), event.period ? `${formatMoment(event.period.start)} – ${formatMoment(event.period.end)}` : ""],
+        [t("event.period"), event.period ? `${formatInstant(event.period.start)} – ${formatInstant(event.period.end)}` : ""],
         [t("event.source"), event.source && event.source.observer ? event.source.observer.display || event.source.observer.reference || "" : ""],
         ...agents,
         ...entities,

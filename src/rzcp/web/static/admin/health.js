@@ -1,6 +1,6 @@
 // The exchange at a glance for an administrator: members, failing members, the outbox, the audit trail.
 
-import { t, formatMoment } from "/web/common/i18n.js";
+import { t, formatInstant } from "/web/common/i18n.js";
 import { el, notice, table, facts } from "/web/common/dom.js";
 import { call } from "./consoleapi.js";
 import { verifySummary } from "./verify.js";
@@ -28,7 +28,7 @@ export async function render(box) {
       table(
         null,
         [t("members.ura"), t("members.name"), t("health.failures24h"), t("health.lastFailure")],
-        health.failing_members.map((m) => [m.ura, m.name, String(m.failures_24h), formatMoment(m.last_failure)]),
+        health.failing_members.map((m) => [m.ura, m.name, String(m.failures_24h), formatInstant(m.last_failure)]),
       ),
     );
   if (health.plain_http_members.length)
@@ -37,5 +37,5 @@ export async function render(box) {
       notice("error", el("p", {}, t("health.plainHttpHint")), el("ul", { id: "plain-http-members" }, health.plain_http_members.map((m) => el("li", {}, `${m.name} (${m.ura}): ${m.endpoint}`)))),
     );
   box.append(el("h3", {}, t("health.auditTitle")), verifySummary(health.audit_verify));
-  box.append(el("p", { class: "muted" }, facts([[t("health.checked"), formatMoment(new Date().toISOString())]])));
+  box.append(el("p", { class: "muted" }, facts([[t("health.checked"), formatInstant(new Date().toISOString())]])));
 }

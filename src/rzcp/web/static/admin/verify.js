@@ -1,7 +1,7 @@
 // The audit trail's integrity: the last run of `rzcp audit verify` (from the CLI or this console) and a
 // button to run it now.
 
-import { t, formatMoment } from "/web/common/i18n.js";
+import { t, formatInstant } from "/web/common/i18n.js";
 import { el, clear, notice, facts } from "/web/common/dom.js";
 import { call } from "./consoleapi.js";
 
@@ -18,7 +18,7 @@ export function verifySummary(last) {
     {},
     verdict,
     facts([
-      [t("verify.ranAt"), formatMoment(last.ran_at)],
+      [t("verify.ranAt"), formatInstant(last.ran_at)],
       [t("verify.by"), last.by === "cli" ? t("verify.byCli") : last.by],
       [t("verify.records"), String(last.records)],
       [t("verify.seconds"), t("verify.secondsValue", { seconds: Number(last.seconds).toFixed(2) })],

@@ -51,6 +51,24 @@ export function formatMoment(iso) {
   return new Date(iso).toLocaleString(locale, { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A moment of the audit trail: in the region's time, which the console's date filters use, to the second and
+ * with its zone (CET or CEST). In the browser's own zone, without one, a record of 23:21 UTC on 7 December
+ * did not match a search "until 7 December", which is the region's 7 December (an administrator's walkthrough). */
+export function formatInstant(iso) {
+  if (!iso) return "";
+  const locale = lang === "nl" ? "nl-NL" : "en-GB";
+  return new Date(iso).toLocaleString(locale, {
+    timeZone: "Europe/Amsterdam",
+    day: "numeric",
+    month: "short",
+    year: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    timeZoneName: "short",
+  });
+}
+
 export function formatDate(iso) {
   if (!iso) return "";
   const locale = lang === "nl" ? "nl-NL" : "en-GB";
