@@ -820,3 +820,19 @@ async def test_a_clients_scope_narrowed_cuts_its_tokens_at_once_and_widened_come
     outcome_of(denied, 403)
     records = await console_records(chief, "clients.scope")
     assert ("scope", "system/Organization.rs") in {p for e in records for p in _details(e)}
+
+
+async def test_a_pull_consent_refused_is_not_listed_as_a_disclosure(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    """Every source refused by consent, the pull answers 200 with nothing: its outcome is success, which
+    read as a disclosure in the list and the CSV (an administrator's walkthrough). The summary says it was
+    refused and what the answer carried, in the list and the export alike."""
+    ura = await _records(console_app, day=_unique_day(), pulls=1, denied=1)
+    found = (await chief.get("/admin/api/audit/events", params={"member": ura})).json()["events"]
+    refused = [e for e in found if e["denied"]]
+    assert len(found) == 2 and len(refused) == 1
+    assert refused[0]["outcome"] == "success" and refused[0]["returned"] == 0
+    as_csv = await chief.get("/admin/api/audit/export", params={"member": ura, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert sorted(r["denied"] for r in rows) == ["false", "true"]

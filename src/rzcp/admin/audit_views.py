@@ -43,7 +43,7 @@ DEFAULT_COUNT, MAX_COUNT = 20, 200
 TOTAL_LIMIT = 1000
 SUMMARY_FIELDS = (
     "id", "recorded", "kind", "action", "outcome", "member_ura", "member_name", "client_id",
-    "practitioner", "patient", "purpose", "emergency", "what",
+    "practitioner", "patient", "purpose", "emergency", "what", "denied", "returned",
 )  # fmt: skip
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: A search that can match nothing (a BSN no member announced).
@@ -166,6 +166,10 @@ def summary(event: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any
         "purpose": columns["purpose"],
         "emergency": seen.emergency,
         "what": seen.what,
+        # a pull every consent decision refused answers 200 with nothing in it: its outcome is success,
+        # which read as a disclosure (an administrator's walkthrough); these say what happened
+        "denied": seen.denied,
+        "returned": seen.returned,
     }
 
 

@@ -37,6 +37,8 @@ class Classified:
     #: Short text for a list: resource types and the names of the query's parameters (never their
     #: values: a query may carry a BSN).
     what: str
+    #: How many resources the answer carried (a pull, a search, a read): 0 when nothing was shared.
+    returned: int = 0
 
 
 def outcome_word(code: str) -> str:
@@ -53,6 +55,7 @@ def classify(event: Mapping[str, Any], *, describe: bool = True) -> Classified:
     called: dict[str, None] = {}
     types: dict[str, None] = {}
     params: list[str] = []
+    returned = 0
     for entity in event.get("entity") or ():
         etype = entity.get("type") or {}
         details = [(d.get("type"), d.get("valueString")) for d in entity.get("detail") or ()]
@@ -73,6 +76,8 @@ def classify(event: Mapping[str, Any], *, describe: bool = True) -> Classified:
                 params.extend(_param_names(entity["query"]))
         elif etype.get("system") == RESOURCE_TYPES and entity.get("description") == "returned":
             types[etype.get("code")] = None
+            count = next((v for k, v in details if k == "count"), None)
+            returned += int(count) if count and count.isdigit() else 0
     outcome = event.get("outcome", "0")
     desc = event.get("outcomeDesc") or ""
     if kind_code == CONSOLE:
@@ -110,6 +115,7 @@ def classify(event: Mapping[str, Any], *, describe: bool = True) -> Classified:
         called=tuple(called),
         failed=tuple(failed),
         what=what[:300],
+        returned=returned,
     )
 
 

@@ -34,9 +34,15 @@ export function codeWords(prefix, code) {
   return t(key) === key ? code : t(key);
 }
 
-export function outcomeTag(outcome) {
+export function outcomeTag(outcome, summary) {
+  // A pull every consent decision refused answers 200 with nothing in it: "success" read as a disclosure.
+  if (summary && outcome === "success" && summary.denied) return el("span", { class: "tag bad" }, t("outcome.consentDenied"));
   const kind = { success: "ok", denied: "bad", failed: "warn" }[outcome] || "";
-  return el("span", { class: `tag ${kind}` }, t(`outcome.${outcome}`));
+  const tag = el("span", { class: `tag ${kind}` }, t(`outcome.${outcome}`));
+  if (summary && outcome === "success" && ["pull", "search", "read"].includes(summary.kind) && !summary.returned) {
+    return [tag, " ", el("span", { class: "muted" }, t("outcome.nothingShared"))];
+  }
+  return tag;
 }
 
 function select(options, labelOf) {
@@ -134,7 +140,7 @@ export async function render(box, ctx) {
           { dataset: { id: e.id } },
           el("td", { class: "nowrap" }, formatInstant(e.recorded)),
           el("td", {}, codeWords("kind", e.kind)),
-          el("td", {}, outcomeTag(e.outcome)),
+          el("td", {}, outcomeTag(e.outcome, e)),
           el("td", {}, e.member_name ? `${e.member_name} (${e.member_ura})` : e.member_ura || e.client_id || ""),
           el("td", {}, practitionerText(e.practitioner)),
           el("td", {}, e.patient || ""),

@@ -101,7 +101,7 @@ export async function render(box, ctx, id) {
       [t("audit.when"), formatInstant(s.recorded)],
       [t("audit.kind"), t(`kind.${s.kind}`) === `kind.${s.kind}` ? s.kind : t(`kind.${s.kind}`)],
       [t("event.action"), t(`action.${s.action}`)],
-      [t("audit.outcome"), outcomeTag(s.outcome)],
+      [t("audit.outcome"), outcomeTag(s.outcome, s)],
       [t("event.outcomeDesc"), event.outcomeDesc || ""],
       [t("audit.member"), s.member_name ? `${s.member_name} (${s.member_ura})` : s.member_ura],
       [t("event.client"), s.client_id],
