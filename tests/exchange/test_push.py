@@ -207,6 +207,16 @@ async def test_a_push_is_delivered_once(push: Push) -> None:
     assert delivery["outcomeDesc"].startswith(f"delivered to {push.hospital_ura} (message {message_id} from ")
     requestor = next(a for a in delivery["agent"] if a["requestor"])
     assert requestor["who"]["identifier"]["value"] == "rzcp-outbox"
+    # what the message carried came from the sender, in both records (the receiver was named its source)
+    for record in (accepted, delivery):
+        sources = {
+            d["valueString"]
+            for e in record["entity"]
+            if e.get("description") == "returned"
+            for d in e["detail"]
+            if d["type"] == "source"
+        }
+        assert sources == {push.gp_ura}, record["entity"]
     # The sender repeats its POST (same Bundle.id): the same message, not a second delivery.
     again = await push.gp.post("/fhir/$process-message", json=bundle)
     assert again.status_code == 202 and again.headers["location"] == location

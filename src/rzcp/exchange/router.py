@@ -437,7 +437,7 @@ async def process_message(
     _note(
         request,
         report,
-        [Returned(t, n, report.receiver_ura) for t, n in sorted(report.carried.items())],
+        [Returned(t, n, report.sender_ura) for t, n in sorted(report.carried.items())],  # where it came from
         desc=f"{accepted} for delivery to {report.receiver_ura} as message {message.id}",
     )
     worker = getattr(request.app.state, "outbox_worker", None)

@@ -198,7 +198,7 @@ def audit_delivery(writer: Any) -> DeliveryHook:
             member_ura=report.receiver_ura,
             patient=report.patient,
             target=f"Bundle/{report.message_id}",
-            returned=(Returned("Bundle", 1, report.receiver_ura),) if report.result == "delivered" else (),
+            returned=(Returned("Bundle", 1, report.sender_ura),) if report.result == "delivered" else (),
             purpose=None,
             outcome_desc=desc[:500],
         )
