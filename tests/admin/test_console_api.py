@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import orjson
 
+from rzcp.admin import verify_runs
 from rzcp.admin.audit_views import PRACTITIONER_SYSTEMS
 from rzcp.audit.events import AuditFacts, Decision, Practitioner
 from rzcp.audit.search import search_events
+from rzcp.audit.verify import VerifyResult
 from rzcp.auth import registry
 from rzcp.exchange.outbox import DeliveryReport
 from rzcp.exchange.worker import audit_delivery
@@ -656,6 +658,25 @@ async def test_verify_runs_are_recorded_and_shown(chief: httpx.AsyncClient, otto
     assert last["message"].startswith("audit trail")
     assert (await otto.get("/admin/api/audit/verify")).json() == {"last": last}
     assert (await chief.get("/admin/api/health")).json()["audit_verify"] == last
+    searched = await chief.get("/admin/api/audit/events", params={"count": "1"})
+    assert searched.json()["integrity"] == last
+
+
+async def test_a_search_says_when_the_trail_was_last_found_broken(
+    chief: httpx.AsyncClient, console_app: Any
+) -> None:
+    """The integrity screen said "broken at record 23" while the searches showed the changed record
+    without a word (an administrator's walkthrough): the search answers with the last check's finding."""
+    db = console_app.state.runtime.db
+    broken = VerifyResult(
+        ok=False, records=30, first_seq=1, last_seq=30, checkpoints=0, bad_seq=23, reason="x"
+    )
+    await verify_runs.record_run(db, broken, seconds=0.1, by="test")
+    try:
+        integrity = (await chief.get("/admin/api/audit/events", params={"count": "1"})).json()["integrity"]
+        assert integrity["ok"] is False and integrity["first_bad"] == 23
+    finally:  # the next check finds the trail as it is
+        assert (await chief.post("/admin/api/audit/verify")).status_code == 200
 
 
 # --- the charts ---------------------------------------------------------------------------------------

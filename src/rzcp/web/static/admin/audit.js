@@ -127,6 +127,10 @@ export async function render(box, ctx) {
   function drawResults(answer, values) {
     let body = results.querySelector("tbody");
     if (!body) {
+      const check = answer.integrity;
+      if (check && !check.ok) {
+        results.append(notice("error", t("audit.integrityBroken", { first: check.first_bad ?? "?", when: formatInstant(check.ran_at) })));
+      }
       results.append(el("p", { id: "audit-total" }, t(answer.more_than_total ? "audit.total-more" : "audit.total", { total: answer.total })));
       if (!answer.events.length) return;
       const head = ["audit.when", "audit.kind", "audit.outcome", "audit.member", "audit.practitioner", "audit.patient", "audit.purpose", "audit.what", "audit.open"];
