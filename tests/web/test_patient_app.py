@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from playwright.async_api import Page, expect
 
+from rzcp.audit.events import AuditFacts
 from rzcp.exchange.directory import project
 from tests.integration.conftest import new_bsn
 from tests.web.conftest import LiveGateway, dev_login_patient, screenshot
@@ -262,6 +263,36 @@ async def test_one_organisation_and_a_members_access_in_the_log(
     await page.evaluate("location.hash = '#access-log'")
     await expect(page.get_by_text("That page does not exist; this is your overview.")).to_be_visible()
     await expect(page.locator("#view-overview")).to_be_visible()
+
+
+async def test_every_access_in_the_log_is_within_reach(page: Page, live_gateway: LiveGateway) -> None:
+    """The log showed the 50 newest of 55 accesses and no way to the others (a patient's walkthrough)."""
+    patient = await log_in(page, new_bsn())
+
+    async def accesses() -> None:
+        for i in range(53):
+            await live_gateway.runtime.audit.record(
+                AuditFacts(
+                    interaction="read",
+                    status=200,
+                    correlation_id=f"looked-{i}",
+                    kind="system",
+                    client_id="his-test",
+                    member_ura="00000001",
+                    patient=f"Patient/{patient}",
+                    resource_type="Patient",
+                    purpose="TREAT",
+                )
+            )
+
+    await live_gateway.run(accesses())
+    await page.get_by_role("link", name="Wie keek mee", exact=True).click()
+    entries = page.locator("#log-list .access")
+    await expect(entries).to_have_count(50)
+    await page.get_by_role("button", name="Meer tonen (3 ouder)").click()
+    await expect(entries).to_have_count(53)
+    await expect(page.locator("#log-more")).to_have_count(0)
+    await expect(entries.nth(50)).to_be_focused()  # the keyboard goes on where the new ones begin
 
 
 async def test_another_patients_consent_cannot_be_reached(page: Page, live_gateway: LiveGateway) -> None:

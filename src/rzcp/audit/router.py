@@ -128,8 +128,13 @@ async def access_log(request: Request, runtime: RuntimeDep, principal: CurrentPr
     if lang not in ("nl", "en"):
         raise BadRequest("lang is nl or en", code="value")
     count = page_size(request.query_params.get("_count"), runtime)
+    offset = request.query_params.get("_offset", "0")
+    if not (offset.isascii() and offset.isdigit()) or int(offset) > 1_000_000:
+        raise BadRequest("_offset is a number of entries to skip, from 0", code="value")
+    # `_offset`: every access stays within the patient's reach, not only the newest page (a patient's
+    # walkthrough could not see past the 50 newest)
     total, entries = await patient_access_log(
-        runtime.db, f"Patient/{principal.patient_id}", lang=lang, count=count
+        runtime.db, f"Patient/{principal.patient_id}", lang=lang, offset=int(offset), count=count
     )
     parameters: list[dict[str, Any]] = [{"name": "total", "valueInteger": total}]
     for entry in entries:

@@ -73,6 +73,7 @@ export function fail(error, { notFound = "error.notFound", invalid = "error.inva
  * next person at a shared computer to read (a patient's walkthrough). */
 function forgetPatientData() {
   for (const id of PATIENT_DATA) byId(id).replaceChildren();
+  byId("log-more")?.remove();
   byId("grant-form").reset();
   byId("org-results").hidden = true;
 }

@@ -5,18 +5,38 @@ import { currentLang, formatMoment, t } from "/web/common/i18n.js";
 import { api } from "/web/common/oauth.js";
 import { byId, clear, el } from "/web/common/dom.js";
 
+const PAGE = 50;
+
 export async function renderLog(ctx) {
   const list = clear(byId("log-list"));
+  byId("log-more")?.remove();
   const total = byId("log-total");
   total.textContent = t("loading");
-  const query = new URLSearchParams({ lang: currentLang(), _count: "50" });
+  await more(ctx, list, total, 0);
+}
+
+/** The next page of accesses after the `shown` newest; a button for the page after it while there is one. */
+async function more(ctx, list, total, shown) {
+  const query = new URLSearchParams({ lang: currentLang(), _count: String(PAGE), _offset: String(shown) });
   const { body } = await api(`/fhir/AuditEvent/$access-log?${query}`);
   if (!ctx.stillCurrent()) return;
   const parameters = body.parameter || [];
   const count = (parameters.find((p) => p.name === "total") || {}).valueInteger || 0;
   const accesses = parameters.filter((p) => p.name === "access").map(entryOf);
-  total.textContent = accesses.length ? t("log.total", { total: count }) : t("log.none");
+  if (!shown) total.textContent = accesses.length ? t("log.total", { total: count }) : t("log.none");
+  const first = list.children.length;
   for (const access of accesses) list.append(item(access));
+  const after = shown + accesses.length;
+  if (accesses.length && after < count) {
+    const button = el("button", { type: "button", class: "secondary", id: "log-more" }, t("log.more", { left: count - after }));
+    button.addEventListener("click", async () => {
+      button.remove();
+      await more(ctx, list, total, after);
+      const next = list.children[first + accesses.length];
+      if (next) next.focus(); // the keyboard goes on where the new entries begin
+    });
+    list.after(button);
+  }
 }
 
 function entryOf(parameter) {
@@ -43,7 +63,7 @@ function item(access) {
   ];
   return el(
     "li",
-    { class: `card access${access.emergency ? " emergency" : ""}` },
+    { class: `card access${access.emergency ? " emergency" : ""}`, tabindex: "-1" },
     el("dl", {}, rows.map(([key, value]) => el("div", { class: "row" }, el("dt", {}, t(key)), el("dd", {}, value)))),
   );
 }
