@@ -159,14 +159,17 @@ async def test_a_refusal_after_a_permission_takes_effect(page: Page) -> None:
         await expect(page.get_by_text("Opgeslagen.")).to_be_visible()
     refusal = page.locator("#overview-active .consent", has_text="Afgeschermd")
     await expect(refusal).to_contain_text("elk toegestaan doel")
+    await expect(refusal.get_by_role("heading", level=3)).to_contain_text("Afgeschermd")  # to jump between
     assert await decision(page, "huisartsen", "MedicationRequest") == "deny"
 
     # a double click on "yes, revoke" revokes once (it sent two PUTs, the second answered 412)
     puts: list[str] = []
     page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
     await refusal.get_by_role("button", name="Intrekken").click()
+    # revoking a shield says what it does: the data may be seen again (it asked as for a permission)
+    await expect(refusal).to_contain_text("mag deze zorgverlener deze gegevens weer zien")
     await page.get_by_role("button", name="Ja, intrekken").dblclick()
-    await expect(page.get_by_text("De toestemming is ingetrokken.")).to_be_visible()
+    await expect(page.get_by_text("De afscherming is ingetrokken.")).to_be_visible()
     assert len(puts) == 1, puts
 
 

@@ -66,12 +66,20 @@ function plainError(error) {
   return t("error.unexpected");
 }
 
-/** An error notice: the sentence, and the gateway's own (English) text folded away for whoever needs it. */
+/** Refusals whose reason is what the administrator must change (a private key pasted as a JWKS, an ftp://
+ * endpoint, which URA already exists): the gateway's own words are shown, not folded away, since "the details
+ * are not right" alone left them guessing (an administrator's walkthrough). */
+const REASON_SHOWN = new Set([400, 409, 422]);
+
+/** An error notice: the sentence, and the gateway's own (English) text, shown for a refusal the administrator
+ * can mend and folded away otherwise. */
 export function errorNotice(error) {
   const detail = error instanceof ApiError && error.outcome && error.outcome.issue ? error.message : "";
+  const shown = detail && REASON_SHOWN.has(error.status);
   return notice(
     "error",
     el("p", {}, plainError(error)),
-    detail ? el("details", { class: "technical" }, el("summary", {}, t("error.technical")), el("p", { class: "mono" }, detail)) : null,
+    shown ? el("p", {}, t("error.reason"), " ", el("span", { class: "mono", lang: "en" }, detail)) : null,
+    detail && !shown ? el("details", { class: "technical" }, el("summary", {}, t("error.technical")), el("p", { class: "mono" }, detail)) : null,
   );
 }

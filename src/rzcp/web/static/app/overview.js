@@ -33,7 +33,8 @@ function card(consent, ctx) {
   const node = el(
     "article",
     { class: `card consent ${deny ? "deny" : "permit"}`, "data-consent": consent.id },
-    el("p", { class: "headline" }, el("span", { id: headlineId }, headline), " ", el("span", { class: `tag ${inForce ? "ok" : "bad"}` }, statusWords(consent.status))),
+    // a heading (under the list's own): screen readers jump from one consent to the next (a walkthrough)
+    el(inForce ? "h3" : "h4", { class: "headline" }, el("span", { id: headlineId }, headline), " ", el("span", { class: `tag ${inForce ? "ok" : "bad"}` }, statusWords(consent.status))),
     el("ul", { class: "details" }, details.map((d) => el("li", {}, d))),
     el("p", { class: "muted" }, t(inForce ? "consent.recorded" : "consent.revokedOn", { date: formatMoment(lastChanged(consent)) })),
     actions,
@@ -89,12 +90,15 @@ async function saveEnd(consent, input, problem, ctx) {
 
 function revokeButton(consent, actions, ctx, headlineId) {
   const button = el("button", { type: "button", class: "danger", "aria-describedby": headlineId }, t("consent.revoke"));
+  // revoking a refusal lets data through again: said so, not in a permission's words (a patient's walkthrough)
+  const shield = (consent.provision || {}).type === "deny";
+  const question = t(shield ? "consent.revokeShieldConfirm" : "consent.revokeConfirm");
   button.addEventListener("click", () => {
     const no = el("button", { type: "button", class: "secondary", onclick: () => { confirm.remove(); button.hidden = false; button.focus(); } }, t("consent.revokeNo"));
     const confirm = el(
       "div",
-      { class: "confirm", role: "group", "aria-label": t("consent.revokeConfirm") },
-      el("p", {}, t("consent.revokeConfirm")),
+      { class: "confirm", role: "group", "aria-label": question },
+      el("p", {}, question),
       el("button", { type: "button", class: "danger", onclick: (event) => once(event.currentTarget, () => revoke(consent, ctx)) }, t("consent.revokeYes")),
       no,
     );
@@ -128,5 +132,5 @@ async function revoke(consent, ctx) {
     return;
   }
   forgetDecisions();
-  ctx.go("#overview", t("consent.revoked"));
+  ctx.go("#overview", t((consent.provision || {}).type === "deny" ? "consent.revokedShield" : "consent.revoked"));
 }
