@@ -180,7 +180,17 @@ async def test_a_patient_changes_until_when_a_consent_holds(page: Page) -> None:
     await page.get_by_role("link", name="Toestemming geven", exact=True).click()
     await page.get_by_label("Soort zorgverlener", exact=True).select_option("huisartsen")
     await page.get_by_label("Medicatie", exact=True).check()
+    # a year past what the region accepts is said at the field, before anything is sent (it was a banner
+    # naming no field, shown before saving and left standing after the date was put right)
+    await page.get_by_label("Tot en met (mag leeg blijven)").fill("2300-01-01")
+    too_late = "Die einddatum kan niet: kies een datum tot en met 31 december 2200"
+    await expect(page.locator("#preview-end")).to_contain_text(too_late)
+    await page.get_by_role("button", name="Opslaan").click()
+    await expect(page.locator("#grant-problem")).to_contain_text(too_late)
+    await expect(page.get_by_label("Tot en met (mag leeg blijven)")).to_be_focused()
+    await expect(page.locator("#notice")).to_be_hidden()
     await page.get_by_label("Tot en met (mag leeg blijven)").fill("2030-06-30")
+    await expect(page.locator("#preview-after")).to_have_text("Na opslaan wel: Medicatie.")
     await page.get_by_role("button", name="Opslaan").click()
     card = page.locator("#overview-active .consent")
     await expect(card).to_contain_text("2030")
@@ -201,6 +211,9 @@ async def test_a_patient_changes_until_when_a_consent_holds(page: Page) -> None:
     await end.fill("2001-01-01")
     await card.get_by_role("button", name="Opslaan").click()
     await expect(card.get_by_role("alert")).to_have_text("De einddatum moet vandaag of later zijn.")
+    await end.fill("2300-01-01")
+    await card.get_by_role("button", name="Opslaan").click()
+    await expect(card.get_by_role("alert")).to_contain_text(too_late)
     assert (await stored())["meta"]["versionId"] == "1"  # nothing was sent
 
     await end.fill("2031-03-15")

@@ -128,6 +128,18 @@ export function describe(consent) {
 }
 
 /** Today's date where the patient is, as a FHIR date (the end dates a patient chooses are days). */
+/** The latest end date the region accepts (rzcp.consent.validation: years 1900 to 2200). */
+export const LATEST_END = "2200-12-31";
+
+/** The problem with an end date ("YYYY-MM-DD" or empty), as a strings.json key, or null. A date field
+ * that gets "31122026" typed holds 22026-03-11: checked here, before the gateway, which refused it with a
+ * banner that named no field (a patient's walkthrough). */
+export function endProblem(end) {
+  if (!end) return null;
+  if (!/^\d{4}-\d\d-\d\d$/.test(end) || end > LATEST_END) return "grant.endTooLate";
+  return end < today() ? "grant.endPast" : null;
+}
+
 export function today() {
   const now = new Date();
   return new Date(now.getTime() - now.getTimezoneOffset() * 60000).toISOString().slice(0, 10);

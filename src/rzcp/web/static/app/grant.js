@@ -3,7 +3,7 @@
 
 import { formatDate, t } from "/web/common/i18n.js";
 import { api } from "/web/common/oauth.js";
-import { buildConsent, today } from "./consent.js";
+import { LATEST_END, buildConsent, endProblem, today } from "./consent.js";
 import { createConsent } from "./consents.js";
 import { byId, clear, el } from "/web/common/dom.js";
 import { categoryName, choosableData, choosablePurposes, dataName, organisationCategories, purposeName } from "./policy.js";
@@ -45,6 +45,7 @@ function setup() {
     }
   });
   byId("end").min = today();
+  byId("end").max = LATEST_END;
 }
 
 function relabel() {
@@ -141,6 +142,11 @@ async function updatePreview() {
     body.append(el("p", { id: "preview-empty" }, t("preview.empty")));
     return;
   }
+  const endWrong = endProblem(current.end);
+  if (endWrong) {  // said at the preview, by the field's own words, not as the gateway's refusal
+    body.append(el("p", { id: "preview-end", class: "warning" }, t(endWrong)));
+    return;
+  }
   body.append(el("p", { class: "muted" }, t("preview.busy")));
   let now;
   let after;
@@ -188,7 +194,8 @@ async function onSubmit(event) {
   const current = choice();
   if (!current.who) return problem("grant.orgPick", byId("org-query"));
   if (!current.data) return problem("grant.dataPick", byId("data-all"));
-  if (current.end && current.end < today()) return problem("grant.endPast", byId("end"));
+  const endWrong = endProblem(current.end);
+  if (endWrong) return problem(endWrong, byId("end"));
   const save = byId("save");
   save.disabled = true;
   try {

@@ -2,7 +2,7 @@
 // it holds, and a way to revoke it.
 
 import { formatMoment, t } from "/web/common/i18n.js";
-import { describe, statusWords, today } from "./consent.js";
+import { LATEST_END, describe, endProblem, statusWords, today } from "./consent.js";
 import { changeEnd, lastChanged, listConsents, revokeConsent } from "./consents.js";
 import { byId, clear, el } from "/web/common/dom.js";
 import { forgetDecisions } from "./preview.js";
@@ -51,7 +51,7 @@ function endButton(consent, actions, ctx, headlineId) {
   button.addEventListener("click", () => {
     const inputId = `consent-${consent.id}-end`;
     const problemId = `consent-${consent.id}-end-problem`;
-    const input = el("input", { type: "date", id: inputId, min: today(), value: ((consent.provision || {}).period || {}).end || "", "aria-describedby": problemId });
+    const input = el("input", { type: "date", id: inputId, min: today(), max: LATEST_END, value: ((consent.provision || {}).period || {}).end || "", "aria-describedby": problemId });
     const problem = el("p", { class: "problem", id: problemId, role: "alert", hidden: true });
     const close = () => { form.remove(); button.hidden = false; button.focus(); };
     const form = el(
@@ -71,8 +71,9 @@ function endButton(consent, actions, ctx, headlineId) {
 }
 
 async function saveEnd(consent, input, problem, ctx) {
-  if (input.value && input.value < today()) {
-    problem.textContent = t("grant.endPast");
+  const wrong = endProblem(input.value);
+  if (wrong) {
+    problem.textContent = t(wrong);
     problem.hidden = false;
     input.focus();
     return;
