@@ -322,6 +322,13 @@ async def test_an_admin_changes_a_members_endpoint_and_its_secret_is_never_shown
     assert ("auth", "keep") in _details(records[0])
     details = dict(_details(records[-1]))
     assert details["auth"] == "bearer" and details["endpoint"] == change["endpoint"]
+    # and what each field was (an administrator's walkthrough found only the new address)
+    assert (details["endpoint_was"], details["name_was"], details["max_pulls_was"]) == (
+        member["endpoint"],
+        "Praktijk Oud",
+        "2",
+    )
+    assert details["agb_was"] == "" and details["auth_was"] == "none"
     assert secret not in orjson.dumps(records).decode()
 
 
