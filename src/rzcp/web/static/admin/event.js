@@ -119,9 +119,11 @@ export async function render(box, ctx, id) {
   });
   // Each entity with its kind and details (what was returned: the type and how many), not only its role.
   const entities = (event.entity || []).map((e) => [
-    named("entityRole", e.role && e.role.code, e.type && (e.type.display || e.type.code)) || t("event.entity"),
+    (e.role
+      ? named("entityRole", e.role.code, e.type && (e.type.display || e.type.code))
+      : named("entityType", e.type && e.type.code, e.type && (e.type.display || e.type.code))) || t("event.entity"),
     [
-      e.what && (e.what.reference || e.what.display),
+      e.what && (e.what.reference || e.what.display || (e.what.identifier && e.what.identifier.value)),
       e.type && e.type.code,
       e.description,
       ...(e.detail || []).map((d) => `${d.type}: ${d.valueString ?? ""}`),
