@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import posixpath
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import httpx
@@ -126,12 +127,19 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
-def _same_origin(url: str, base: str) -> bool:
+def _under_base(url: str, base: str) -> bool:
+    """Whether a next link stays on the member's server and under its FHIR base: a vendor serving several
+    members from one host has them under different paths, and a link to another's (a security test's
+    worry) would read that member's data with this one's credentials."""
     try:
         one, two = urlsplit(url), urlsplit(base)
     except ValueError:  # a link the member garbled (`http://[::1`) is on no server of the member's
         return False
-    return (one.scheme, one.netloc) == (two.scheme, two.netloc)
+    if (one.scheme, one.netloc) != (two.scheme, two.netloc):
+        return False
+    path = posixpath.normpath("/" + unquote(one.path))  # `/fhir/../other`, `%2e%2e` included
+    root = posixpath.normpath("/" + unquote(two.path))
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 class FhirRestAdapter(MemberAdapter):
@@ -215,10 +223,10 @@ class FhirRestAdapter(MemberAdapter):
                     )
                     outcome.problems.append(Problem(ProblemCode.TRUNCATED, detail))
                 break
-            if not _same_origin(url, member.base_url):
+            if not _under_base(url, member.base_url):
                 outcome.partial = True
                 outcome.problems.append(
-                    Problem(ProblemCode.INVALID_ANSWER, "a next link points away from the member's server")
+                    Problem(ProblemCode.INVALID_ANSWER, "a next link points away from the member's FHIR base")
                 )
                 break
             if pages >= limits.max_pages:

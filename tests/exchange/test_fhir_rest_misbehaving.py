@@ -262,11 +262,23 @@ async def test_response_limits_bytes_entries_and_pages(adapter: MemberAdapter, s
     assert len(server.hits) == 3 and server.hits[1].query == "page=2"
 
 
-async def test_a_next_link_to_another_server_is_not_followed(
-    adapter: MemberAdapter, scripted: Scripted
+@pytest.mark.parametrize(
+    "link",
+    [
+        "http://127.0.0.2:1/steal?x=1",
+        # the same server, another member's base on it (a vendor serving several: a security test's worry)
+        "{origin}/other-practice/fhir/Observation?page=2",
+        "{origin}/fhir/../other-practice/fhir/Observation?page=2",
+        "{origin}/fhir/%2e%2e/other-practice/fhir/Observation",
+        "{origin}/fhirx/Observation?page=2",
+    ],
+)
+async def test_a_next_link_away_from_the_members_base_is_not_followed(
+    adapter: MemberAdapter, scripted: Scripted, link: str
 ) -> None:
     server, member = scripted
-    server.handler = answer(searchset(obs("o1"), next_url="http://127.0.0.2:1/steal?x=1"))
+    origin = member.base_url.removesuffix("/fhir")
+    server.handler = answer(searchset(obs("o1"), next_url=link.format(origin=origin)))
     outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
     assert [r["id"] for r in outcome.resources] == ["o1"]
     assert outcome.partial and codes(outcome) == [ProblemCode.INVALID_ANSWER]

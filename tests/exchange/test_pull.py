@@ -1206,6 +1206,7 @@ async def test_what_a_resource_contains_is_decided_too_and_a_label_in_any_spelli
         for res_type in answers:
             response = await world.pharmacy.get(f"/fhir/{res_type}", params={"patient": world.patient})
             assert response.status_code == 200, response.text
+            assert issues(response.json()) == [], response.text  # every member answered in time
             got |= {r["id"] for r in entries(response.json()) if r["id"].startswith(("mr-", "c-"))}
     assert got == {"mr-plain", "c-plain"}
 
