@@ -42,9 +42,9 @@ _TYPE_OPERATIONS = {
         {
             "name": "access-log",
             "definition": "https://rzcp.nl/fhir/OperationDefinition/AuditEvent-access-log",
-            "documentation": "GET /fhir/AuditEvent/$access-log[?lang=nl|en&_count=n]: the patient's own "
-            "access log in words (who, from which organisation, when, what, why, whether in an emergency), "
-            "for a patient's token only.",
+            "documentation": "GET /fhir/AuditEvent/$access-log[?lang=nl|en&_count=n&_offset=m]: the "
+            "patient's own access log in words (who, from which organisation, when, what, why, whether in "
+            "an emergency), for a patient's token only.",
         }
     ],
 }
