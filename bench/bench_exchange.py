@@ -18,6 +18,9 @@ Measured with wrk, interleaved per round (medians over the rounds):
   members that wait (one aiohttp process on ten ports, `--delay-ms`, serving the same Bundles as the
   simulated members after `asyncio.sleep`): the fan-out itself; and once more with those members
   staggered (member i waits `--stagger-ms` times i longer, as real members differ), against the slowest;
+  beside the waiting members' pull, a bare fan-out to the same ten (one FastAPI endpoint asking them all at
+  once over aiohttp and merging their entries: no token, consent, checks, tags or audit), the share of
+  the 1.2x that any Python fan-out on the machine takes before the gateway's own work;
 - the gateway's CPU per request of a 3-member pull against a 1-member pull, at 8 connections (aim < 2x),
   twice: with the CPU-bound simulated members, and with the waiting members (each answering for the
   patient asked, so the gateway's checks keep every entry), where the members' CPU does not compete with
@@ -197,6 +200,38 @@ def serve_delayed(delay_ms: int, stagger_ms: int, ports: list[int], upstreams: l
     asyncio.run(run())
 
 
+def serve_fanout(port: int, upstreams: list[str]) -> None:
+    """The least any merging fan-out does, as a reference for the 10-member pulls: one FastAPI endpoint
+    (uvicorn, as the gateway) that asks every upstream at once over one aiohttp session, parses each
+    answer and returns their entries in one Bundle. No token, consent, checks, tags or audit."""
+    import aiohttp
+    import orjson
+    import uvicorn
+    from fastapi import FastAPI, Response
+
+    session: list[aiohttp.ClientSession] = []
+    app = FastAPI()
+
+    async def fetch(url: str) -> list[object]:
+        async with session[0].get(url) as answer:
+            return orjson.loads(await answer.read()).get("entry", [])
+
+    @app.get("/fhir/metadata")
+    async def metadata() -> dict[str, str]:
+        return {"resourceType": "CapabilityStatement"}
+
+    @app.get("/fanout")
+    async def fanout() -> Response:
+        if not session:
+            session.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)))
+        parts = await asyncio.gather(*(fetch(url) for url in upstreams))
+        entries = [entry for part in parts for entry in part]
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+        return Response(orjson.dumps(bundle), media_type="application/fhir+json")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[str, float]:
     """Medians over the rounds and the ratios the aims are about, printed; returned for --json."""
 
@@ -216,6 +251,7 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
         "delay_ms": args.delay_ms,
         "p50_gateway_10_waiting_ms": med("gateway 10 waiting c1", "p50_ms"),
         "p50_slowest_waiting_ms": slowest_waiting,
+        "p50_bare_fanout_waiting_ms": med("bare fan-out 10 waiting c1", "p50_ms"),
         "stagger_ms": args.stagger_ms,
         "p50_gateway_10_staggered_ms": med("gateway 10 staggered c1", "p50_ms"),
         "p50_slowest_staggered_ms": med("slowest staggered direct c1", "p50_ms"),
@@ -228,6 +264,7 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
     summary["added_latency_ms"] = summary["p50_gateway_c1_ms"] - summary["p50_member_c1_ms"]
     summary["fanout_ratio"] = summary["p50_gateway_10_members_ms"] / slowest
     summary["fanout_waiting_ratio"] = summary["p50_gateway_10_waiting_ms"] / slowest_waiting
+    summary["bare_fanout_waiting_ratio"] = summary["p50_bare_fanout_waiting_ms"] / slowest_waiting
     summary["fanout_staggered_ratio"] = (
         summary["p50_gateway_10_staggered_ms"] / summary["p50_slowest_staggered_ms"]
     )
@@ -250,7 +287,8 @@ def report(results: dict[str, list[WrkRun]], args: argparse.Namespace) -> dict[s
     print(
         f"10-member pull, waiting members ({args.delay_ms} ms): "
         f"p50 {s['p50_gateway_10_waiting_ms']:.2f} ms vs slowest {slowest_waiting:.2f} ms: "
-        f"{s['fanout_waiting_ratio']:.2f}x (aim <= 1.2x)"
+        f"{s['fanout_waiting_ratio']:.2f}x (aim <= 1.2x); a bare fan-out to the same ten "
+        f"{s['p50_bare_fanout_waiting_ms']:.2f} ms: {s['bare_fanout_waiting_ratio']:.2f}x"
     )
     print(
         f"10-member pull, staggered members ({args.delay_ms} to "
@@ -281,7 +319,12 @@ def main() -> int:
         "--stagger-ms", type=int, default=2, help="staggered pull: waiting member i waits i times this longer"
     )
     parser.add_argument("--serve-delayed", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fanout", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fanout:
+        port, *upstreams = args.serve_fanout
+        serve_fanout(int(port), upstreams)
+        return 0
     if args.serve_delayed:
         delay, stagger, *rest = args.serve_delayed
         half = len(rest) // 2
@@ -292,7 +335,7 @@ def main() -> int:
         return 2
     ports = [free_port() for _ in range(MEMBERS)]
     delayed_ports = [free_port() for _ in range(MEMBERS)]
-    gateway_port, proxy_port = free_port(), free_port()
+    gateway_port, proxy_port, fanout_port = free_port(), free_port(), free_port()
     scratch = tempfile.TemporaryDirectory(prefix="rzcp-bench-exchange-", ignore_cleanup_errors=True)
     # Leaving the block stops the servers first, then removes their databases.
     with exit_on_sigterm(), scratch as tmp, Servers() as servers:
@@ -376,6 +419,8 @@ def main() -> int:
             f"http://127.0.0.1:{port}/fhir/Condition?patient=Patient/{locals_[('ten', i)]}"
             for i, port in enumerate(delayed_ports)
         ]
+        command = [sys.executable, __file__, "--serve-fanout", str(fanout_port), *waiting_direct]
+        fanout = servers.start("bare fan-out", command, port=fanout_port, ready="/fhir/metadata")
         direct = [
             f"{m.base}/fhir/Condition?patient=Patient/{locals_[('one', i)]}&_count=100"
             for i, m in enumerate(members)
@@ -419,6 +464,7 @@ def main() -> int:
             for i in range(MEMBERS):
                 measure(f"member {i} direct c1", members[i], direct[i], 1, with_auth=False)
             measure("gateway 10 waiting c1", gateway, pull[DELAYED], 1)
+            measure("bare fan-out 10 waiting c1", fanout, f"{fanout.base}/fanout", 1, with_auth=False)
             for i in range(MEMBERS):
                 measure(f"waiting {i} direct c1", waiting, waiting_direct[i], 1, with_auth=False)
             measure("gateway 10 staggered c1", gateway, pull[STAGGERED], 1)
