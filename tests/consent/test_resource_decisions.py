@@ -436,3 +436,49 @@ def test_the_primitive_code_table_matches_r4() -> None:
             if element in ("category", "code", "type", "class") and "Type" not in repr(field.annotation):
                 found.setdefault(resource_type, set()).add(element)
     assert found == {t: set(elements) for t, elements in service.PRIMITIVE_CODES.items()}
+
+
+def _prescription(*contained: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "contained": list(contained),
+    }
+
+
+def test_what_a_resource_contains_is_decided_as_other_data_only_when_it_is_other_data() -> None:
+    """A Condition in a prescription is the patient's diagnosis, decided as one (a security test got a PSY
+    one through a medication-only pull); a Medication, a Substance, a Location or a Device in it go with the
+    prescription, and an uncategorised Observation with its lab report (a review found all of those
+    withholding valid data); a sensitive label on anything contained marks its container."""
+    compiled = _compiled(
+        {"id": "meds", "permit": {"to": "ziekenhuizen-labs", "data": ["medicatie"]}},
+        {"id": "lab", "permit": {"to": "ziekenhuizen-labs", "data": ["labuitslagen"]}},
+    )
+    decisions = ResourceDecisions(compiled, POLICY, _base("TREAT", "MedicationRequest"))
+    with_things = _prescription(
+        {"resourceType": "Medication", "id": "m"},
+        {"resourceType": "Substance", "id": "s"},
+        {"resourceType": "Location", "id": "l"},
+        {"resourceType": "Device", "id": "d"},
+        {"resourceType": "Practitioner", "id": "p"},
+    )
+    diagnosis = _prescription(
+        {"resourceType": "Condition", "id": "c", "code": {"coding": [_coding(SINUSITIS)]}}
+    )
+    labelled = _prescription({"resourceType": "Medication", "id": "m", "meta": {"security": [_coding(PSY)]}})
+    report = {
+        "resourceType": "DiagnosticReport",
+        "category": [{"coding": [_coding(REPORT_LAB)]}],
+        "contained": [{"resourceType": "Observation", "id": "o", "code": {"coding": [_coding(HB)]}}],
+        "result": [{"reference": "#o"}],
+    }
+    assert [decisions.permits(r) for r in (with_things, diagnosis, labelled, report)] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    garbled = [_prescription({"id": "x"}), {**_prescription(), "contained": {"resourceType": "Condition"}}]
+    assert [decisions.permits(r) for r in garbled] == [False, False] and decisions.unreadable == 2

@@ -299,6 +299,10 @@ class Policy:
             self._category_cache[key] = found
         return found
 
+    def data_categories_of_type(self, resource_type: str) -> frozenset[str]:
+        """The data categories (tokens) that cover some resources of this type, whatever their codes."""
+        return frozenset(token for token, _ in self._coverage.get(resource_type, ()))
+
     def category_tokens_for(self, resource_type: str) -> frozenset[str]:
         """The category tokens some data category asks a resource of this type to carry: any other code
         of the resource leaves `categories_of` unchanged, so a per-resource memo may drop it."""

@@ -131,13 +131,16 @@ async def evaluate_draft(
     return [decide(compiled, policy, request) for request in requests]
 
 
-def request_for_resource(base: Request, resource: Mapping[str, Any]) -> Request:
+def request_for_resource(
+    base: Request, resource: Mapping[str, Any], extra_labels: frozenset[str] = frozenset()
+) -> Request:
     """The request about one resource that came back: its type, category and code tokens, security
-    labels and clinical date, on top of who asks and why."""
+    labels (with `extra_labels`: those of what it contains, `contained_parts`) and clinical date, on top
+    of who asks and why."""
     return base.about(
         resource_type=resource.get("resourceType", base.resource_type),
         codes=_code_tokens(resource, None),
-        labels=_labels(resource),
+        labels=_labels(resource) | extra_labels,
         data_moment=_clinical_date(resource),
     )
 
@@ -148,11 +151,41 @@ class MalformedResource(BadRequest):
     sensitive label names. A pull withholds such a resource; a pushed message carrying one is refused."""
 
 
-#: Resource types that say who and where, not what about the patient: contained in a resource (its
-#: prescriber, the sending organisation) they are not decided on; every other resource it contains is.
-ADMINISTRATIVE_TYPES = frozenset(
-    {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
-)
+def contained_parts(
+    policy: Policy, resource: Mapping[str, Any]
+) -> tuple[list[Mapping[str, Any]], frozenset[str]]:
+    """What a resource contains, as consent decides it: (the contained resources decided on their own,
+    the security labels of every contained resource, which count for the container).
+
+    A contained resource is other data when its type is covered by some data category of the policy and
+    by none that covers the container's type: a Condition in a MedicationRequest is the patient's diagnosis
+    (a security test got a PSY one through a pharmacy's medication pull), decided as a Condition. One of
+    the container's own kind of data (a Medication in a MedicationRequest, an Observation in a
+    DiagnosticReport) or of no category's (a Location, a Device, a Substance, a Practitioner) goes with its
+    container (a review found those withholding valid prescriptions and encounters); a sensitive label on
+    it marks the container. MalformedResource for what cannot be decided: `contained` not a list of
+    resources, or a contained resource that contains again or is a Bundle (R4's dom-2)."""
+    contained = resource.get("contained")
+    if not contained:
+        return [], _NO_TOKENS
+    if not isinstance(contained, list):
+        raise MalformedResource("contained is not a list of resources", expression=("contained",))
+    own_categories = policy.data_categories_of_type(str(resource.get("resourceType")))
+    decided: list[Mapping[str, Any]] = []
+    labels: set[str] = set()
+    for i, inner in enumerate(contained):
+        where = (f"contained[{i}]",)
+        if not isinstance(inner, Mapping) or not isinstance(inner.get("resourceType"), str):
+            raise MalformedResource("a contained resource is an object with a resourceType", expression=where)
+        if inner.get("contained") or inner["resourceType"] == "Bundle":
+            raise MalformedResource(
+                "a contained resource contains nothing itself (R4 dom-2)", expression=where
+            )
+        labels |= _labels(inner)
+        categories = policy.data_categories_of_type(inner["resourceType"])
+        if categories and categories.isdisjoint(own_categories):
+            decided.append(inner)
+    return decided, frozenset(labels)
 
 
 class ResourceDecisions:
@@ -181,30 +214,19 @@ class ResourceDecisions:
         self.unreadable = 0
 
     def permits(self, resource: Mapping[str, Any]) -> bool:
-        """Whether the patient's consents let this resource through to the requester, with every resource
-        it contains (a prescription's contained Condition is the patient's diagnosis as much as one of its
-        own: a security test got a PSY one through a pharmacy's medication pull); never for a resource whose
-        codes or labels cannot be read (`MalformedResource`)."""
-        if not self._permits_one(resource):
-            return False
-        contained = resource.get("contained")
-        if not contained:
-            return True
-        if not isinstance(contained, list):
+        """Whether the patient's consents let this resource through to the requester, with what it contains
+        (`contained_parts`); never for a resource whose codes or labels cannot be read
+        (`MalformedResource`)."""
+        if not resource.get("contained"):
+            return self._permits_one(resource, _NO_TOKENS)
+        try:
+            own, labels = contained_parts(self._policy, resource)
+        except MalformedResource:
             self.unreadable += 1
             return False
-        for inner in contained:
-            if not isinstance(inner, Mapping) or not isinstance(inner.get("resourceType"), str):
-                self.unreadable += 1
-                return False
-            if inner.get("contained") or inner["resourceType"] == "Bundle":  # R4 dom-2: never decided on
-                self.unreadable += 1
-                return False
-            if inner["resourceType"] not in ADMINISTRATIVE_TYPES and not self._permits_one(inner):
-                return False
-        return True
+        return self._permits_one(resource, labels) and all(self._permits_one(r, _NO_TOKENS) for r in own)
 
-    def _permits_one(self, resource: Mapping[str, Any]) -> bool:
+    def _permits_one(self, resource: Mapping[str, Any], extra_labels: frozenset[str]) -> bool:
         resource_type = resource.get("resourceType", self._base.resource_type)
         relevant = self._relevant.get(resource_type)
         if relevant is None:
@@ -212,7 +234,7 @@ class ResourceDecisions:
         try:
             # walked even when no code can matter: a malformed one must be seen
             codes = _code_tokens(resource, relevant)
-            labels = _labels(resource)
+            labels = _labels(resource) | extra_labels if extra_labels else _labels(resource)
         except MalformedResource:
             self.unreadable += 1
             return False

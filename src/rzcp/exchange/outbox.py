@@ -41,7 +41,8 @@ from rzcp.audit.events import Decision as AuditDecision
 from rzcp.consent.cache import rules_for
 from rzcp.consent.engine import decide
 from rzcp.consent.model import Request
-from rzcp.consent.service import ADMINISTRATIVE_TYPES, request_for_resource
+from rzcp.consent.policy import Policy
+from rzcp.consent.service import MalformedResource, contained_parts, request_for_resource
 from rzcp.errors import BadRequest, Conflict, Forbidden, InvalidResource, NotFound, RzcpError
 from rzcp.exchange.adapters import DeliveryOutcome, DeliveryStatus, Member
 from rzcp.exchange.directory import URA_SYSTEM
@@ -60,6 +61,10 @@ from rzcp.fhir.deps import is_fhir_id
 from rzcp.store.resources import instant, utcnow
 
 #: Resources in a message that describe who and how, not the patient's data: not decided by consent.
+#: Resource types that say who and where, not what about the patient: a message needs more than these.
+ADMINISTRATIVE_TYPES = frozenset(
+    {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
+)
 Status = Literal["pending", "delivered", "rejected", "failed"]
 
 
@@ -191,10 +196,31 @@ def _receiver_member(header: Mapping[str, Any], active: Mapping[str, Member], se
 
 
 def _carried(entries: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Every resource the message carries: the entries and what they contain (a Condition contained in an
-    Organization is the patient's data as much as one in an entry of its own)."""
-    contained = [c for r in entries for c in r.get("contained") or [] if isinstance(c, Mapping)]
+    """Every resource the message carries: the entries and what they contain, for the record's counts."""
+    contained = [
+        c
+        for r in entries
+        if isinstance(r.get("contained"), list)
+        for c in r["contained"]
+        if isinstance(c, Mapping)
+    ]
     return [*entries, *contained]
+
+
+def _to_decide(
+    policy: Policy, entries: list[Mapping[str, Any]]
+) -> list[tuple[Mapping[str, Any], frozenset[str]]]:
+    """What consent decides of a message, as a pull decides what comes back (`contained_parts`): each entry
+    that is patient data, with its contained resources' labels, and what an entry contains that is other
+    data (a Condition contained in an Organization or a MedicationRequest is decided as a Condition).
+    MalformedResource (400) for contained resources that cannot be decided."""
+    parts: list[tuple[Mapping[str, Any], frozenset[str]]] = []
+    for entry in entries:
+        own, labels = contained_parts(policy, entry)
+        if entry.get("resourceType") not in ADMINISTRATIVE_TYPES:
+            parts.append((entry, labels))
+        parts.extend((inner, frozenset()) for inner in own)
+    return parts
 
 
 def _refused(error: RzcpError, report: PushReport, why: str) -> RzcpError:
@@ -253,7 +279,9 @@ async def accept_message(
         # message already delivered (a probe's), and so bring a second copy.
         report.message_id, report.accepted, report.repeated = existing.id, True, True
         return _message(existing), report
-    await _decide(exchange, conn, sender, receiver, patient_id, clinical, report)
+    await _decide(
+        exchange, conn, sender, receiver, patient_id, _to_decide(exchange.policy, index.entries), report
+    )
     message = await _store(conn, sender, receiver, sender_key, patient_id, bundle)
     if message is not None:
         report.message_id, report.accepted = message.id, True
@@ -295,7 +323,7 @@ async def _decide(
     sender: Requester,
     receiver: Member,
     patient_id: str | None,
-    clinical: list[Mapping[str, Any]],
+    parts: list[tuple[Mapping[str, Any], frozenset[str]]],
     report: PushReport,
 ) -> None:
     """Forbidden unless the patient is known and their consent lets the sender share every resource
@@ -313,8 +341,8 @@ async def _decide(
             break_glass_since=sender.break_glass_since,
         )
         by_type: dict[str, TypeDecision] = {}
-        for resource in clinical:
-            decision = decide(compiled, exchange.policy, request_for_resource(base, resource))
+        for resource, labels in parts:
+            decision = decide(compiled, exchange.policy, request_for_resource(base, resource, labels))
             kind = str(resource.get("resourceType"))
             if kind not in by_type or (by_type[kind].permit and not decision.permitted):
                 by_type[kind] = type_decision(decision, kind)
@@ -379,12 +407,11 @@ async def still_permitted(
     purpose = message.purpose or "TREAT"
     since = message.created_at.replace(tzinfo=UTC) if purpose == "ETREAT" else None
     requester = Requester(sender.ura, sender.category, purpose, since)
-    carried = _carried(_index(message.content).entries)
-    clinical = [r for r in carried if r.get("resourceType") not in ADMINISTRATIVE_TYPES]
     report = PushReport(message.id, sender.ura, receiver.ura, f"Patient/{message.patient_id}")
     try:
-        await _decide(exchange, conn, requester, receiver, message.patient_id, clinical, report)
-    except Forbidden:
+        parts = _to_decide(exchange.policy, _index(message.content).entries)
+        await _decide(exchange, conn, requester, receiver, message.patient_id, parts, report)
+    except (Forbidden, MalformedResource):
         return False
     return True
 
