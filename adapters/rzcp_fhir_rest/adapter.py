@@ -30,6 +30,7 @@ import aiohttp
 import httpx
 import orjson
 
+from rzcp.addresses import no_server_url
 from rzcp.exchange.adapters import (
     AdapterContext,
     Capabilities,
@@ -137,7 +138,12 @@ def _under_base(url: str, base: str) -> bool:
         return False
     if (one.scheme, one.netloc) != (two.scheme, two.netloc):
         return False
-    path = posixpath.normpath("/" + unquote(one.path))  # `/fhir/../other`, `%2e%2e` included
+    plain = unquote(one.path)
+    if any(c in plain for c in ";\\%"):
+        # path parameters (`..;` is `..` to Tomcat and Jetty), backslashes (`/` to IIS) and what is still
+        # encoded after one decoding are read otherwise by some servers than here: not followed (a review)
+        return False
+    path = posixpath.normpath("/" + plain)  # `/fhir/../other`, `%2e%2e` included
     root = posixpath.normpath("/" + unquote(two.path))
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -427,6 +433,9 @@ class FhirRestAdapter(MemberAdapter):
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return _Answer(problem=Problem(ProblemCode.TIMEOUT, "the member did not answer in time"))
+        if no_server_url(url):  # an address registered before the rule, written as an IP (the resolver
+            # sees names only: a review)
+            return _Answer(problem=Problem(ProblemCode.UNREACHABLE, "the member's address is not a server's"))
         session = self.http.aiohttp_session() if isinstance(self.http, GatewayClient) else None
         if session is not None:
             return await self._exchange_aiohttp(

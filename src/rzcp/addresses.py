@@ -1,8 +1,9 @@
 """Addresses the gateway is never sent to: link-local (a cloud's metadata service answers at
 169.254.169.254), multicast and unspecified ones, however they are spelled.
 
-Checked twice: when an endpoint is registered (`no_server_host`, on the URL's host) and when the outgoing
-client resolves a member's host name (`ResolverRefusingNoServers`), since a name can point anywhere later.
+Checked when an endpoint is registered (`no_server_host`, on the URL's host), before each member call
+(`no_server_url`: an address stored before a rule was added), and when the outgoing client resolves a
+member's host name (`ResolverRefusingNoServers`), since a name can point anywhere later.
 A security test registered `[::ffff:169.254.169.254]`, `[64:ff9b::a9fe:a9fe]`, `2852039166`,
 `0xa9.0xfe.0xa9.0xfe`, full-width digits and `metadata.google.internal`, all let through before.
 """
@@ -11,25 +12,37 @@ from __future__ import annotations
 
 import socket
 import unicodedata
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 #: Names of cloud metadata services that are no IP address.
 _METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data"})
-_NAT64 = IPv6Network("64:ff9b::/96")
+#: Metadata services outside link-local: AWS's over IPv6, Alibaba's (a review).
+_METADATA_ADDRESSES = frozenset({ip_address("fd00:ec2::254"), ip_address("100.100.100.200")})
+#: NAT64 prefixes that carry an IPv4 address in their last 32 bits: the well-known and the local-use one.
+_NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
 
 
 def no_server(address: IPv4Address | IPv6Address) -> bool:
     """Whether the address, or the IPv4 address an IPv6 one carries, is link-local, multicast or
     unspecified."""
+    if address in _METADATA_ADDRESSES:
+        return True
     if isinstance(address, IPv6Address):
         carried = _carried_ipv4(address)
         if carried is not None:
             address = carried
-    return address.is_link_local or address.is_multicast or address.is_unspecified
+    return (
+        address.is_link_local
+        or address.is_multicast
+        or address.is_unspecified
+        or address in _METADATA_ADDRESSES
+    )
 
 
 def _carried_ipv4(address: IPv6Address) -> IPv4Address | None:
@@ -37,7 +50,7 @@ def _carried_ipv4(address: IPv6Address) -> IPv4Address | None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64 or (address.packed[:12] == bytes(12) and int(address) > 1):  # ::a.b.c.d
+    if any(address in net for net in _NAT64) or (address.packed[:12] == bytes(12) and int(address) > 1):
         return IPv4Address(address.packed[12:])
     return None
 
@@ -59,6 +72,20 @@ def no_server_host(host: str) -> bool:
     except OSError:
         return False
     return no_server(IPv4Address(packed))
+
+
+@lru_cache(maxsize=4096)
+def _no_server_host_cached(host: str) -> bool:
+    return no_server_host(host)
+
+
+def no_server_url(url: str) -> bool:
+    """`no_server_host` for a URL the gateway is about to call (hosts remembered: it runs per member call)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False  # the client refuses it with its own error
+    return bool(host) and _no_server_host_cached(host)
 
 
 class ResolverRefusingNoServers(AbstractResolver):

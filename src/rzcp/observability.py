@@ -67,9 +67,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.setdefault("headers", [])
+                given = {name.lower() for name, _ in headers}  # what the route set stays, once
                 headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                if private and not any(name.lower() == b"cache-control" for name, _ in headers):
+                if b"x-content-type-options" not in given:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                if private and b"cache-control" not in given:
                     headers.append((b"cache-control", b"no-store"))
             await send(message)
 

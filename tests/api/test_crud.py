@@ -456,3 +456,6 @@ async def test_patient_data_is_kept_by_no_cache_and_never_sniffed(client: httpx.
         assert response.headers["cache-control"] == "no-store", response.request.url
         assert response.headers["x-content-type-options"] == "nosniff"
     assert (await client.get("/healthz")).headers["x-content-type-options"] == "nosniff"
+    page = await client.get("/app/")  # the pages set their own: said once (a review found it twice)
+    assert page.headers.get_list("x-content-type-options") == ["nosniff"]
+    assert page.headers.get_list("cache-control") == ["no-cache"]

@@ -271,6 +271,10 @@ async def test_response_limits_bytes_entries_and_pages(adapter: MemberAdapter, s
         "{origin}/fhir/../other-practice/fhir/Observation?page=2",
         "{origin}/fhir/%2e%2e/other-practice/fhir/Observation",
         "{origin}/fhirx/Observation?page=2",
+        # read otherwise by some servers: `..;` (Tomcat, Jetty), a backslash (IIS), a double encoding
+        "{origin}/fhir/..;/..;/other-practice/fhir/Observation",
+        "{origin}/fhir/..%5c..%5cother-practice/fhir",
+        "{origin}/fhir/%252e%252e/%252e%252e/other-practice/fhir",
     ],
 )
 async def test_a_next_link_away_from_the_members_base_is_not_followed(
@@ -758,3 +762,11 @@ async def test_the_receivers_own_words_are_its_reason(
     assert outcome.status is expected
     shown = f"{outcome.detail}: {outcome.reason}" if outcome.reason else outcome.detail
     assert shown == (detail or f"the receiver refused the message ({status})")
+
+
+async def test_a_member_stored_at_a_metadata_address_is_not_called(adapter: MemberAdapter) -> None:
+    """An endpoint registered before the rule, written as an IP the resolver never sees, is refused
+    before the call (a review): the pull reports the member unreachable."""
+    member = Member("00000009", "Oud", "Z3", "http://[::ffff:169.254.169.254]/fhir", timeout=2.0)
+    outcome = await adapter.search(member, SearchQuery("Observation", PATIENT))
+    assert outcome.failed and codes(outcome) == [ProblemCode.UNREACHABLE]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rzcp.addresses import ResolverRefusingNoServers, no_server_host
+from rzcp.addresses import ResolverRefusingNoServers, no_server_host, no_server_url
 
 FULL_WIDTH = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "169.254.169.254")
 
@@ -29,6 +29,9 @@ FULL_WIDTH = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "169.25
         "224.0.0.1",
         "0.0.0.0",
         "::",
+        "fd00:ec2::254",  # AWS's metadata service over IPv6
+        "100.100.100.200",  # Alibaba's
+        "64:ff9b:1::a9fe:a9fe",  # the local-use NAT64 prefix
     ],
 )
 def test_no_server_in_any_spelling(host: str) -> None:
@@ -50,3 +53,10 @@ async def test_a_name_that_resolves_only_to_such_an_address_is_not_connected_to(
         assert [entry["host"] for entry in await resolver.resolve("localhost", 80)] == ["127.0.0.1"]
     finally:
         await resolver.close()
+
+
+def test_a_member_call_to_such_an_address_is_not_made() -> None:
+    """An endpoint stored before a rule was added, written as an IP, is refused before each call (the
+    resolver sees names only)."""
+    assert no_server_url("http://[::ffff:169.254.169.254]/fhir/Condition?patient=Patient/x")
+    assert not no_server_url("http://127.0.0.1:8080/fhir/Condition?patient=Patient/x")

@@ -301,7 +301,7 @@ async def test_the_demo_region_shows_its_exchanges_in_the_console_and_the_patien
         },
         timeout=30,
     )
-    assert glass.status_code == 403 and "category" in glass.text, glass.text
+    assert glass.status_code == 200 and glass.json()["total"] == 0, glass.text  # as for no data
 
     # what it loaded, in words: one GGZ patient is "1 patient"
     said = demo["log"].read_text()

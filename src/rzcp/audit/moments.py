@@ -21,12 +21,18 @@ def region_moment(value: str, *, end: bool = False) -> datetime:
     `until`). ValueError, with what to write instead, for anything else and for a local time the clock
     change skips or passes twice (`2026-10-25T02:30`: give the offset)."""
     try:
-        if len(value) == 10:
+        if "T" not in value and " " not in value:  # a date, `2026-12-08` or `20261208`
             day = date.fromisoformat(value) + timedelta(days=1 if end else 0)
             return datetime.combine(day, time(), LOCAL).astimezone(UTC).replace(tzinfo=None)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO date or date-time") from None
+        return _utc(parsed, value)
+    except (ValueError, OverflowError) as exc:  # `0001-01-01T00:00` overflowed into a 500 (a review)
+        if isinstance(exc, ValueError) and str(exc).startswith(repr(value)):
+            raise
+        raise ValueError(f"{value!r} is not an ISO date or date-time from the years 1 to 9999") from None
+
+
+def _utc(parsed: datetime, value: str) -> datetime:
     if parsed.tzinfo is None:
         first, second = parsed.replace(tzinfo=LOCAL, fold=0), parsed.replace(tzinfo=LOCAL, fold=1)
         if first.astimezone(UTC).astimezone(LOCAL).replace(tzinfo=None) != parsed:

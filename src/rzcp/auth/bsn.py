@@ -19,7 +19,9 @@ _UUID_OR_NINE_DIGITS = re.compile(rf"(?P<uuid>{_UUID})|(?<!\d)(?P<nine>\d{{9}})(
 _SEPARATORS = re.compile(r"[\s.\-_:/]")
 _DIGIT_RUN = re.compile(r"\d{9,}")
 #: Groups of digits with separators between them: `999.911.120`, `999 911 120`, `9 9 9 9 1 1 1 2 0`.
-_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[\s.\-_/]{1,3}\d+)*(?!\d)")
+#: Separators as people and their word processors write them: blanks, dots, commas, colons, slashes, and
+#: every dash (hyphen, non-breaking hyphen, en and em dash, minus), the middle dot (a review found these).
+_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[\s.,:;_/\-\u00b7\u2010-\u2015\u2212]{1,5}\d+)*(?!\d)")
 
 
 def holds_bsn(text: str) -> bool:

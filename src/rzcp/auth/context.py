@@ -52,7 +52,7 @@ def parse_context(
         )
     if purpose not in KNOWN_PURPOSES:
         raise BadRequest(f"X-Purpose-Of-Use {purpose!r} is not a v3 PurposeOfUse code", code="value")
-    reason = _reason(headers, strict=True)
+    reason = _reason(headers)
     if purpose == "ETREAT":
         if not break_glass_enabled:
             raise Forbidden("break-the-glass (ETREAT) is not enabled in this region")
@@ -87,15 +87,15 @@ def context_as_asked(headers: Mapping[str, str], default: str) -> RequestContext
             practitioner = _practitioner(parse_identifier(named[0], "X-Acting-Practitioner"))
         except BadRequest:
             practitioner = None
-    reason = (_reason(headers, strict=False) or "")[:MAX_REASON] or None
+    reason = (_reason(headers) or "")[:MAX_REASON] or None
     return RequestContext(purpose, practitioner, reason if purpose == "ETREAT" else None)
 
 
-def _reason(headers: Mapping[str, str], *, strict: bool) -> str | None:
+def _reason(headers: Mapping[str, str]) -> str | None:
     """X-Break-Glass-Reason as the practitioner wrote it. HTTP hands header values over as Latin-1, so
     a reason sent as UTF-8 ("patiënt bewusteloos") read as "patiÃ«nt" in the patient's log (a patient's
-    walkthrough); its bytes are read again as UTF-8, and a value that is not UTF-8 is refused (`strict`)
-    or read with replacement characters for the record of a refused request."""
+    walkthrough): its bytes are read as UTF-8, and as the Latin-1 they were when they are no UTF-8 (a
+    client that sends Latin-1 is not refused for it: a review)."""
     raw = headers.get("x-break-glass-reason")
     if raw is None:
         return None
@@ -103,9 +103,7 @@ def _reason(headers: Mapping[str, str], *, strict: bool) -> str | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        if strict:
-            raise BadRequest("X-Break-Glass-Reason is not UTF-8 text", code="value") from None
-        text = data.decode("utf-8", errors="replace")
+        text = raw
     return text.strip() or None
 
 

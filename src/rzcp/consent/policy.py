@@ -315,25 +315,30 @@ class Policy:
         return frozenset(label_token(*s.label.split("|", 1)) for s in self.document.sensitive_labels)
 
     @cached_property
-    def _sensitive_by_code(self) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
-        """The systems of the sensitive labels, and for each of their codes the labels with that code."""
+    def _sensitive_by_code(self) -> dict[str, frozenset[str]]:
+        """For each sensitive label's code (blanks stripped, in capitals), the labels with that code."""
         by_code: dict[str, set[str]] = {}
         for token in self.sensitive_labels:
-            by_code.setdefault(token.split("|", 1)[1], set()).add(token)
-        systems = frozenset(token.split("|", 1)[0] for token in self.sensitive_labels)
-        return systems, {code: frozenset(tokens) for code, tokens in by_code.items()}
+            by_code.setdefault(token.split("|", 1)[1].strip().upper(), set()).add(token)
+        return {code: frozenset(tokens) for code, tokens in by_code.items()}
 
     def sensitive_among(self, labels: frozenset[str]) -> frozenset[str]:
-        """The sensitive labels these labels (`label_token`s) amount to. A label under a code system the
-        policy's labels do not use, with a sensitive label's code (`http://example.org/x|PSY`), counts as
-        that label: fail closed, the patient's permission must name it."""
+        """The sensitive labels these labels (`label_token`s) amount to. A label with a sensitive label's
+        code, blanks and capitals aside (` psy`), counts as that label under its own system, and under a
+        system the policy's labels do not use as every label with the code (`http://example.org/x|PSY`):
+        fail closed, the patient's permission must name it (a review let `psy` through)."""
         found = labels & self.sensitive_labels
-        systems, by_code = self._sensitive_by_code
+        by_code = self._sensitive_by_code
         for token in labels - found:
             system, _, code = token.partition("|")
-            if system not in systems and code in by_code:
-                found |= by_code[code]
+            candidates = by_code.get(code.strip().upper())
+            if candidates:
+                same_system = {t for t in candidates if t.startswith(f"{system}|")}
+                found |= same_system or {t for t in candidates if not self._label_system_known(system)}
         return found
+
+    def _label_system_known(self, system: str) -> bool:
+        return any(token.startswith(f"{system}|") for token in self.sensitive_labels)
 
     @cached_property
     def purposes(self) -> frozenset[str]:
