@@ -27,6 +27,9 @@ def test_a_moment_as_the_region_reads_it(given: str, utc: datetime) -> None:
 
 def test_an_inclusive_end_is_the_start_of_the_next_day() -> None:
     assert region_moment("2026-12-07", end=True) == datetime(2026, 12, 7, 23, 0)
+    assert region_moment("20261207", end=True) == datetime(2026, 12, 7, 23, 0)  # ISO's basic form too
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        region_moment("9999-12-31", end=True)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +38,7 @@ def test_an_inclusive_end_is_the_start_of_the_next_day() -> None:
         ("2026-10-25T02:30:00", "happens twice"),  # the clock goes back: which 02:30?
         ("2026-03-29T02:30:00", "does not exist"),  # the clock goes forward over it
         ("7 december", "not an ISO date"),
+        ("0001-01-01T00:00", "years 1 to 9999"),  # it overflowed into a 500 (a review)
     ],
 )
 def test_a_moment_that_cannot_be_read_one_way_is_refused(given: str, said: str) -> None:
