@@ -489,6 +489,8 @@ def test_an_operator_changes_a_registered_members_endpoint_and_credentials(tmp_p
         ).fetchall()
     assert "k-new-token-2" not in dumped and "k-old-token-1" not in dumped  # sealed, and not in the trail
     assert "bearer token from $NEW_TOKEN" in dumped and "members.update" in dumped
+    # and what each changed field was, as the console's record says it (an administrator's walkthrough)
+    assert '"type":"endpoint_was","valueString":"https://old.example/fhir"' in dumped
     assert orjson.loads(endpoint)["address"] == "https://newer.example/fhir"  # the directory members read
 
 

@@ -447,6 +447,7 @@ async def test_small_screen_unreachable_server_and_expired_session(page: Page) -
     await page.get_by_role("link", name="Geschiedenis", exact=True).click()
     await expect(page.get_by_text("Uw sessie is verlopen. Log opnieuw in om verder te gaan.")).to_be_visible()
     await expect(page.get_by_role("button", name="Opnieuw inloggen")).to_be_visible()
+    await expect(page.get_by_role("button", name="Opnieuw inloggen")).to_be_focused()
     text = await page.locator("body").inner_text()
     assert "{" not in text and "OperationOutcome" not in text and "401" not in text
     await page.reload()  # the session is gone for good: still the plain message, not an empty page

@@ -139,19 +139,6 @@ def noted_change(change: MemberChange) -> dict[str, str]:
     return noted
 
 
-def noted_before(change: MemberChange, was: dict[str, Any]) -> dict[str, str]:
-    """What the changed fields were (`endpoint_was` ...), of the auth only its kind: an administrator's
-    walkthrough found a record of a moved endpoint that named only the new address."""
-    noted = {
-        f"{name}_was": "" if was.get(name) is None else str(was.get(name))
-        for name in change.fields()
-        if name not in ("auth", "keep_auth")
-    }
-    if change.auth is not None or change.keep_auth:
-        noted["auth_was"] = str(was.get("auth"))
-    return noted
-
-
 def client_json(client: Client) -> dict[str, Any]:
     if client.revoked:
         status = "revoked"

@@ -93,10 +93,8 @@ async def update_member(request: Request, ura: str, _: Admin) -> dict[str, Any]:
     console_params(request).update(members.noted_change(change))
     directory = request.app.state.exchange.directory
     async with runtime.db.write() as conn:
-        before = await registry.get_member(conn, ura)
-        if before is not None:  # the record says what each changed field was, not only what it became
-            was = members.member_json(before, UNKNOWN, (await directory.details(conn, ura)).get(ura))
-            console_params(request).update(members.noted_before(change, was))
+        if (was := await directory.current(conn, ura)) is not None:  # what each changed field was
+            console_params(request).update(change.noted_before(was))
         await directory.update_member(
             conn, runtime.registry, ura, change, https_only=runtime.settings.https_only
         )

@@ -189,14 +189,18 @@ def members_update(
         raise click.UsageError("nothing to change: give at least one option (see --help)")
     settings = auth_cli._settings(ctx)
 
-    async def work(conn: AsyncConnection) -> Any:
-        return await _directory(settings).update_member(
-            conn, SearchRegistry.default(), ura, change, https_only=settings.https_only
-        )
-
     params: dict[str, str | None] = {"ura": ura, "name": name, "endpoint": endpoint, **_noted(options, auth)}
     if no_auth or keep_auth:
         params["auth"] = "none" if no_auth else "keep"
+
+    async def work(conn: AsyncConnection) -> Any:
+        directory = _directory(settings)
+        if (was := await directory.current(conn, ura)) is not None:  # the record says what it was, too
+            params.update(change.noted_before(was))
+        return await directory.update_member(
+            conn, SearchRegistry.default(), ura, change, https_only=settings.https_only
+        )
+
     member = auth_cli._in_transaction(settings, work, write=True, action="members.update", params=params)
     click.echo(f"member {member.ura} ({member.name}) changed: {', '.join(change.fields())}")
 

@@ -11,6 +11,7 @@ member's secret, only its kind. Plain functions over a connection; the caller ow
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,18 @@ class MemberChange:
     def fields(self) -> list[str]:
         """The names of what changes (for the audit record: never the secrets themselves)."""
         return [name for name, value in vars(self).items() if value is not None and value is not False]
+
+    def noted_before(self, was: Mapping[str, Any]) -> dict[str, str]:
+        """What the changed fields were (`endpoint_was` ...; `Directory.current`), of the auth only its
+        kind: an administrator's walkthrough found a record of a moved endpoint naming only the new one."""
+        noted = {
+            f"{name}_was": "" if was.get(name) is None else str(was[name])
+            for name in self.fields()
+            if name not in ("auth", "keep_auth")
+        }
+        if self.auth is not None or self.keep_auth:
+            noted["auth_was"] = str(was.get("auth"))
+        return noted
 
 
 @dataclass(frozen=True)
@@ -251,6 +264,21 @@ class Directory:
         if active_only:
             query = query.where(members.c.status == "active")
         return {row.ura: self.from_row(row) for row in await conn.execute(query)}
+
+    async def current(self, conn: AsyncConnection, ura: str) -> dict[str, Any] | None:
+        """A member's changeable values as they are (`MemberChange.noted_before`), or None."""
+        member = await registry.get_member(conn, ura)
+        if member is None:
+            return None
+        found: dict[str, Any] = {"name": member.name, "endpoint": member.endpoint}
+        if (details := (await self.details(conn, ura)).get(ura)) is not None:
+            found |= {
+                "agb": details.agb,
+                "timeout": details.timeout,
+                "max_pulls": details.max_pulls,
+                "auth": details.auth_kind,
+            }
+        return found
 
     async def details(self, conn: AsyncConnection, ura: str | None = None) -> dict[str, EndpointDetails]:
         """What the console shows of each member's endpoint row (or of one), by URA: never the sealed

@@ -86,6 +86,7 @@ function expired() {
   byId("logout").hidden = true;
   show("login");
   notify("error", t("error.expired"), { label: t("error.loginAgain"), run: startLogin });
+  byId("notice-action").focus(); // the keyboard is where the way on is, not on the page's body (a walkthrough)
 }
 
 async function startLogin() {
@@ -201,6 +202,7 @@ async function arrive() {
 }
 
 function focusHeading() {
+  if (document.activeElement === byId("notice-action")) return; // the way on after an expired session
   const visible = VIEWS.map((v) => byId(`view-${v}`)).find((v) => !v.hidden);
   const heading = visible && visible.querySelector("h2");
   if (heading) heading.focus();
