@@ -29,19 +29,15 @@ _NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
 
 
 def no_server(address: IPv4Address | IPv6Address) -> bool:
-    """Whether the address, or the IPv4 address an IPv6 one carries, is link-local, multicast or
-    unspecified."""
-    if address in _METADATA_ADDRESSES:
-        return True
-    if isinstance(address, IPv6Address):
-        carried = _carried_ipv4(address)
-        if carried is not None:
-            address = carried
+    """Whether the address, or the IPv4 address an IPv6 one carries, is link-local, multicast,
+    unspecified or a metadata service's."""
+    if isinstance(address, IPv6Address) and (carried := _carried_ipv4(address)) is not None:
+        address = carried
     return (
-        address.is_link_local
+        address in _METADATA_ADDRESSES
+        or address.is_link_local
         or address.is_multicast
         or address.is_unspecified
-        or address in _METADATA_ADDRESSES
     )
 
 
@@ -56,10 +52,9 @@ def _carried_ipv4(address: IPv6Address) -> IPv4Address | None:
 
 
 def no_server_host(host: str) -> bool:
-    """Whether a URL's host names an address the gateway is never sent to: after NFKC (a client would
-    connect to 169.254.169.254 written in full-width digits as to
-    169.254.169.254), as an IP address in any spelling the C
-    library accepts (`2852039166`, octal, hex, `169.254.43518`), or as a metadata service's name."""
+    """Whether a URL's host names an address the gateway is never sent to: after NFKC (a client connects
+    to an address written in full-width digits as to the ASCII one), as an IP address in any spelling the
+    C library accepts (`2852039166`, octal, hex, `169.254.43518`), or as a metadata service's name."""
     name = unicodedata.normalize("NFKC", host).lower().rstrip(".")
     if name in _METADATA_NAMES:
         return True

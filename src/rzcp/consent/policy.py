@@ -334,11 +334,12 @@ class Policy:
             candidates = by_code.get(code.strip().upper())
             if candidates:
                 same_system = {t for t in candidates if t.startswith(f"{system}|")}
-                found |= same_system or {t for t in candidates if not self._label_system_known(system)}
+                found |= same_system or (frozenset() if system in self._sensitive_systems else candidates)
         return found
 
-    def _label_system_known(self, system: str) -> bool:
-        return any(token.startswith(f"{system}|") for token in self.sensitive_labels)
+    @cached_property
+    def _sensitive_systems(self) -> frozenset[str]:
+        return frozenset(token.split("|", 1)[0] for token in self.sensitive_labels)
 
     @cached_property
     def purposes(self) -> frozenset[str]:

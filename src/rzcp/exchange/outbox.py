@@ -60,8 +60,8 @@ from rzcp.exchange.tables import outbox
 from rzcp.fhir.deps import is_fhir_id
 from rzcp.store.resources import instant, utcnow
 
-#: Resources in a message that describe who and how, not the patient's data: not decided by consent.
-#: Resource types that say who and where, not what about the patient: a message needs more than these.
+#: Resources in a message that describe who and how, not the patient's data: a message needs more than
+#: these, and consent decides what they contain, not themselves (`_to_decide`).
 ADMINISTRATIVE_TYPES = frozenset(
     {"MessageHeader", "Patient", "Organization", "Practitioner", "PractitionerRole", "Endpoint", "Provenance"}
 )
